@@ -1,0 +1,136 @@
+"""Turn a composed config into a ready-to-train SB3 model: env, encoder, replay buffer, algorithm.
+
+Every piece comes from a `_target_` entry. Checks that need the env (HER needs goals, the encoder must
+read the observation) run here, before any training, and fail with a ConfigError.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3 import HerReplayBuffer
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from rlexp.config import CONF_DIR, validate
+from rlexp.errors import ConfigError
+
+
+def _group_options(group: str) -> str:
+    return ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+
+
+def resolve_class(node: DictConfig, group: str) -> type | None:
+    """The class a `_target_` names, or a ConfigError listing the group's presets."""
+    target = node.get("_target_")
+    if target is None:
+        return None
+    try:
+        return get_class(target)
+    except Exception as exc:  # hydra wraps ImportError/AttributeError in its own types
+        raise ConfigError(
+            f"{group}._target_={target!r} cannot be imported ({exc.__class__.__name__}). "
+            f"Presets in conf/{group}/: {_group_options(group)}"
+        ) from None
+
+
+def class_kwargs(node: DictConfig) -> dict[str, Any]:
+    """A class spec's keyword arguments: every key but `_target_`."""
+    data = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(data, dict)
+    data.pop("_target_", None)
+    return data
+
+
+def algo_class(cfg: DictConfig) -> type[BaseAlgorithm]:
+    cls = resolve_class(cfg.algo, "algo")
+    if cls is None or not issubclass(cls, BaseAlgorithm):
+        raise ConfigError(f"algo._target_ must name an SB3 algorithm class, got {cfg.algo.get('_target_')!r}")
+    return cls
+
+
+def make_train_env(cfg: DictConfig) -> VecEnv:
+    try:
+        return instantiate(cfg.env, _convert_="all")
+    except ConfigError:
+        raise
+    except Exception as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def check_buffer(cfg: DictConfig, algo_cls: type, env: VecEnv) -> tuple[type | None, dict[str, Any]]:
+    buffer_cls = resolve_class(cfg.buffer, "buffer")
+    if buffer_cls is None:
+        return None, {}
+    name = algo_cls.__name__
+    if issubclass(algo_cls, OnPolicyAlgorithm):
+        what = "HER" if issubclass(buffer_cls, HerReplayBuffer) else f"a replay buffer ({buffer_cls.__name__})"
+        raise ConfigError(
+            f"{what} cannot be used with {name}: {name} is on-policy and learns from fresh rollouts only. "
+            "Use buffer=default with PPO, or an off-policy algo (algo=sac, algo=td3) for HER."
+        )
+    if issubclass(buffer_cls, HerReplayBuffer):
+        from rlexp.components.envs import is_goal_env
+
+        if not is_goal_env(env.observation_space):
+            raise ConfigError(
+                f"HER needs a goal-conditioned env (Dict observation with achieved_goal and desired_goal); "
+                f"env {cfg.env.id!r} has observation space {env.observation_space}"
+            )
+    return buffer_cls, class_kwargs(cfg.buffer)
+
+
+def check_encoder(cfg: DictConfig, env: VecEnv) -> tuple[type, dict[str, Any]]:
+    """Instantiate the extractor once on the real observation space: incompatibility fails here, not mid-run."""
+    enc_cls = resolve_class(cfg.encoder, "encoder")
+    if enc_cls is None:
+        raise ConfigError(f"encoder._target_ is required; presets: {_group_options('encoder')}")
+    kwargs = class_kwargs(cfg.encoder)
+    try:
+        enc_cls(env.observation_space, **kwargs)
+    except Exception as exc:
+        raise ConfigError(
+            f"encoder {enc_cls.__name__} cannot read the observation space of {cfg.env.id}: {exc}. "
+            f"Observation space: {env.observation_space}"
+        ) from None
+    return enc_cls, kwargs
+
+
+def algo_kwargs(cfg: DictConfig, env: VecEnv, run_dir: Path | None) -> dict[str, Any]:
+    """Everything the algorithm constructor gets beyond conf/algo: env, seed, encoder, buffer, logging."""
+    algo_cls = algo_class(cfg)
+    buffer_cls, buffer_kwargs = check_buffer(cfg, algo_cls, env)
+    enc_cls, enc_kwargs = check_encoder(cfg, env)
+    policy_kwargs = dict(cfg.algo.get("policy_kwargs") or {})
+    policy_kwargs.update(features_extractor_class=enc_cls, features_extractor_kwargs=enc_kwargs)
+    kwargs: dict[str, Any] = {
+        "env": env,
+        "seed": cfg.seed,
+        "device": cfg.device,
+        "policy_kwargs": policy_kwargs,
+        "verbose": 0,
+        "tensorboard_log": str(run_dir / "tb") if (cfg.tensorboard and run_dir is not None) else None,
+    }
+    if buffer_cls is not None:
+        kwargs.update(replay_buffer_class=buffer_cls, replay_buffer_kwargs=buffer_kwargs)
+    return kwargs
+
+
+def build(cfg: DictConfig, run_dir: str | Path | None = None) -> BaseAlgorithm:
+    """The SB3 model with its vectorised env and replay buffer, ready for `.learn`; nothing is trained."""
+    validate(cfg)
+    algo_class(cfg)
+    env = make_train_env(cfg)
+    try:
+        kwargs = algo_kwargs(cfg, env, Path(run_dir) if run_dir else None)
+        return instantiate(cfg.algo, **kwargs, _convert_="all")
+    except BaseException:
+        env.close()
+        raise

@@ -1,0 +1,165 @@
+"""Training callbacks: periodic checkpoints with replay buffer, graceful stop on signals, replay diagnostics."""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
+from rlexp import artifacts
+
+STEP_RE = re.compile(r"^step_(\d+)\.zip$")
+REPLAY = "replay.pkl"
+
+
+def checkpoint_steps(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """Periodic checkpoints in a run's checkpoints/ folder, oldest first."""
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := STEP_RE.match(p.name))]
+    return sorted(found)
+
+
+class StopFlag:
+    """Turns SIGTERM/SIGINT/SIGUSR1/SIGUSR2 into a request to checkpoint and stop at the next env step.
+
+    A second SIGINT restores Python's default (KeyboardInterrupt) so Ctrl-C twice always stops.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.signum = signum
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __enter__(self) -> StopFlag:
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handlers, no graceful stop
+                break
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+class CheckpointCallback(BaseCallback):
+    """Every `freq` env steps (and on a stop request) save `checkpoints/step_N.zip` + meta, and for
+    off-policy algorithms the replay buffer (`checkpoints/replay.pkl`, latest only: it can be GBs).
+    All writes are atomic, so a kill mid-save leaves the previous checkpoint intact.
+    """
+
+    def __init__(self, run_dir: Path, freq: int, write_meta: Callable[[Path, dict[str, Any]], None],
+                 stop: StopFlag | None = None) -> None:
+        super().__init__()
+        self.ckpt_dir = run_dir / artifacts.CKPT_DIR
+        self.freq = freq
+        self.write_meta = write_meta
+        self.stop = stop
+        self.next_at = 0
+        self.last_saved: int | None = None
+
+    def _on_training_start(self) -> None:
+        self.next_at = (self.num_timesteps // self.freq + 1) * self.freq if self.freq else 0
+
+    def save(self) -> Path:
+        step = self.num_timesteps
+        zip_path = self.ckpt_dir / f"step_{step}.zip"
+        extra: dict[str, Any] = {"checkpoint": str(zip_path.resolve()), "total_steps_done": step}
+        if isinstance(self.model, OffPolicyAlgorithm) and self.model.replay_buffer is not None:
+            artifacts.atomic_write(self.ckpt_dir / REPLAY, lambda tmp: self.model.save_replay_buffer(tmp))
+            extra["replay_buffer"] = {"path": REPLAY, "step": step, "size": int(self.model.replay_buffer.size())}
+        artifacts.atomic_write(zip_path, lambda tmp: self.model.save(tmp))
+        self.write_meta(zip_path, extra)
+        self.last_saved = step
+        return zip_path
+
+    def _on_step(self) -> bool:
+        if self.freq and self.num_timesteps >= self.next_at:
+            self.save()
+            self.next_at += self.freq * max(1, (self.num_timesteps - self.next_at) // self.freq + 1)
+        if self.stop is not None and self.stop.requested:
+            if self.last_saved != self.num_timesteps:
+                self.save()
+            return False
+        return True
+
+
+class ReplayDiagnosticsCallback(BaseCallback):
+    """The replay/* scalars the book reads for SAC: critic Q statistics on sampled pairs, alpha,
+    stored-reward statistics and achieved-to-desired goal distances.
+
+    Goal distances use a random sample of stored transitions (the book's script took the oldest
+    1000 rows, which describes the warm-up data rather than the current buffer).
+    """
+
+    def __init__(self, freq: int = 10_000, n_samples: int = 1000, distance_threshold: float = 0.05) -> None:
+        super().__init__()
+        self.freq = freq
+        self.n_samples = n_samples
+        self.threshold = distance_threshold
+        self.next_at = 0
+
+    def _on_training_start(self) -> None:
+        self.next_at = (self.num_timesteps // self.freq + 1) * self.freq
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.next_at:
+            self.next_at += self.freq
+            self.log_diagnostics()
+        return True
+
+    @th.no_grad()
+    def log_diagnostics(self) -> None:
+        model = self.model
+        buf = getattr(model, "replay_buffer", None)
+        if buf is None or buf.size() < min(1000, self.n_samples):
+            return
+        batch = buf.sample(self.n_samples, env=model._vec_normalize_env)
+        critic = getattr(model, "critic", None)
+        if critic is not None:
+            qs = critic(batch.observations, batch.actions)
+            q1, q2 = qs[0].squeeze(-1), qs[-1].squeeze(-1)
+            q_min = th.min(q1, q2)
+            for name, q in (("q1", q1), ("q2", q2), ("q_min", q_min)):
+                self.logger.record(f"replay/{name}_mean", float(q.mean()))
+                self.logger.record(f"replay/{name}_std", float(q.std()))
+            self.logger.record("replay/q_min_max", float(q_min.max()))
+            self.logger.record("replay/q_min_min", float(q_min.min()))
+        if getattr(model, "log_ent_coef", None) is not None:
+            self.logger.record("replay/ent_coef", float(th.exp(model.log_ent_coef.detach()).item()))
+        elif getattr(model, "ent_coef_tensor", None) is not None:
+            self.logger.record("replay/ent_coef", float(model.ent_coef_tensor.item()))
+        n = buf.buffer_size if buf.full else buf.pos
+        rewards = np.asarray(buf.rewards[:n]).ravel()
+        self.logger.record("replay/reward_mean", float(rewards.mean()))
+        self.logger.record("replay/reward_std", float(rewards.std()))
+        self.logger.record("replay/reward_min", float(rewards.min()))
+        self.logger.record("replay/reward_max", float(rewards.max()))
+        self.logger.record("replay/reward_positive_frac", float((rewards > -0.5).mean()))
+        obs = batch.observations
+        if isinstance(obs, dict) and "achieved_goal" in obs and "desired_goal" in obs:
+            d = th.linalg.norm(obs["achieved_goal"] - obs["desired_goal"], dim=-1).cpu().numpy()
+            self.logger.record("replay/goal_distance_mean", float(d.mean()))
+            self.logger.record("replay/goal_distance_std", float(d.std()))
+            self.logger.record("replay/goal_distance_min", float(d.min()))
+            self.logger.record("replay/goal_distance_max", float(d.max()))
+            self.logger.record("replay/goal_within_threshold", float((d < self.threshold).mean()))

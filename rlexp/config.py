@@ -1,0 +1,96 @@
+"""Composing, validating and hashing configs outside of `@hydra.main` (tests, notebooks, the CLI)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rlexp.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# Keys that change how a run is executed or shown, not what it computes: left out of the config hash.
+HASH_EXCLUDE = ("resume", "progress", "hydra")
+TASKS = ("train", "proof_of_life", "env_anatomy")
+
+
+def compose(*overrides: str) -> DictConfig:
+    """Compose conf/config.yaml with overrides, as `python run.py OVERRIDES` would."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def experiment_names() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """Resolved plain dict without Hydra's own node."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(data, dict)
+    data.pop("hydra", None)
+    return data
+
+
+def config_hash(cfg: DictConfig | dict[str, Any]) -> str:
+    """Stable short hash of what a run computes: same hash, same experiment (resume/progress excluded)."""
+    data = to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+    for key in HASH_EXCLUDE:
+        data.pop(key, None)
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def parse_seeds(spec: Any, n_episodes: int) -> list[int]:
+    """Evaluation seeds: None -> 0..n-1; "0-99", "0,1,2", an int or a list are accepted."""
+    if spec is None:
+        return list(range(n_episodes))
+    if isinstance(spec, int):
+        return list(range(spec, spec + n_episodes))
+    if isinstance(spec, str):
+        spec = spec.strip()
+        try:
+            if "-" in spec and "," not in spec:
+                lo, hi = (int(x) for x in spec.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                seeds = list(range(lo, hi + 1))
+            else:
+                seeds = [int(x) for x in spec.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"eval seeds {spec!r}: expected 'A-B', 'a,b,c' or an integer") from None
+    else:
+        seeds = [int(x) for x in spec]
+    if not seeds:
+        raise ConfigError("eval seeds: empty list")
+    return seeds
+
+
+def validate(cfg: DictConfig) -> None:
+    """Cheap checks on plain values; the builder checks what needs the env (HER, encoder, checkpoint)."""
+    if cfg.task not in TASKS:
+        raise ConfigError(f"unknown task {cfg.task!r}; valid tasks: {', '.join(TASKS)}")
+    for key in ("total_steps", "n_envs"):
+        value = cfg[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+    if not isinstance(cfg.checkpoint_freq, int) or cfg.checkpoint_freq < 0:
+        raise ConfigError(f"checkpoint_freq must be an integer >= 0 (0 disables), got {cfg.checkpoint_freq!r}")
+    n_eps = cfg.eval.n_episodes
+    if not isinstance(n_eps, int) or n_eps <= 0:
+        raise ConfigError(f"eval.n_episodes must be a positive integer, got {n_eps!r}")
+    parse_seeds(cfg.eval.seeds, n_eps)
+    if cfg.diagnostics.freq < 0 or cfg.diagnostics.n_samples <= 0:
+        raise ConfigError("diagnostics.freq must be >= 0 and diagnostics.n_samples > 0")
+    for key in ("learning_starts", "batch_size", "buffer_size", "n_steps"):
+        if key in cfg.algo and (cfg.algo[key] is None or cfg.algo[key] < 0 or (key != "learning_starts"
+                                                                              and cfg.algo[key] == 0)):
+            raise ConfigError(f"algo.{key} must be positive, got {cfg.algo[key]!r}")

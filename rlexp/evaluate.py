@@ -1,0 +1,160 @@
+"""The book's evaluation protocol: N episodes, episode i reset with seed i, deterministic by default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.base_class import BaseAlgorithm
+from tqdm import tqdm
+
+from rlexp import artifacts
+from rlexp.errors import ConfigError
+
+KNOWN_ALGOS = ("stable_baselines3.PPO", "stable_baselines3.SAC", "stable_baselines3.TD3")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run directory means its final model.zip; a .zip is taken as is. Missing -> ConfigError."""
+    path = Path(path)
+    if path.is_dir():
+        zip_path = path / artifacts.MODEL
+        if not zip_path.exists():
+            ckpts = sorted((path / artifacts.CKPT_DIR).glob("*.zip")) if (path / artifacts.CKPT_DIR).is_dir() else []
+            hint = f" (periodic checkpoints exist, e.g. {ckpts[-1]})" if ckpts else ""
+            raise ConfigError(f"no {artifacts.MODEL} in run directory {path}{hint}")
+        return zip_path
+    if not path.exists():
+        raise ConfigError(f"checkpoint not found: {path}")
+    if path.suffix != ".zip":
+        raise ConfigError(f"checkpoint must be a run directory or an SB3 .zip file, got {path}")
+    return path
+
+
+def meta_path(zip_path: Path) -> Path:
+    # String ops, not with_suffix: stems like "g0.95" would be mangled (book pitfall §7.14).
+    return zip_path.parent / (zip_path.name[: -len(".zip")] + ".meta.json")
+
+
+def load_run_config(zip_path: Path) -> DictConfig:
+    """The resolved config a checkpoint was trained with, from the meta file written beside it."""
+    meta = meta_path(zip_path)
+    if not meta.exists():
+        raise ConfigError(f"{meta.name} missing beside {zip_path}: cannot tell which env and algo it was trained on")
+    data = artifacts.read_json(meta)
+    if "config" not in data:
+        raise ConfigError(f"{meta} has no 'config' entry; was it written by rlexp?")
+    return OmegaConf.create(data["config"])
+
+
+def load_model(zip_path: Path, cfg: DictConfig, device: str = "auto") -> BaseAlgorithm:
+    """Load with the training env class so HER checkpoints (which need an env) load too."""
+    from rlexp.builder import algo_class
+    from rlexp.components.envs import env_factory
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    cls = algo_class(cfg)
+    env = DummyVecEnv([env_factory(cfg.env.id, _plain(cfg.env.get("kwargs")), _plain(cfg.env.get("wrappers")) or ())])
+    try:
+        return cls.load(str(zip_path), env=env, device=device)
+    except Exception as exc:
+        env.close()
+        raise ConfigError(f"cannot load {zip_path} as {cls.__name__} on {cfg.env.id}: {exc}") from None
+
+
+def _plain(node: Any) -> Any:
+    """Plain Python containers for gymnasium/hydra calls that must not see OmegaConf nodes."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def run_episodes(
+    model: BaseAlgorithm, cfg: DictConfig, seeds: list[int], deterministic: bool = True, progress: bool = False
+) -> list[dict[str, Any]]:
+    from rlexp.components.envs import make_env
+
+    env = make_env(cfg.env.id, _plain(cfg.env.get("kwargs")), _plain(cfg.env.get("wrappers")) or ())
+    episodes = []
+    try:
+        for seed in tqdm(seeds, desc="eval", unit="ep", disable=not progress, leave=False):
+            obs, _ = env.reset(seed=int(seed))
+            total, length, success, tts, actions = 0.0, 0, 0, None, []
+            done = False
+            info: dict[str, Any] = {}
+            while not done:
+                action, _ = model.predict(obs, deterministic=deterministic)
+                obs, reward, terminated, truncated, info = env.step(action)
+                total += float(reward)
+                length += 1
+                actions.append(np.asarray(action, dtype=np.float64).ravel())
+                if tts is None and info.get("is_success", 0) > 0:
+                    tts = length
+                done = bool(terminated or truncated)
+            success = int(info.get("is_success", 0) > 0)  # book: success on the LAST step
+            acts = np.stack(actions)
+            smooth = float(np.sum(np.sum(np.diff(acts, axis=0) ** 2, axis=1))) if len(acts) > 1 else 0.0
+            final_distance = None
+            if isinstance(obs, dict) and "achieved_goal" in obs:
+                final_distance = float(np.linalg.norm(
+                    np.asarray(obs["achieved_goal"], np.float32) - np.asarray(obs["desired_goal"], np.float32)))
+            episodes.append({
+                "seed": int(seed), "return": total, "length": length, "success": success,
+                "final_distance": final_distance, "time_to_success": tts,
+                "action_smoothness": smooth, "action_max_abs": float(np.max(np.abs(acts))),
+            })
+    finally:
+        env.close()
+    return episodes
+
+
+def aggregate(episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    def stat(key: str) -> np.ndarray:
+        return np.array([e[key] for e in episodes if e[key] is not None], dtype=np.float64)
+
+    def mean(x: np.ndarray) -> float | None:
+        return float(x.mean()) if x.size else None
+
+    def std(x: np.ndarray) -> float | None:
+        return float(x.std()) if x.size else None  # ddof 0, as the book's eval
+
+    ret, dist, ln, tts = stat("return"), stat("final_distance"), stat("length"), stat("time_to_success")
+    return {
+        "success_rate": float(stat("success").mean()),
+        "return_mean": mean(ret), "return_std": std(ret),
+        "final_distance_mean": mean(dist), "final_distance_std": std(dist),
+        "ep_len_mean": mean(ln), "ep_len_std": std(ln),
+        "action_smoothness_mean": mean(stat("action_smoothness")),
+        "action_max_abs_mean": mean(stat("action_max_abs")),
+        # Over episodes that reached the goal at some step (null when none did).
+        "time_to_success_mean": mean(tts),
+        "n_reached": int(tts.size),
+    }
+
+
+def evaluate(
+    model: BaseAlgorithm,
+    cfg: DictConfig,
+    seeds: list[int],
+    deterministic: bool = True,
+    checkpoint: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The eval JSON (book schema §3.3 plus time-to-success and the config hash)."""
+    from rlexp.config import config_hash
+
+    episodes = run_episodes(model, cfg, seeds, deterministic, progress)
+    return {
+        "created_at": artifacts.utc_now(),
+        "algo": type(model).__name__,
+        "env_id": cfg.env.id,
+        "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+        "device": str(model.device),
+        "n_episodes": len(seeds),
+        "seeds": [int(s) for s in seeds],
+        "deterministic": bool(deterministic),
+        "config_hash": config_hash(cfg),
+        "aggregate": aggregate(episodes),
+        "per_episode": episodes,
+        "versions": artifacts.versions(),
+    }

@@ -1,0 +1,37 @@
+"""rlexp entry point: `python run.py +experiment=NAME [overrides]` (add -m for sweeps)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+import rlexp  # noqa: F401  - sets MUJOCO_GL before any env is created
+from rlexp.errors import ConfigError
+
+log = logging.getLogger("rlexp")
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> dict:
+    from rlexp.runner import run_task
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        summary = run_task(cfg, run_dir)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if summary.get("status") == "interrupted":
+        sys.exit(3)
+    if summary.get("status") == "failed":
+        sys.exit(1)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
