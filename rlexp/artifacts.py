@@ -17,6 +17,8 @@ META = "model.meta.json"
 EVAL = "eval.json"
 CKPT_DIR = "checkpoints"
 TB_DIR = "tb"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def utc_now() -> str:
@@ -32,6 +34,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -70,6 +70,36 @@ def check_resume_compatible(cfg: DictConfig, zip_path: Path) -> dict[str, Any]:
     return meta
 
 
+def finished_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """A run directory whose eval.json carries this config's hash is done: re-running skips it."""
+    eval_file = run_dir / artifacts.EVAL
+    if not eval_file.exists():
+        return None
+    result = artifacts.read_json(eval_file)
+    if result.get("config_hash") != config_hash(cfg):
+        raise ConfigError(f"{run_dir} already holds a finished run of a different config "
+                          f"(hash {result.get('config_hash')} vs {config_hash(cfg)}); choose another hydra.run.dir")
+    meta = artifacts.read_json(run_dir / artifacts.META) if (run_dir / artifacts.META).exists() else {}
+    agg = result["aggregate"]
+    return {"status": "skipped", "run_dir": str(run_dir), "step": meta.get("total_steps"),
+            "steps_per_sec": meta.get("steps_per_sec"),
+            **{k: agg[k] for k in ("success_rate", "return_mean", "return_std", "final_distance_mean")}}
+
+
+def own_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """An interrupted run left checkpoints in its own directory (sweep re-run, SLURM requeue): resume them."""
+    steps = checkpoint_steps(run_dir / artifacts.CKPT_DIR)
+    if not steps:
+        return None
+    zip_path = steps[-1][1]
+    meta_file = meta_path(zip_path)
+    old_hash = artifacts.read_json(meta_file).get("config_hash") if meta_file.exists() else None
+    if old_hash != config_hash(cfg):
+        raise ConfigError(f"{run_dir} holds checkpoints of a different config (hash {old_hash} vs "
+                          f"{config_hash(cfg)}); choose another hydra.run.dir or pass resume= explicitly")
+    return zip_path
+
+
 def run_dir_of(zip_path: Path) -> Path:
     return zip_path.parent.parent if zip_path.parent.name == artifacts.CKPT_DIR else zip_path.parent
 
@@ -160,8 +190,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     validate(cfg)
     run_dir = Path(run_dir).resolve()
     resumed_from: str | None = None
-    if cfg.resume:
-        zip_path = find_resume_checkpoint(cfg.resume)
+    resume = cfg.resume
+    if not resume:
+        done = finished_summary(cfg, run_dir)
+        if done is not None:
+            return done
+        resume = own_checkpoint(cfg, run_dir)
+    if resume:
+        zip_path = find_resume_checkpoint(resume)
         meta = check_resume_compatible(cfg, zip_path)
         run_dir = run_dir_of(zip_path).resolve()  # artifacts and TensorBoard continue in the original run
         resumed_from = str(zip_path.resolve())
@@ -208,6 +244,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
 
 def summary_line(summary: dict[str, Any]) -> str:
+    if summary["status"] == "skipped":
+        return (f"skipped: {summary['run_dir']} already has eval.json for this config "
+                f"(success {summary['success_rate']:.0%})")
     if summary["status"] == "interrupted":
         return (f"interrupted at step {summary['step']}: checkpoint {summary['checkpoint']}. "
                 f"Continue with: resume={summary['run_dir']}")

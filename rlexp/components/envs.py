@@ -18,6 +18,12 @@ GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
 
 def register_robotics() -> None:
     """Make gymnasium-robotics ids (FetchReach-v4, ...) known to gymnasium.make."""
+    try:  # its import prints a notice about Adroit envs on stderr: irrelevant to Fetch, drop it
+        import farama_notifications
+
+        farama_notifications.notifications.pop("gymnasium_robotics", None)
+    except ImportError:
+        pass
     import gymnasium_robotics
 
     gym.register_envs(gymnasium_robotics)
