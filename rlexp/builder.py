@@ -96,8 +96,9 @@ def check_encoder(cfg: DictConfig, env: VecEnv) -> tuple[type, dict[str, Any]]:
     try:
         enc_cls(env.observation_space, **kwargs)
     except Exception as exc:
+        reason = " ".join(str(a) for a in exc.args) or exc.__class__.__name__
         raise ConfigError(
-            f"encoder {enc_cls.__name__} cannot read the observation space of {cfg.env.id}: {exc}. "
+            f"encoder {enc_cls.__name__} cannot read the observation space of {cfg.env.id}: {reason}. "
             f"Observation space: {env.observation_space}"
         ) from None
     return enc_cls, kwargs

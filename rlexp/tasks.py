@@ -15,6 +15,9 @@ from rlexp.components.envs import make_env, register_robotics
 from rlexp.evaluate import aggregate, run_episodes
 
 log = logging.getLogger("rlexp")
+# Approximate Fetch goal workspace (book ch2): x, y, z in metres.
+WORKSPACE_LOW = np.array([1.05, 0.40, 0.42])
+WORKSPACE_HIGH = np.array([1.55, 1.10, 0.60])
 
 
 class RandomPolicy:
@@ -117,7 +120,6 @@ def reward_check(env: gym.Env, cfg: DictConfig) -> dict[str, Any]:
     a = cfg.anatomy
     base = env.unwrapped
     rng = np.random.default_rng(cfg.seed)
-    goal_space = env.observation_space["desired_goal"]
     obs, _ = env.reset(seed=cfg.seed)
     mismatches: list[dict[str, Any]] = []
     n_checks = 0
@@ -127,9 +129,11 @@ def reward_check(env: gym.Env, cfg: DictConfig) -> dict[str, Any]:
         computed = float(base.compute_reward(ag, dg, info))
         checks = [("step_vs_compute_reward", float(reward), computed),
                   ("compute_reward_vs_formula", computed, expected_reward(base, ag, dg))]
-        for _ in range(a.n_random_goals):
-            goal = rng.uniform(goal_space.low, goal_space.high).astype(dg.dtype)
-            goal = np.clip(goal, -10, 10)  # goal Box is unbounded: keep relabelled goals finite
+        # Relabelled goals as HER makes them: the achieved goal itself (must count as success) and
+        # random goals in the Fetch workspace (the goal Box is unbounded, so sample the workspace).
+        goals = [ag.copy()] + [rng.uniform(WORKSPACE_LOW, WORKSPACE_HIGH).astype(dg.dtype)
+                               for _ in range(a.n_random_goals)]
+        for goal in goals:
             checks.append(("relabelled_goal", float(base.compute_reward(ag, goal, info)),
                            expected_reward(base, ag, goal)))
         for kind, got, want in checks:
