@@ -52,7 +52,8 @@ def curve(name: str) -> list[tuple[int, float]]:
 
 
 def table() -> str:
-    rows = ["| run | command | seed | steps | wall time (train) | steps/s | success | return | final dist (mm) | book |",
+    rows = ["| run | command | seed | steps | wall time (train) | steps/s | success | return | final dist (mm) "
+            "| book |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, (_exp, _steps, book, _target) in RUNS.items():
         meta_p, eval_p = OUT / name / "model.meta.json", OUT / name / "eval.json"
@@ -62,7 +63,8 @@ def table() -> str:
         agg = ev["aggregate"]
         cmd = "python " + " ".join(command(name, meta["seed"])[1:-2])
         rows.append(
-            f"| {name} | `{cmd}` | {meta['seed']} | {meta['total_steps']:,} | {meta['training_time_sec'] / 60:.1f} min | "
+            f"| {name} | `{cmd}` | {meta['seed']} | {meta['total_steps']:,} | "
+            f"{meta['training_time_sec'] / 60:.1f} min | "
             f"{meta['steps_per_sec']:.0f} | {agg['success_rate']:.0%} ({ev['n_episodes']} ep) | "
             f"{agg['return_mean']:.2f} ± {agg['return_std']:.2f} | {agg['final_distance_mean'] * 1000:.1f} | {book} |")
     lines = ["Machine: " + machine(), "", *rows, ""]

@@ -49,7 +49,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     artifacts.write_json(out, result)
     agg = result["aggregate"]
     dist = agg["final_distance_mean"]
-    print(f"{cfg.env.id} {result['algo']} {len(seeds)} episodes ({'stochastic' if args.stochastic else 'deterministic'}):"
+    mode = "stochastic" if args.stochastic else "deterministic"
+    print(f"{cfg.env.id} {result['algo']} {len(seeds)} episodes ({mode}):"
           f" success {agg['success_rate']:.0%}, return {agg['return_mean']:.2f} ± {agg['return_std']:.2f}"
           + (f", final distance {dist * 1000:.1f} mm" if dist is not None else "") + f" -> {out}")
     return 0

@@ -51,12 +51,13 @@ def load_run_config(zip_path: Path) -> DictConfig:
 
 def load_model(zip_path: Path, cfg: DictConfig, device: str = "auto") -> BaseAlgorithm:
     """Load with the training env class so HER checkpoints (which need an env) load too."""
-    from rlexp.builder import algo_class
-    from rlexp.components.envs import env_factory
     from stable_baselines3.common.vec_env import DummyVecEnv
 
+    from rlexp.builder import algo_class
+    from rlexp.components.envs import make_env_from_cfg
+
     cls = algo_class(cfg)
-    env = DummyVecEnv([env_factory(cfg.env.id, _plain(cfg.env.get("kwargs")), _plain(cfg.env.get("wrappers")) or ())])
+    env = DummyVecEnv([lambda: make_env_from_cfg(cfg.env)])
     try:
         return cls.load(str(zip_path), env=env, device=device)
     except Exception as exc:
@@ -64,17 +65,12 @@ def load_model(zip_path: Path, cfg: DictConfig, device: str = "auto") -> BaseAlg
         raise ConfigError(f"cannot load {zip_path} as {cls.__name__} on {cfg.env.id}: {exc}") from None
 
 
-def _plain(node: Any) -> Any:
-    """Plain Python containers for gymnasium/hydra calls that must not see OmegaConf nodes."""
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
 def run_episodes(
     model: BaseAlgorithm, cfg: DictConfig, seeds: list[int], deterministic: bool = True, progress: bool = False
 ) -> list[dict[str, Any]]:
-    from rlexp.components.envs import make_env
+    from rlexp.components.envs import make_env_from_cfg
 
-    env = make_env(cfg.env.id, _plain(cfg.env.get("kwargs")), _plain(cfg.env.get("wrappers")) or ())
+    env = make_env_from_cfg(cfg.env)
     episodes = []
     try:
         for seed in tqdm(seeds, desc="eval", unit="ep", disable=not progress, leave=False):

@@ -11,7 +11,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from rlexp import artifacts
-from rlexp.components.envs import make_env, register_robotics
+from rlexp.components.envs import make_env_from_cfg, register_robotics
 from rlexp.evaluate import aggregate, run_episodes
 
 log = logging.getLogger("rlexp")
@@ -48,7 +48,7 @@ def render_frame(cfg: DictConfig, out: Path) -> dict[str, Any]:
     import imageio.v3 as iio
 
     width, height = cfg.render.width, cfg.render.height
-    env = make_env(cfg.env.id, render_mode="rgb_array", width=width, height=height)
+    env = make_env_from_cfg(cfg.env, render_mode="rgb_array", width=width, height=height)
     try:
         env.reset(seed=cfg.seed)
         frame = env.render()
@@ -152,7 +152,7 @@ def reward_check(env: gym.Env, cfg: DictConfig) -> dict[str, Any]:
 def env_anatomy(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Book ch2: describe.json, reward_check.json (status 'failed' -> non-zero exit), random_baseline.json."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = make_env(cfg.env.id)
+    env = make_env_from_cfg(cfg.env)  # as configured: wrappers must keep the reward invariant too
     try:
         artifacts.write_json(run_dir / "describe.json", describe(env, cfg.seed))
         check = reward_check(env, cfg)
@@ -160,7 +160,7 @@ def env_anatomy(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         env.close()
     artifacts.write_json(run_dir / "reward_check.json", check)
     seeds = list(range(cfg.seed, cfg.seed + cfg.anatomy.random_episodes))
-    probe = make_env(cfg.env.id)
+    probe = make_env_from_cfg(cfg.env)
     policy = RandomPolicy(probe.action_space, cfg.seed)
     probe.close()
     episodes = run_episodes(policy, cfg, seeds, deterministic=False)  # type: ignore[arg-type]

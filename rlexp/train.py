@@ -120,11 +120,13 @@ def load_for_resume(cfg: DictConfig, zip_path: Path, meta: dict[str, Any], run_d
         replay_file = zip_path.parent / replay.get("path", REPLAY)
         if replay and replay.get("step") == model.num_timesteps and replay_file.exists():
             model.load_replay_buffer(str(replay_file))
-            log.info("resume: replay buffer restored (%d transitions)", model.replay_buffer.size())
+            log.info("resume: replay buffer restored (%d transitions)",
+                     model.replay_buffer.size() * model.replay_buffer.n_envs)
         else:
             # Fresh buffer: hold off updates until it has data again (book pitfall §7.5 with HER).
             model.learning_starts = model.num_timesteps + int(cfg.algo.get("learning_starts", 0) or 0)
-            log.warning("resume: no replay buffer saved for step %d; starting with an empty buffer", model.num_timesteps)
+            log.warning("resume: no replay buffer saved for step %d; starting with an empty buffer",
+                        model.num_timesteps)
     return model
 
 

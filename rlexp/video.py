@@ -10,7 +10,6 @@ from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 
 from rlexp import artifacts
-from rlexp.evaluate import _plain
 
 PAUSE_FRAMES = 15
 
@@ -26,10 +25,9 @@ def _overlay(frame: np.ndarray, text: str) -> np.ndarray:
 def record(model: Any, cfg: DictConfig, seeds: list[int], deterministic: bool = True,
            width: int = 640, height: int = 480) -> list[np.ndarray]:
     """Frames of one episode per seed, each frame captioned with the goal distance."""
-    from rlexp.components.envs import make_env
+    from rlexp.components.envs import make_env_from_cfg
 
-    env = make_env(cfg.env.id, _plain(cfg.env.get("kwargs")), _plain(cfg.env.get("wrappers")) or (),
-                   render_mode="rgb_array", width=width, height=height)
+    env = make_env_from_cfg(cfg.env, render_mode="rgb_array", width=width, height=height)
     threshold = float(getattr(env.unwrapped, "distance_threshold", 0.05))
     frames: list[np.ndarray] = []
     try:

@@ -86,7 +86,8 @@ class CheckpointCallback(BaseCallback):
         extra: dict[str, Any] = {"checkpoint": str(zip_path.resolve()), "total_steps_done": step}
         if isinstance(self.model, OffPolicyAlgorithm) and self.model.replay_buffer is not None:
             artifacts.atomic_write(self.ckpt_dir / REPLAY, lambda tmp: self.model.save_replay_buffer(tmp))
-            extra["replay_buffer"] = {"path": REPLAY, "step": step, "size": int(self.model.replay_buffer.size())}
+            buf = self.model.replay_buffer
+            extra["replay_buffer"] = {"path": REPLAY, "step": step, "transitions": int(buf.size() * buf.n_envs)}
         artifacts.atomic_write(zip_path, lambda tmp: self.model.save(tmp))
         self.write_meta(zip_path, extra)
         self.last_saved = step
@@ -131,7 +132,8 @@ class ReplayDiagnosticsCallback(BaseCallback):
     def log_diagnostics(self) -> None:
         model = self.model
         buf = getattr(model, "replay_buffer", None)
-        if buf is None or buf.size() < min(1000, self.n_samples):
+        # size() counts rows of n_envs transitions each
+        if buf is None or buf.size() * buf.n_envs < min(1000, self.n_samples):
             return
         batch = buf.sample(self.n_samples, env=model._vec_normalize_env)
         critic = getattr(model, "critic", None)

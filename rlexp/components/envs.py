@@ -62,6 +62,14 @@ def make_env(
     return _wrap(gym.make(id, **make_kwargs), wrappers)
 
 
+def make_env_from_cfg(env_cfg: Any, **extra: Any) -> gym.Env:
+    """One env from an `env:` config node (kwargs and wrappers included), e.g. for evaluation."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.to_container(env_cfg, resolve=True) if OmegaConf.is_config(env_cfg) else dict(env_cfg)
+    return make_env(node["id"], node.get("kwargs"), node.get("wrappers") or (), **extra)
+
+
 def env_factory(
     id: str,  # noqa: A002
     kwargs: dict[str, Any] | None = None,
