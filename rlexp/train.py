@@ -227,9 +227,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             progress_bar=bool(cfg.progress),
         )
         run.t_end = time.time()
-    if stop.requested:
+    if stop.requested and ckpt.stopping:
         model.get_env().close()
-        return {"status": "interrupted", "run_dir": str(run_dir), "step": int(model.num_timesteps),
+        return {"status": "interrupted", "run_dir": str(run_dir), "step": ckpt.last_saved,
                 "checkpoint": str(run_dir / artifacts.CKPT_DIR / f"step_{ckpt.last_saved}.zip")}
 
     final = run_dir / artifacts.MODEL

@@ -64,7 +64,11 @@ class StopFlag:
 class CheckpointCallback(BaseCallback):
     """Every `freq` env steps (and on a stop request) save `checkpoints/step_N.zip` + meta, and for
     off-policy algorithms the replay buffer (`checkpoints/replay.pkl`, latest only: it can be GBs).
-    All writes are atomic, so a kill mid-save leaves the previous checkpoint intact.
+
+    Saves happen at the start of a rollout (or at the end of training), when weights, optimizer state,
+    step counter and replay buffer all describe the same step: SB3 counts a step before `_on_step` but
+    stores its transition and takes its gradient step after. All writes are atomic, so a kill mid-save
+    leaves the previous checkpoint intact.
     """
 
     def __init__(self, run_dir: Path, freq: int, write_meta: Callable[[Path, dict[str, Any]], None],
@@ -75,6 +79,8 @@ class CheckpointCallback(BaseCallback):
         self.write_meta = write_meta
         self.stop = stop
         self.next_at = 0
+        self.pending = False
+        self.stopping = False
         self.last_saved: int | None = None
 
     def _on_training_start(self) -> None:
@@ -85,23 +91,36 @@ class CheckpointCallback(BaseCallback):
         zip_path = self.ckpt_dir / f"step_{step}.zip"
         extra: dict[str, Any] = {"checkpoint": str(zip_path.resolve()), "total_steps_done": step}
         if isinstance(self.model, OffPolicyAlgorithm) and self.model.replay_buffer is not None:
-            artifacts.atomic_write(self.ckpt_dir / REPLAY, lambda tmp: self.model.save_replay_buffer(tmp))
             buf = self.model.replay_buffer
+            artifacts.atomic_write(self.ckpt_dir / REPLAY, lambda tmp: self.model.save_replay_buffer(tmp))
             extra["replay_buffer"] = {"path": REPLAY, "step": step, "transitions": int(buf.size() * buf.n_envs)}
         artifacts.atomic_write(zip_path, lambda tmp: self.model.save(tmp))
         self.write_meta(zip_path, extra)
         self.last_saved = step
         return zip_path
 
-    def _on_step(self) -> bool:
-        if self.freq and self.num_timesteps >= self.next_at:
+    def _save_pending(self) -> None:
+        if self.pending and self.last_saved != self.num_timesteps:
             self.save()
-            self.next_at += self.freq * max(1, (self.num_timesteps - self.next_at) // self.freq + 1)
+        self.pending = False
+
+    def _on_step(self) -> bool:
+        if self.stopping:
+            return False  # the checkpoint was taken at the start of this rollout
+        if self.freq and self.num_timesteps >= self.next_at:
+            self.pending = True
+            self.next_at += self.freq * ((self.num_timesteps - self.next_at) // self.freq + 1)
         if self.stop is not None and self.stop.requested:
-            if self.last_saved != self.num_timesteps:
-                self.save()
-            return False
+            self.pending = True
         return True
+
+    def _on_rollout_start(self) -> None:
+        self._save_pending()
+        if self.stop is not None and self.stop.requested:
+            self.stopping = True
+
+    def _on_training_end(self) -> None:
+        self._save_pending()
 
 
 class ReplayDiagnosticsCallback(BaseCallback):
