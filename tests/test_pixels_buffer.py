@@ -15,18 +15,22 @@ N_STACK, C, H, W = 4, 3, 6, 5
 
 
 def space() -> gym.spaces.Dict:
-    return gym.spaces.Dict({
-        "pixels": gym.spaces.Box(0, 255, (N_STACK * C, H, W), np.uint8),
-        "proprioception": gym.spaces.Box(-np.inf, np.inf, (2,), np.float64),
-        "achieved_goal": gym.spaces.Box(-np.inf, np.inf, (3,), np.float64),
-        "desired_goal": gym.spaces.Box(-np.inf, np.inf, (3,), np.float64),
-    })
+    return gym.spaces.Dict(
+        {
+            "pixels": gym.spaces.Box(0, 255, (N_STACK * C, H, W), np.uint8),
+            "proprioception": gym.spaces.Box(-np.inf, np.inf, (2,), np.float64),
+            "achieved_goal": gym.spaces.Box(-np.inf, np.inf, (3,), np.float64),
+            "desired_goal": gym.spaces.Box(-np.inf, np.inf, (3,), np.float64),
+        }
+    )
 
 
 class RewardEnv:
     """What HER needs from the VecEnv: env_method('compute_reward', ...)."""
 
-    def env_method(self, name: str, achieved: np.ndarray, desired: np.ndarray, infos: object, indices: object) -> list:
+    def env_method(
+        self, name: str, achieved: np.ndarray, desired: np.ndarray, infos: object, indices: object
+    ) -> list:
         assert name == "compute_reward"
         return [-(np.linalg.norm(achieved - desired, axis=-1) > 0.5).astype(np.float32)]
 
@@ -49,8 +53,12 @@ class FakeEpisodes:
     @staticmethod
     def _obs(ep: dict, i: int) -> dict[str, np.ndarray]:
         idx = [max(0, j) for j in range(i - N_STACK + 1, i + 1)]
-        return {"pixels": ep["frames"][idx].reshape(N_STACK * C, H, W), "proprioception": ep["prop"][i],
-                "achieved_goal": ep["ag"][i], "desired_goal": ep["goal"]}
+        return {
+            "pixels": ep["frames"][idx].reshape(N_STACK * C, H, W),
+            "proprioception": ep["prop"][i],
+            "achieved_goal": ep["ag"][i],
+            "desired_goal": ep["goal"],
+        }
 
     def step(self) -> tuple[dict, dict, np.ndarray, np.ndarray, np.ndarray]:
         obs, nxt, dones = [], [], []
@@ -75,13 +83,25 @@ def fill(buffers: list, n_envs: int, steps: int, seed: int) -> None:
         obs, nxt, act, rew, done = episodes.step()
         infos = [{"TimeLimit.truncated": bool(d)} for d in done]
         for buf in buffers:
-            buf.add({k: v.copy() for k, v in obs.items()}, {k: v.copy() for k, v in nxt.items()}, act, rew, done, infos)
+            buf.add(
+                {k: v.copy() for k, v in obs.items()},
+                {k: v.copy() for k, v in nxt.items()},
+                act,
+                rew,
+                done,
+                infos,
+            )
 
 
 def make_pair(buffer_size: int, n_envs: int, strategy: str, n_sampled_goal: int = 4, **kw: object) -> tuple:
     args = (buffer_size, space(), gym.spaces.Box(-1, 1, (4,), np.float32))
-    common = {"env": RewardEnv(), "device": "cpu", "n_envs": n_envs, "n_sampled_goal": n_sampled_goal,
-              "goal_selection_strategy": strategy}
+    common = {
+        "env": RewardEnv(),
+        "device": "cpu",
+        "n_envs": n_envs,
+        "n_sampled_goal": n_sampled_goal,
+        "goal_selection_strategy": strategy,
+    }
     return HerReplayBuffer(*args, **common), PixelHerReplayBuffer(*args, **common, **kw)
 
 
@@ -98,11 +118,13 @@ def assert_same(a: object, b: object) -> None:
 
 @pytest.mark.parametrize(
     ("buffer_size", "n_envs", "steps", "strategy"),
-    [(200, 1, 60, "future"),      # no wrap: plain episodes
-     (23, 1, 80, "future"),       # wraps several times: episodes cut by overwriting, boundaries across the end
-     (17, 3, 70, "future"),       # vectorised envs with unaligned episode ends, wrapping
-     (19, 2, 55, "final"),
-     (19, 2, 55, "episode")],
+    [
+        (200, 1, 60, "future"),  # no wrap: plain episodes
+        (23, 1, 80, "future"),  # wraps several times: episodes cut by overwriting, boundaries across the end
+        (17, 3, 70, "future"),  # vectorised envs with unaligned episode ends, wrapping
+        (19, 2, 55, "final"),
+        (19, 2, 55, "episode"),
+    ],
 )
 def test_batches_identical_to_sb3_her(buffer_size: int, n_envs: int, steps: int, strategy: str) -> None:
     sb3, ours = make_pair(buffer_size, n_envs, strategy)
@@ -132,30 +154,44 @@ def test_drq_after_relabelling_keeps_everything_but_pixels() -> None:
 
 def test_memory_per_transition_at_84x84() -> None:
     """Full 84x84x3 x 4-frame buffer of 50-step episodes: <= 25 KB per transition vs SB3's ~169 KB."""
-    obs_space = gym.spaces.Dict({
-        "pixels": gym.spaces.Box(0, 255, (12, 84, 84), np.uint8),
-        "proprioception": gym.spaces.Box(-np.inf, np.inf, (10,), np.float64),
-        "achieved_goal": gym.spaces.Box(-np.inf, np.inf, (3,), np.float64),
-        "desired_goal": gym.spaces.Box(-np.inf, np.inf, (3,), np.float64),
-    })
+    obs_space = gym.spaces.Dict(
+        {
+            "pixels": gym.spaces.Box(0, 255, (12, 84, 84), np.uint8),
+            "proprioception": gym.spaces.Box(-np.inf, np.inf, (10,), np.float64),
+            "achieved_goal": gym.spaces.Box(-np.inf, np.inf, (3,), np.float64),
+            "desired_goal": gym.spaces.Box(-np.inf, np.inf, (3,), np.float64),
+        }
+    )
     size, n_envs = 400, 2
-    buf = PixelHerReplayBuffer(size, obs_space, gym.spaces.Box(-1, 1, (4,), np.float32), env=RewardEnv(),
-                               device="cpu", n_envs=n_envs)
+    buf = PixelHerReplayBuffer(
+        size, obs_space, gym.spaces.Box(-1, 1, (4,), np.float32), env=RewardEnv(), device="cpu", n_envs=n_envs
+    )
     obs = {k: np.zeros((n_envs, *s.shape), s.dtype) for k, s in obs_space.spaces.items()}
     for t in range(size // n_envs):
         done = np.full(n_envs, (t + 1) % 50 == 0)
-        buf.add(obs, obs, np.zeros((n_envs, 4), np.float32), np.zeros(n_envs, np.float32), done, [{}] * n_envs)
+        buf.add(
+            obs, obs, np.zeros((n_envs, 4), np.float32), np.zeros(n_envs, np.float32), done, [{}] * n_envs
+        )
     per = buf.nbytes() / size
     assert per <= 25_000, per
-    sb3 = HerReplayBuffer(size, obs_space, gym.spaces.Box(-1, 1, (4,), np.float32), env=RewardEnv(), device="cpu",
-                          n_envs=n_envs)
+    sb3 = HerReplayBuffer(
+        size, obs_space, gym.spaces.Box(-1, 1, (4,), np.float32), env=RewardEnv(), device="cpu", n_envs=n_envs
+    )
     assert dict_buffer_nbytes(sb3) / size > 169_000
 
 
 def test_bad_pixel_buffer_config() -> None:
     with pytest.raises(ConfigError, match="no 'pixels' key"):
-        PixelHerReplayBuffer(10, gym.spaces.Dict({"achieved_goal": gym.spaces.Box(-1, 1, (3,)),
-                                                  "desired_goal": gym.spaces.Box(-1, 1, (3,))}),
-                             gym.spaces.Box(-1, 1, (4,)), env=RewardEnv(), device="cpu")
+        PixelHerReplayBuffer(
+            10,
+            gym.spaces.Dict(
+                {"achieved_goal": gym.spaces.Box(-1, 1, (3,)), "desired_goal": gym.spaces.Box(-1, 1, (3,))}
+            ),
+            gym.spaces.Box(-1, 1, (4,)),
+            env=RewardEnv(),
+            device="cpu",
+        )
     with pytest.raises(ConfigError, match="frame_stack"):
-        PixelHerReplayBuffer(10, space(), gym.spaces.Box(-1, 1, (4,)), env=RewardEnv(), device="cpu", frame_stack=5)
+        PixelHerReplayBuffer(
+            10, space(), gym.spaces.Box(-1, 1, (4,)), env=RewardEnv(), device="cpu", frame_stack=5
+        )

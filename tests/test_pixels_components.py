@@ -38,7 +38,9 @@ def test_manipulation_cnn_84_to_21() -> None:
     assert [c.stride for c in convs] == [(2, 2), (1, 1), (1, 1), (2, 2)]
 
 
-@pytest.mark.parametrize(("row", "col", "expected"), [(0, 0, (-1.0, -1.0)), (10, 10, (0.0, 0.0)), (20, 0, (-1.0, 1.0))])
+@pytest.mark.parametrize(
+    ("row", "col", "expected"), [(0, 0, (-1.0, -1.0)), (10, 10, (0.0, 0.0)), (20, 0, (-1.0, 1.0))]
+)
 def test_spatial_softmax_peak_coordinates(row: int, col: int, expected: tuple[float, float]) -> None:
     ss = SpatialSoftmax(21, 21, 1)
     x = th.zeros(1, 1, 21, 21)
@@ -124,7 +126,10 @@ def test_optimizer_membership(routing: str) -> None:
     actor_enc = ids(pol.actor.features_extractor.parameters())
     critic_enc = ids(pol.critic.features_extractor.parameters())
     target_enc = ids(pol.critic_target.features_extractor.parameters())
-    assert target_enc.isdisjoint(critic_enc) and pol.critic_target.features_extractor is not pol.critic.features_extractor
+    assert (
+        target_enc.isdisjoint(critic_enc)
+        and pol.critic_target.features_extractor is not pol.critic.features_extractor
+    )
     in_actor, in_critic = opt_ids(pol.actor.optimizer), opt_ids(pol.critic.optimizer)
     if routing == "actor":
         assert pol.actor.features_extractor is pol.critic.features_extractor
@@ -230,7 +235,9 @@ def test_target_encoder_is_separate_and_moves_under_polyak() -> None:
     polyak_update(pol.critic.parameters(), pol.critic_target.parameters(), 0.005)
     assert changed(before, target)
     diff = [(a - b).abs().max() for a, b in zip(before, target.parameters(), strict=True)]
-    src = [(a - b).abs().max() for a, b in zip(pol.critic.features_extractor.parameters(), before, strict=True)]
+    src = [
+        (a - b).abs().max() for a, b in zip(pol.critic.features_extractor.parameters(), before, strict=True)
+    ]
     assert max(diff) <= 0.0051 * max(src) + 1e-7  # a tau-sized step toward the online encoder
 
 
@@ -254,8 +261,10 @@ class TinyPixelGoalEnv(gym.Env):
         self.t = 0
 
     def _obs(self) -> dict[str, np.ndarray]:
-        return {k: s.sample() if k == "pixels" else self.np_random.normal(size=s.shape)
-                for k, s in self.observation_space.spaces.items()}
+        return {
+            k: s.sample() if k == "pixels" else self.np_random.normal(size=s.shape)
+            for k, s in self.observation_space.spaces.items()
+        }
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
@@ -274,10 +283,21 @@ class TinyPixelGoalEnv(gym.Env):
 def test_critic_routing_trains_saves_and_loads(tmp_path) -> None:  # noqa: ANN001
     from rlexp.components.pixel_buffer import PixelHerReplayBuffer
 
-    model = SAC(CriticEncoderMultiInputPolicy, TinyPixelGoalEnv(), learning_starts=20, batch_size=8, buffer_size=200,
-                replay_buffer_class=PixelHerReplayBuffer, replay_buffer_kwargs={"frame_stack": 2, "drq_pad": 2},
-                policy_kwargs={"features_extractor_class": ManipulationExtractor,
-                               "features_extractor_kwargs": {"num_filters": 8}}, seed=0, device="cpu")
+    model = SAC(
+        CriticEncoderMultiInputPolicy,
+        TinyPixelGoalEnv(),
+        learning_starts=20,
+        batch_size=8,
+        buffer_size=200,
+        replay_buffer_class=PixelHerReplayBuffer,
+        replay_buffer_kwargs={"frame_stack": 2, "drq_pad": 2},
+        policy_kwargs={
+            "features_extractor_class": ManipulationExtractor,
+            "features_extractor_kwargs": {"num_filters": 8},
+        },
+        seed=0,
+        device="cpu",
+    )
     enc = model.policy.critic.features_extractor
     before = enc_state(enc)
     model.learn(40)
