@@ -116,7 +116,7 @@ def table(args: argparse.Namespace) -> str:
     rows = [
         "| measurement | value | notes |",
         "|---|---|---|",
-        f"| pixel env steps/s, native 84x84 render | {native:.1f} | 1 env, 4 frames, {args.env_steps} steps |",
+        f"| pixel env steps/s, native 84x84 render | {native:.1f} | 1 env, {args.env_steps} steps |",
         f"| pixel env steps/s, 480x480 render + PIL resize | {resized:.1f} | the book's default path |",
         f"| replay bytes/transition, PixelHerReplayBuffer | {ours:,.0f} | 500k: {ours * 5e5 / 1e9:.1f} GB |",
         f"| replay bytes/transition, SB3 HerReplayBuffer | {sb3:,.0f} | 500k: {sb3 * 5e5 / 1e9:.1f} GB |",
