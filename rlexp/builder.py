@@ -55,7 +55,8 @@ def algo_class(cfg: DictConfig) -> type[BaseAlgorithm]:
 
 def make_train_env(cfg: DictConfig) -> VecEnv:
     try:
-        return instantiate(cfg.env, _convert_="all")
+        # not recursive: env.wrappers are specs that make_env instantiates with env=...
+        return instantiate(cfg.env, _convert_="all", _recursive_=False)
     except ConfigError:
         raise
     except Exception as exc:
@@ -111,6 +112,10 @@ def algo_kwargs(cfg: DictConfig, env: VecEnv, run_dir: Path | None) -> dict[str,
     enc_cls, enc_kwargs = check_encoder(cfg, env)
     policy_kwargs = dict(cfg.algo.get("policy_kwargs") or {})
     policy_kwargs.update(features_extractor_class=enc_cls, features_extractor_kwargs=enc_kwargs)
+    from rlexp.components.routing import routing_kwargs
+
+    routed = routing_kwargs(cfg.get("routing"), algo_cls)  # who trains the encoder: actor | separate | critic
+    policy_kwargs.update(routed.pop("policy_kwargs", {}))
     kwargs: dict[str, Any] = {
         "env": env,
         "seed": cfg.seed,
@@ -119,6 +124,7 @@ def algo_kwargs(cfg: DictConfig, env: VecEnv, run_dir: Path | None) -> dict[str,
         "verbose": 0,
         "tensorboard_log": str(run_dir / "tb") if (cfg.tensorboard and run_dir is not None) else None,
     }
+    kwargs.update(routed)  # routing=critic replaces the policy class
     if buffer_cls is not None:
         kwargs.update(replay_buffer_class=buffer_cls, replay_buffer_kwargs=buffer_kwargs)
     return kwargs

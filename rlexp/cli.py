@@ -116,7 +116,7 @@ def _register_extras() -> None:
     """Subcommands defined in other modules (report/diff/plot) register themselves on import."""
     import importlib
 
-    for mod in ("rlexp.analysis",):
+    for mod in ("rlexp.analysis", "rlexp.losses"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
