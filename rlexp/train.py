@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+from stable_baselines3 import HerReplayBuffer
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
@@ -152,7 +153,7 @@ class Run:
         elapsed = (self.t_end or time.time()) - self.t0
         done = model.num_timesteps - self.steps0
         buffer = self.config.get("buffer", {})
-        her = buffer.get("_target_", "") and "HerReplayBuffer" in str(buffer.get("_target_"))
+        her = isinstance(getattr(model, "replay_buffer", None), HerReplayBuffer)
         hp = {k: v for k, v in self.config["algo"].items() if k not in ("_target_", "policy")}
         data = {
             "created_at": artifacts.utc_now(),
