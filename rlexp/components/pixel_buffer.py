@@ -8,6 +8,7 @@ started from. Stacks are rebuilt at sample time: ~23 KB per transition, with bat
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,21 @@ from stable_baselines3.common.type_aliases import DictReplayBufferSamples
 
 from rlexp.components.augment import augment_batch
 from rlexp.errors import ConfigError
+
+
+def _warn_if_too_big(nbytes: float) -> None:
+    """Linux allocates lazily, so a too-big buffer only fails when it fills, hours in (book pitfall 7.7)."""
+    try:
+        import psutil
+    except ImportError:
+        return
+    available = psutil.virtual_memory().available
+    if nbytes > available:
+        warnings.warn(
+            f"PixelHerReplayBuffer will need ~{nbytes / 1e9:.1f} GB of frames when full but only "
+            f"{available / 1e9:.1f} GB is available: lower algo.buffer_size",
+            stacklevel=3,
+        )
 
 
 class PixelHerReplayBuffer(HerReplayBuffer):
@@ -81,6 +97,7 @@ class PixelHerReplayBuffer(HerReplayBuffer):
         self.frames = np.zeros((self.buffer_size, self.n_envs, *self.frame_shape), dtype=image_space.dtype)
         self.start_stacks: dict[tuple[int, int], np.ndarray] = {}
         self.drq_pad = int(drq_pad)
+        _warn_if_too_big(self.frames.nbytes * (1 + self.frame_stack / 50))
 
     def add(
         self,
