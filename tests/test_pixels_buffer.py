@@ -137,6 +137,30 @@ def test_batches_identical_to_sb3_her(buffer_size: int, n_envs: int, steps: int,
         assert_same(a, b)
 
 
+def test_first_episode_entered_mid_way() -> None:
+    """A fresh buffer after resume starts inside an episode: its stacks hold frames from before the buffer."""
+    sb3, ours = make_pair(40, 2, "future")
+    episodes = FakeEpisodes(2, np.random.default_rng(7), lengths=(8, 12))
+    for ep in episodes.state:
+        ep["t"] = 5  # the env is already 5 steps into its episode
+    for _ in range(30):
+        obs, nxt, act, rew, done = episodes.step()
+        for buf in (sb3, ours):
+            buf.add(
+                {k: v.copy() for k, v in obs.items()},
+                {k: v.copy() for k, v in nxt.items()},
+                act,
+                rew,
+                done,
+                [{}] * 2,
+            )
+    for seed in range(3):
+        np.random.seed(seed)
+        a = sb3.sample(64)
+        np.random.seed(seed)
+        assert_same(a, ours.sample(64))
+
+
 def test_drq_after_relabelling_keeps_everything_but_pixels() -> None:
     sb3, ours = make_pair(23, 2, "future", drq_pad=2)
     fill([sb3, ours], 2, 50, seed=1)

@@ -137,6 +137,6 @@ def test_loss_signature_command(tmp_path) -> None:  # noqa: ANN001
     assert 2.0e6 <= sig["breakout_step"] <= 2.3e6 and 2.9e6 <= sig["mastery_step"] <= 3.25e6
     plateau, breakout, mastery = sig["phases"]
     assert plateau["critic_loss"]["trend"] == "falling" and abs(plateau["actor_loss"]["mean"]) < 0.3
-    assert breakout["critic_loss"]["mean"] > 3 * plateau["critic_loss"]["end"]  # the loss rises out of phase 1
+    assert breakout["critic_loss"]["mean"] > 3 * plateau["critic_loss"]["end"]  # rises out of phase 1
     assert mastery["actor_loss"]["end"] < 0
     assert "GREEN" in out.stdout and (tmp_path / "loss_signature.png").stat().st_size > 0

@@ -8,6 +8,7 @@ started from. Stacks are rebuilt at sample time: ~23 KB per transition, with bat
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,21 @@ from stable_baselines3.common.type_aliases import DictReplayBufferSamples
 
 from rlexp.components.augment import augment_batch
 from rlexp.errors import ConfigError
+
+
+def _warn_if_too_big(nbytes: float) -> None:
+    """Linux allocates lazily, so a too-big buffer only fails when it fills, hours in (book pitfall 7.7)."""
+    try:
+        import psutil
+    except ImportError:
+        return
+    available = psutil.virtual_memory().available
+    if nbytes > available:
+        warnings.warn(
+            f"PixelHerReplayBuffer will need ~{nbytes / 1e9:.1f} GB of frames when full but only "
+            f"{available / 1e9:.1f} GB is available: lower algo.buffer_size",
+            stacklevel=3,
+        )
 
 
 class PixelHerReplayBuffer(HerReplayBuffer):
@@ -78,7 +94,16 @@ class PixelHerReplayBuffer(HerReplayBuffer):
         self.frame_shape = (shape[0] // frame_stack, *shape[1:])
         # frames[t, e]: newest frame of next_obs of transition t. start_stacks[(t, e)]: the obs stack of an
         # episode's first transition t, kept whole so an episode entered mid-way (after resume) stays exact.
-        self.frames = np.zeros((self.buffer_size, self.n_envs, *self.frame_shape), dtype=image_space.dtype)
+        frames_shape = (self.buffer_size, self.n_envs, *self.frame_shape)
+        need = float(np.prod(frames_shape)) * np.dtype(image_space.dtype).itemsize
+        _warn_if_too_big(need * (1 + self.frame_stack / 50))  # + one start stack per ~50-step episode
+        try:
+            self.frames = np.zeros(frames_shape, dtype=image_space.dtype)
+        except MemoryError:
+            raise ConfigError(
+                f"PixelHerReplayBuffer: cannot allocate {need / 1e9:.1f} GB of frames for "
+                f"{self.buffer_size * self.n_envs} transitions; lower algo.buffer_size"
+            ) from None
         self.start_stacks: dict[tuple[int, int], np.ndarray] = {}
         self.drq_pad = int(drq_pad)
 
