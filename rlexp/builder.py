@@ -17,7 +17,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from rlexp.config import CONF_DIR, validate
-from rlexp.errors import ConfigError
+from rlexp.errors import ConfigError, unwrap_config_errors
 
 
 def _group_options(group: str) -> str:
@@ -54,16 +54,9 @@ def algo_class(cfg: DictConfig) -> type[BaseAlgorithm]:
 
 
 def make_train_env(cfg: DictConfig) -> VecEnv:
-    try:
+    with unwrap_config_errors():
         # not recursive: env.wrappers are specs that make_env instantiates with env=...
         return instantiate(cfg.env, _convert_="all", _recursive_=False)
-    except ConfigError:
-        raise
-    except Exception as exc:
-        cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
-        if cause is not None:
-            raise cause from None
-        raise
 
 
 def check_buffer(cfg: DictConfig, algo_cls: type, env: VecEnv) -> tuple[type | None, dict[str, Any]]:
@@ -137,7 +130,8 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> BaseAlgorithm:
     env = make_train_env(cfg)
     try:
         kwargs = algo_kwargs(cfg, env, Path(run_dir) if run_dir else None)
-        return instantiate(cfg.algo, **kwargs, _convert_="all")
+        with unwrap_config_errors():  # e.g. a replay buffer that rejects the observation space
+            return instantiate(cfg.algo, **kwargs, _convert_="all")
     except BaseException:
         env.close()
         raise

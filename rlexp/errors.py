@@ -1,5 +1,24 @@
 """The one exception users see: a bad config or input, reported before any expensive work."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class ConfigError(ValueError):
     """Bad user input (config value, path, checkpoint). Printed as a one-line error, no traceback."""
+
+
+@contextmanager
+def unwrap_config_errors() -> Iterator[None]:
+    """Hydra wraps exceptions raised by instantiated objects; surface our own ConfigError unwrapped."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as exc:
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise

@@ -65,6 +65,15 @@ def load_model(zip_path: Path, cfg: DictConfig, device: str = "auto") -> BaseAlg
         raise ConfigError(f"cannot load {zip_path} as {cls.__name__} on {cfg.env.id}: {exc}") from None
 
 
+def ground_truth(env: Any) -> dict[str, Any] | None:
+    """The env's own goal dict when a wrapper (pixels without goal keys) hides it from the policy."""
+    try:
+        raw = env.get_wrapper_attr("last_raw_obs")
+    except AttributeError:
+        return None
+    return raw if isinstance(raw, dict) and "achieved_goal" in raw else None
+
+
 def run_episodes(
     model: BaseAlgorithm, cfg: DictConfig, seeds: list[int], deterministic: bool = True, progress: bool = False
 ) -> list[dict[str, Any]]:
@@ -91,9 +100,10 @@ def run_episodes(
             acts = np.stack(actions)
             smooth = float(np.sum(np.sum(np.diff(acts, axis=0) ** 2, axis=1))) if len(acts) > 1 else 0.0
             final_distance = None
-            if isinstance(obs, dict) and "achieved_goal" in obs:
+            goals = obs if isinstance(obs, dict) and "achieved_goal" in obs else ground_truth(env)
+            if goals is not None:
                 final_distance = float(np.linalg.norm(
-                    np.asarray(obs["achieved_goal"], np.float32) - np.asarray(obs["desired_goal"], np.float32)))
+                    np.asarray(goals["achieved_goal"], np.float32) - np.asarray(goals["desired_goal"], np.float32)))
             episodes.append({
                 "seed": int(seed), "return": total, "length": length, "success": success,
                 "final_distance": final_distance, "time_to_success": tts,

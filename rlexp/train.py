@@ -29,7 +29,7 @@ from rlexp.evaluate import evaluate, meta_path
 log = logging.getLogger("rlexp")
 TB_NAME = "run"  # SB3 writes tb/run_1; a resumed run keeps writing there
 # Keys that must match between a checkpoint and the config that resumes it.
-RESUME_KEYS = ("algo._target_", "env.id", "buffer._target_", "encoder._target_", "n_envs")
+RESUME_KEYS = ("algo._target_", "env.id", "buffer._target_", "encoder._target_", "routing", "n_envs")
 
 
 def _select(data: dict[str, Any], dotted: str) -> Any:

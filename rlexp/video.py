@@ -25,9 +25,16 @@ def _overlay(frame: np.ndarray, text: str) -> np.ndarray:
 def record(model: Any, cfg: DictConfig, seeds: list[int], deterministic: bool = True,
            width: int = 640, height: int = 480) -> list[np.ndarray]:
     """Frames of one episode per seed, each frame captioned with the goal distance."""
+    from omegaconf import OmegaConf
+
     from rlexp.components.envs import make_env_from_cfg
 
-    env = make_env_from_cfg(cfg.env, render_mode="rgb_array", width=width, height=height)
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    for spec in env_cfg.get("wrappers") or ():
+        # Pixel policies: render large for the video and let the wrapper downscale the policy's frames.
+        if isinstance(spec, dict) and "resize" in spec:
+            spec["resize"] = True
+    env = make_env_from_cfg(env_cfg, render_mode="rgb_array", width=width, height=height)
     threshold = float(getattr(env.unwrapped, "distance_threshold", 0.05))
     frames: list[np.ndarray] = []
     try:

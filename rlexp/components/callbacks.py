@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from stable_baselines3 import HerReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
@@ -154,6 +155,8 @@ class ReplayDiagnosticsCallback(BaseCallback):
         # size() counts rows of n_envs transitions each
         if buf is None or buf.size() * buf.n_envs < min(1000, self.n_samples):
             return
+        if isinstance(buf, HerReplayBuffer) and not buf.ep_length.any():
+            return  # HER samples only from finished episodes
         batch = buf.sample(self.n_samples, env=model._vec_normalize_env)
         critic = getattr(model, "critic", None)
         if critic is not None:

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from rlexp.errors import ConfigError
+from rlexp.errors import ConfigError, unwrap_config_errors
 
 GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
 
@@ -42,7 +42,8 @@ def check_env_id(env_id: str) -> None:
 
 def _wrap(env: gym.Env, wrappers: Sequence[Any]) -> gym.Env:
     for spec in wrappers or ():
-        env = instantiate(spec, env=env)
+        with unwrap_config_errors():
+            env = instantiate(spec, env=env)
     return env
 
 
