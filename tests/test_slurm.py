@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,19 +26,22 @@ SCRIPT = ROOT / "tools" / "slurm_local.sh"
 
 
 @pytest.fixture(scope="module")
-def slurm_conf() -> str:
+def slurm_conf() -> Iterator[str]:
     if os.geteuid() != 0:
         pytest.skip("the local SLURM cluster (tools/slurm_local.sh) needs root")
     if not shutil.which("apt-get") or not shutil.which("dpkg-query"):
         pytest.skip("the local SLURM cluster (tools/slurm_local.sh) needs Debian's apt-get to install SLURM")
+    status = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True, text=True, timeout=60)
+    already_up = "slurmctld: running" in status.stdout  # e.g. brought up by .ci/run: leave it running
     up = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True, timeout=900)
     if up.returncode != 0:
         subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, timeout=300)
         pytest.fail(f"slurm_local.sh up failed:\n{up.stderr[-4000:]}")
     conf = up.stdout.strip().splitlines()[-1].split("=", 1)[1]
     yield conf
-    down = subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, text=True, timeout=300)
-    assert down.returncode == 0, down.stderr[-2000:]
+    if not already_up:
+        down = subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, text=True, timeout=300)
+        assert down.returncode == 0, down.stderr[-2000:]
 
 
 def slurm(conf: str, *args: str) -> str:
