@@ -1,0 +1,276 @@
+"""`report`, `diff`, `plot`: on a real tiny sweep (local submitit launcher, 2 configs x 2 seeds) with numbers
+recomputed by hand from its eval.json files, and on the book's published 24-config table (book_facts §2)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import shutil
+import statistics
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from tests.conftest import ok, read_json, rlexp_cli, run_py
+from tests.test_sweeps import PPO_TINY
+
+GAMMAS = (0.9, 0.99)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """algo.gamma x seed = 4 tiny PPO runs through hydra/launcher=local, at most 2 at once."""
+    out = tmp_path_factory.mktemp("analysis") / "sweep"
+    ok(
+        run_py(
+            *PPO_TINY,
+            "total_steps=768",
+            "algo.gamma=0.9,0.99",
+            "seed=0,1",
+            "hydra/launcher=local",
+            "hydra.launcher.max_parallel=2",
+            f"hydra.sweep.dir={out}",
+            multirun=True,
+        )
+    )
+    return out
+
+
+def run_dirs(sweep: Path) -> dict[tuple[float, int], Path]:
+    found = {}
+    for p in sweep.iterdir():
+        if p.is_dir() and not p.name.startswith("."):
+            gamma = float(re.search(r"algo\.gamma=([0-9.]+)", p.name).group(1))
+            seed = int(re.search(r"seed=(\d+)", p.name).group(1))
+            found[(gamma, seed)] = p
+    return found
+
+
+def test_local_launcher_ran_every_job_at_most_two_at_once(sweep: Path) -> None:
+    dirs = run_dirs(sweep)
+    assert sorted(dirs) == [(g, s) for g in GAMMAS for s in (0, 1)]
+    assert all((d / "eval.json").exists() and (d / "tb").is_dir() for d in dirs.values())
+    stamp = re.compile(
+        r"submitit INFO \((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+)\) - (Starting with|Exiting after)"
+    )
+    events = []
+    for log in (sweep / ".submitit").rglob("*_log.out"):
+        for when, what in stamp.findall(log.read_text()):
+            events.append((datetime.strptime(when, "%Y-%m-%d %H:%M:%S,%f"), what.startswith("Exiting")))
+    assert len(events) == 8, events  # 4 starts, 4 ends
+    running = peak = 0
+    for _, is_end in sorted(events):
+        running += -1 if is_end else 1
+        peak = max(peak, running)
+    assert peak == 2, "max_parallel=2 should run two jobs at once, never more"
+
+
+def test_report_matches_hand_computed_statistics(sweep: Path, tmp_path: Path) -> None:
+    proc = ok(rlexp_cli("report", str(sweep), "--out", str(tmp_path), "--reps", "500"))
+    report = read_json(tmp_path / "report.json")
+    assert report["n_runs"] == report["n_finished"] == 4 and report["missing"] == []
+    assert report["factors"] == ["algo.gamma"]
+    by_gamma = {c["factors"]["algo.gamma"]: c for c in report["configs"]}
+    assert sorted(by_gamma) == list(GAMMAS)
+    dirs = run_dirs(sweep)
+    config_means = {}
+    for gamma in GAMMAS:
+        evals = [read_json(dirs[(gamma, s)] / "eval.json")["aggregate"] for s in (0, 1)]
+        for metric in ("success_rate", "return_mean", "final_distance_mean"):
+            values = [e[metric] for e in evals]
+            got = by_gamma[gamma][metric]
+            mean, std = statistics.mean(values), statistics.stdev(values)
+            half = stats.t.ppf(0.975, 1) * std / math.sqrt(2)  # 12.706 * std / sqrt(2)
+            assert got["n"] == 2 and got["mean"] == pytest.approx(mean, abs=1e-12)
+            assert got["std"] == pytest.approx(std, abs=1e-12)
+            assert got["ci95_low"] == pytest.approx(mean - half, abs=1e-9)
+            assert got["ci95_high"] == pytest.approx(mean + half, abs=1e-9)
+            assert got["min"] == min(values) and got["max"] == max(values)
+            assert got["iqm"] == pytest.approx(stats.trim_mean(values, 0.25), abs=1e-12)
+            assert got["iqm_ci95_low"] <= got["iqm"] <= got["iqm_ci95_high"]
+            config_means[(gamma, metric)] = mean
+        assert sorted(by_gamma[gamma]["seeds"]) == [0, 1]
+    effect = report["marginal_effects"]["return_mean"]["algo.gamma"]
+    assert [row["level"] for row in effect] == ["0.9", "0.99"]
+    assert effect[1]["delta"] == pytest.approx(
+        config_means[(0.99, "return_mean")] - config_means[(0.9, "return_mean")], abs=1e-12
+    )
+    # Markdown printed and written; CSV has one row per config.
+    assert "| config | n | success mean" in proc.stdout and "algo.gamma=0.9" in proc.stdout
+    assert (tmp_path / "report.md").read_text().strip() == proc.stdout.strip()
+    with open(tmp_path / "report.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 and {float(r["factor:algo.gamma"]) for r in rows} == set(GAMMAS)
+    ret = {float(r["factor:algo.gamma"]): float(r["return_mean_mean"]) for r in rows}
+    assert ret[0.9] == pytest.approx(config_means[(0.9, "return_mean")])
+
+
+def test_report_on_half_finished_and_empty_sweeps(sweep: Path, tmp_path: Path) -> None:
+    half = tmp_path / "half"
+    shutil.copytree(sweep, half)
+    unfinished = run_dirs(half)[(0.99, 1)]
+    (unfinished / "eval.json").unlink()
+    proc = ok(rlexp_cli("report", str(half), "--reps", "200"))
+    assert "3 of 4 runs finished" in proc.stdout and unfinished.name in proc.stdout
+    assert "1 of 4 runs have no eval.json" in proc.stderr
+    report = read_json(half / "report.json")
+    assert report["missing"] == [{"run_dir": str(unfinished), "checkpoint_step": 768}]
+    assert {c["factors"]["algo.gamma"]: c["success_rate"]["n"] for c in report["configs"]} == {
+        0.9: 2,
+        0.99: 1,
+    }
+
+    for d in run_dirs(half).values():
+        (d / "eval.json").unlink(missing_ok=True)
+    none = rlexp_cli("report", str(half))
+    assert none.returncode == 2 and none.stderr.startswith("error: none of the 4 runs found has eval.json")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = rlexp_cli("report", str(empty))
+    assert res.returncode == 2 and res.stderr.startswith("error: no runs found under"), res.stderr
+
+
+# The book's 24 configs (ent_coef, n_sampled_goal, learning_starts, gamma) -> mean success % over 5 seeds.
+BOOK_TABLE = {
+    (0.05, 4, 1000, 0.95): 99.4,
+    (0.10, 4, 1000, 0.95): 97.8,
+    (0.05, 8, 1000, 0.95): 97.4,
+    (0.05, 8, 5000, 0.95): 97.2,
+    (0.10, 8, 5000, 0.95): 97.2,
+    (0.05, 4, 5000, 0.95): 96.6,
+    (0.10, 8, 1000, 0.95): 96.2,
+    (0.10, 4, 5000, 0.95): 96.0,
+    (0.05, 8, 1000, 0.98): 94.6,
+    (0.10, 8, 5000, 0.98): 94.6,
+    (0.05, 8, 5000, 0.98): 93.8,
+    (0.10, 4, 5000, 0.98): 87.2,
+    (0.05, 4, 1000, 0.98): 86.8,
+    (0.20, 4, 5000, 0.95): 85.6,
+    (0.20, 4, 1000, 0.95): 85.2,
+    (0.10, 8, 1000, 0.98): 77.4,
+    (0.10, 4, 1000, 0.98): 80.6,
+    (0.05, 4, 5000, 0.98): 81.2,
+    (0.20, 8, 5000, 0.95): 73.0,
+    (0.20, 8, 1000, 0.95): 76.8,
+    (0.20, 8, 5000, 0.98): 75.8,
+    (0.20, 8, 1000, 0.98): 65.8,
+    (0.20, 4, 5000, 0.98): 64.8,
+    (0.20, 4, 1000, 0.98): 64.0,
+}
+
+
+def test_report_reproduces_the_books_factor_analysis(tmp_path: Path) -> None:
+    """120 run dirs whose eval.json carry the book's config means (seeds spread symmetrically around them):
+    the report must give the book's marginal means (gamma 91.5% vs 80.5%, -11.0 pp) and gamma x ent table."""
+    from rlexp import artifacts
+    from rlexp.config import compose, to_container
+
+    base = to_container(compose("+experiment=ch05_her_grid"))
+    for (ent, nsg, ls, gamma), pct in BOOK_TABLE.items():
+        for i, seed in enumerate((0, 1, 2, 42, 77)):
+            cfg = {
+                **base,
+                "seed": seed,
+                "env": {**base["env"], "seed": seed},
+                "algo": {**base["algo"], "ent_coef": ent, "learning_starts": ls, "gamma": gamma},
+                "buffer": {**base["buffer"], "n_sampled_goal": nsg},
+            }
+            run = tmp_path / "grid" / f"ent{ent}_nsg{nsg}_ls{ls}_g{gamma}_seed{seed}"
+            sr = pct / 100 + (i - 2) * 0.002
+            artifacts.write_json(run / "model.meta.json", {"config": cfg})
+            artifacts.write_json(
+                run / "eval.json",
+                {
+                    "aggregate": {
+                        "success_rate": sr,
+                        "return_mean": -10 * sr,
+                        "final_distance_mean": 0.1 * (1 - sr),
+                    }
+                },
+            )
+    ok(rlexp_cli("report", str(tmp_path / "grid"), "--reps", "200"))
+    report = read_json(tmp_path / "grid" / "report.json")
+    assert report["n_finished"] == 120 and len(report["configs"]) == 24
+    assert report["factors"] == [
+        "algo.ent_coef",
+        "algo.gamma",
+        "algo.learning_starts",
+        "buffer.n_sampled_goal",
+    ]
+    eff = {
+        f: {r["level"]: 100 * r["mean"] for r in rows}
+        for f, rows in report["marginal_effects"]["success_rate"].items()
+    }
+    book = pytest.approx  # the book prints one decimal (86.65 -> 86.7): agree within rounding
+    assert eff["algo.gamma"] == {"0.95": book(91.5, abs=0.05), "0.98": book(80.5, abs=0.051)}
+    assert eff["algo.ent_coef"] == {
+        "0.05": book(93.4, abs=0.05),
+        "0.1": book(90.9, abs=0.05),
+        "0.2": book(73.9, abs=0.05),
+    }
+    assert eff["buffer.n_sampled_goal"] == {"4": book(85.4, abs=0.05), "8": book(86.7, abs=0.051)}
+    assert eff["algo.learning_starts"] == {"1000": book(85.2, abs=0.05), "5000": book(86.9, abs=0.05)}
+    delta = report["marginal_effects"]["success_rate"]["algo.gamma"][1]["delta"]
+    assert 100 * delta == book(-11.0, abs=0.05)
+    table = next(
+        t
+        for t in report["interactions"]["success_rate"]
+        if (t["row_factor"], t["col_factor"]) == ("algo.ent_coef", "algo.gamma")
+    )
+    cells = {(a, b): round(100 * v, 2) for a, row in table["cells"].items() for b, v in row.items()}
+    assert cells == {
+        ("0.05", "0.95"): 97.65,
+        ("0.1", "0.95"): 96.8,
+        ("0.2", "0.95"): 80.15,
+        ("0.05", "0.98"): 89.1,
+        ("0.1", "0.98"): 84.95,
+        ("0.2", "0.98"): 67.6,
+    }
+    best = report["configs"][0]
+    assert best["factors"] == {
+        "algo.ent_coef": 0.05,
+        "algo.gamma": 0.95,
+        "algo.learning_starts": 1000,
+        "buffer.n_sampled_goal": 4,
+    }
+    assert best["success_rate"]["mean"] == pytest.approx(0.994)
+    assert best["success_rate"]["std"] == pytest.approx(statistics.stdev([0.99, 0.992, 0.994, 0.996, 0.998]))
+
+
+def test_diff_experiments_and_runs(sweep: Path) -> None:
+    proc = ok(rlexp_cli("diff", "ch05_sac_push", "ch05_her_push"))
+    assert proc.stdout.splitlines() == [
+        "buffer._target_: stable_baselines3.common.buffers.DictReplayBuffer"
+        " -> stable_baselines3.HerReplayBuffer",
+        "buffer.copy_info_dict: <absent> -> false",
+        "buffer.goal_selection_strategy: <absent> -> future",
+        "buffer.n_sampled_goal: <absent> -> 4",
+    ]
+    dirs = run_dirs(sweep)
+    jobs = ok(rlexp_cli("diff", str(dirs[(0.9, 0)]), str(dirs[(0.99, 1)])))
+    assert jobs.stdout.splitlines() == ["algo.gamma: 0.9 -> 0.99", "env.seed: 0 -> 1", "seed: 0 -> 1"]
+    same = ok(rlexp_cli("diff", str(dirs[(0.9, 0)]), str(dirs[(0.9, 0)])))
+    assert same.stdout == ""
+    bad = rlexp_cli("diff", "ch05_sac_push", "no_such_thing")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: 'no_such_thing' is neither a run directory")
+
+
+def test_plot_writes_curves_and_summary(sweep: Path, tmp_path: Path) -> None:
+    proc = ok(rlexp_cli("plot", str(sweep), "--out", str(tmp_path)))
+    for name in ("curves.png", "summary.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+        assert f"wrote {tmp_path / name}" in proc.stdout
+    bad = rlexp_cli("plot", str(sweep), "--tag", "no/such_tag", "--out", str(tmp_path))
+    assert bad.returncode == 2 and "no run has TensorBoard data for tag 'no/such_tag'" in bad.stderr
+
+
+def test_help_lists_the_sweep_commands() -> None:
+    proc = ok(rlexp_cli("--help"))
+    for name in ("report", "diff", "plot", "plan"):
+        assert name in proc.stdout
+    for name in ("report", "diff", "plot", "plan"):
+        assert ok(rlexp_cli(name, "--help")).stdout.startswith("usage:")

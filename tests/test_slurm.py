@@ -1,0 +1,145 @@
+"""A sweep through `hydra/launcher=slurm` on a real one-node SLURM cluster (tools/slurm_local.sh, as root).
+
+One array job of two tiny runs (2048 and 200000 steps, so neither ends before its signal): task 0 gets
+the time-limit signal (USR2) mid-training and must be
+requeued by SLURM, resume from its checkpoint and complete; task 1 is `scancel`ed mid-training and must stay
+cancelled (checkpoint written, no requeue). `sacct` must show both tasks ran through SLURM.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, _env, read_json
+from tests.test_sweeps import PPO_TINY, checkpoints, wait_for
+
+SCRIPT = ROOT / "tools" / "slurm_local.sh"
+
+
+@pytest.fixture(scope="module")
+def slurm_conf() -> Iterator[str]:
+    if os.geteuid() != 0:
+        pytest.skip("the local SLURM cluster (tools/slurm_local.sh) needs root")
+    if not shutil.which("apt-get") or not shutil.which("dpkg-query"):
+        pytest.skip("the local SLURM cluster (tools/slurm_local.sh) needs Debian's apt-get to install SLURM")
+    status = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True, text=True, timeout=60)
+    already_up = "slurmctld: running" in status.stdout  # e.g. brought up by .ci/run: leave it running
+    up = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True, timeout=900)
+    if up.returncode != 0:
+        subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, timeout=300)
+        pytest.fail(f"slurm_local.sh up failed:\n{up.stderr[-4000:]}")
+    conf = up.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    yield conf
+    if not already_up:
+        down = subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, text=True, timeout=300)
+        assert down.returncode == 0, down.stderr[-2000:]
+
+
+def slurm(conf: str, *args: str) -> str:
+    res = subprocess.run(
+        list(args), capture_output=True, text=True, timeout=60, env={**os.environ, "SLURM_CONF": conf}
+    )
+    assert res.returncode == 0, f"{args}: {res.stderr}"
+    return res.stdout
+
+
+def release(conf: str, job: str) -> bool:
+    """True once `job` is no longer held pending; while it is, ask SLURM to start it now."""
+    state = slurm(conf, "squeue", "-h", "-j", job, "-o", "%T").strip()
+    if state == "PENDING":
+        # May race with the scheduler ("no longer pending"): the next poll sees the new state.
+        subprocess.run(
+            ["scontrol", "update", f"JobId={job}", "StartTime=now"],
+            capture_output=True,
+            timeout=60,
+            env={**os.environ, "SLURM_CONF": conf},
+        )
+    return state in ("RUNNING", "")
+
+
+def sacct_states(conf: str, job: str) -> list[str]:
+    out = slurm(conf, "sacct", "-X", "-n", "-P", "--duplicates", "-j", job, "-o", "State,NodeList")
+    return [line for line in out.splitlines() if line]
+
+
+def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) -> None:
+    sweep = tmp_path / "slurm_sweep"
+    cmd = [
+        sys.executable,
+        "run.py",
+        "-m",
+        *PPO_TINY,
+        "total_steps=2048,200000",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=debug",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=1",
+        "hydra.launcher.timeout_min=10",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    env = {**_env(), "SLURM_CONF": slurm_conf}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+    def run_of(task: int) -> Path:
+        return sweep / (
+            "+experiment=ch03_ppo_reach_dense,algo.batch_size=64,algo.n_steps=64,checkpoint_freq=128,"
+            f"diagnostics.freq=0,eval.n_episodes=2,n_envs=2,total_steps={(2048, 200000)[task]}"
+        )
+
+    def ckpt(task: int) -> bool:
+        return bool(checkpoints(run_of(task)))
+
+    try:
+        wait_for(lambda: ckpt(0), 300, proc, "a checkpoint of task 0")
+        array = slurm(slurm_conf, "squeue", "-h", "-o", "%F").split()[0]
+        t0, t1 = f"{array}_0", f"{array}_1"
+        # What SLURM sends signal_delay_s before the time limit (submitit's job._interrupt(timeout=True)).
+        slurm(slurm_conf, "scancel", "--signal=USR2", t0)
+        wait_for(
+            lambda: any(s.startswith("REQUEUED") for s in sacct_states(slurm_conf, t0)),
+            120,
+            proc,
+            "task 0 to be requeued",
+        )
+        # SLURM holds a requeued job for ~120 s (BeginTime); release it now to keep the test short.
+        wait_for(lambda: release(slurm_conf, t0), 120, proc, "task 0 to start again")
+        wait_for(lambda: ckpt(1), 400, proc, "a checkpoint of task 1")
+        slurm(slurm_conf, "scancel", t1)  # a user's cancel: checkpoint and stop, but never requeue
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            time.sleep(2)
+            proc.kill()
+    # Task 1 was cancelled, so the sweep as a whole reports a failure, after the other tasks completed.
+    assert proc.returncode != 0, out[-3000:]
+    assert "UncompletedJobError" in out or "CANCELLED" in out, out[-3000:]
+
+    states = {i: sacct_states(slurm_conf, f"{array}_{i}") for i in range(2)}
+    assert [s.split("|")[0] for s in states[0]] == ["REQUEUED", "COMPLETED"], states
+    assert states[1] and all(s.startswith("CANCELLED") for s in states[1]), states
+    assert all(s.split("|")[1] for rows in states.values() for s in rows), "every task ran on a SLURM node"
+
+    run = run_of(0)
+    meta = read_json(run / "model.meta.json")
+    assert (run / "eval.json").exists() and meta["total_steps"] >= 2048  # PPO ends on a whole rollout
+    assert "/checkpoints/step_" in meta["resumed_from"]
+    cancelled = run_of(1)
+    assert not (cancelled / "eval.json").exists() and checkpoints(cancelled)
+    logs = {
+        i: "".join(p.read_text() for p in (sweep / ".submitit").rglob(f"{array}_{i}_*log.out"))
+        for i in range(2)
+    }
+    assert "Requeued job" in logs[0] and "resuming" in logs[0]
+    assert "Requeued job" not in logs[1], logs[1][-2000:]

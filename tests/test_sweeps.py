@@ -1,0 +1,184 @@
+"""Multirun sweeps: the 120-run grid's expansion, run directory names, kill-and-rerun through the basic
+launcher, and requeue-with-resume through the `local` submitit launcher. Real runs, tiny step counts."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT, _env, ok, read_json, rlexp_cli, run_py
+
+# Tiny PPO dense-Reach runs (add total_steps=N): a checkpoint every 128 steps, so a stop has one to
+# resume from.
+PPO_TINY = [
+    "+experiment=ch03_ppo_reach_dense",
+    "n_envs=2",
+    "algo.n_steps=64",
+    "algo.batch_size=64",
+    "checkpoint_freq=128",
+    "progress=false",
+    "eval.n_episodes=2",
+    "diagnostics.freq=0",
+]
+
+
+def job_dir(sweep: Path, seed: int) -> Path:
+    found = [p for p in sweep.iterdir() if p.is_dir() and re.search(rf"(^|,)seed={seed}(,|$)", p.name)]
+    assert len(found) == 1, (
+        f"expected one job dir for seed={seed} in {sweep}: {[p.name for p in sweep.iterdir()]}"
+    )
+    return found[0]
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(
+                f"process exited ({proc.returncode}) before {what}:\n{proc.stdout.read()[-4000:]}"
+            )
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """Periodic checkpoints of a run, oldest first (by step, not by name)."""
+    from rlexp.components.callbacks import checkpoint_steps
+
+    return [path for _, path in checkpoint_steps(run_dir / "checkpoints")]
+
+
+def test_grid_expands_to_the_books_120_runs() -> None:
+    proc = ok(rlexp_cli("plan", "+experiment=ch05_her_grid"))
+    assert proc.stdout.splitlines()[-1] == "120 jobs in multirun/ch05_her_grid", proc.stdout
+    first = proc.stdout.splitlines()[0]
+    for part in (
+        "algo.ent_coef=0.05",
+        "buffer.n_sampled_goal=4",
+        "algo.learning_starts=1000",
+        "algo.gamma=0.95",
+        "seed=0",
+    ):
+        assert part in first, first
+    # Command-line values replace a factor's levels; other factors keep the grid's.
+    narrowed = ok(rlexp_cli("plan", "+experiment=ch05_her_grid", "seed=0,1", "algo.gamma=0.95"))
+    assert narrowed.stdout.splitlines()[-1] == "24 jobs in multirun/ch05_her_grid"
+    # An experiment without a grid sweeps exactly what the command line asks for.
+    push = ok(rlexp_cli("plan", "+experiment=ch05_her_push", "seed=0,1", "buffer.n_sampled_goal=4,8"))
+    lines = push.stdout.splitlines()
+    assert lines[-1] == "4 jobs in multirun/ch05_her_push"
+    assert "+experiment=ch05_her_push,buffer.n_sampled_goal=8,seed=1" in lines
+    bad = rlexp_cli("plan", "+experiment=no_such_experiment")
+    assert bad.returncode == 2 and bad.stderr.startswith("error:"), bad.stderr
+
+
+def test_grid_config_is_the_books_recipe() -> None:
+    from rlexp.config import compose
+
+    cfg = compose("+experiment=ch05_her_grid")
+    assert cfg.total_steps == 2_000_000
+    assert cfg.env.id == "FetchPush-v4" and "HerReplayBuffer" in cfg.buffer._target_
+    assert cfg.buffer.goal_selection_strategy == "future"
+
+
+def test_kill_and_rerun_skips_finished_and_resumes_interrupted(tmp_path: Path) -> None:
+    """Basic launcher: SIGTERM during the 2nd job checkpoints and stops the sweep (exit 3); the same command
+    again skips job 1 (eval.json with the same config hash) and resumes job 2 from its checkpoint."""
+    sweep = tmp_path / "sweep"
+    args = [*PPO_TINY, "total_steps=1536", "seed=0,1", f"hydra.sweep.dir={sweep}"]  # long enough to interrupt
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", "-m", *args],
+        cwd=ROOT,
+        env=_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def second_job_checkpointed() -> bool:
+            dirs = [p for p in sweep.glob("*seed=1*") if p.is_dir()] if sweep.is_dir() else []
+            return bool(dirs) and bool(checkpoints(dirs[0]))
+
+        wait_for(second_job_checkpointed, 300, proc, "a checkpoint of the second job")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, out[-3000:]
+    first, second = job_dir(sweep, 0), job_dir(sweep, 1)
+    assert first.name == (
+        "+experiment=ch03_ppo_reach_dense,algo.batch_size=64,algo.n_steps=64,checkpoint_freq=128,"
+        "diagnostics.freq=0,eval.n_episodes=2,n_envs=2,seed=0,total_steps=1536"
+    )
+    assert (first / "eval.json").exists() and not (second / "eval.json").exists()
+    stopped_at = checkpoints(second)[-1]
+    eval_mtime = (first / "eval.json").stat().st_mtime_ns
+
+    again = ok(run_py(*args, multirun=True))
+    log = again.stdout + again.stderr
+    assert "skipped:" in log and f"resuming {stopped_at}" in log, log[-3000:]
+    assert (first / "eval.json").stat().st_mtime_ns == eval_mtime  # finished run untouched
+    meta = read_json(second / "model.meta.json")
+    assert meta["resumed_from"] == str(stopped_at) and meta["total_steps"] >= 1536
+    assert read_json(second / "eval.json")["config_hash"] == meta["config_hash"]
+
+
+def _submit_pids(marker: str) -> list[int]:
+    """PIDs of submitit job processes (`python -m submitit.core._submit <folder>`) whose folder has marker."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = [c.decode(errors="replace") for c in cmd]
+        if "submitit.core._submit" in text and any(marker in c for c in text):
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_local_launcher_requeues_after_signal_and_resumes(tmp_path: Path) -> None:
+    """hydra/launcher=local: SIGUSR2 (what SLURM sends before a time limit) makes the run checkpoint and stop;
+    our launcher hands over to submitit, which requeues the job; the new attempt resumes the checkpoint."""
+    sweep = tmp_path / "local_sweep"
+    args = [*PPO_TINY, "total_steps=1536", "seed=3", "hydra/launcher=local", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", "-m", *args],
+        cwd=ROOT,
+        env=_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def checkpointed() -> bool:
+            dirs = [p for p in sweep.glob("*seed=3*") if p.is_dir()] if sweep.is_dir() else []
+            return bool(dirs) and bool(checkpoints(dirs[0]))
+
+        wait_for(checkpointed, 300, proc, "the first checkpoint")
+        pids = _submit_pids(str(sweep))
+        assert len(pids) == 1, pids
+        os.kill(pids[0], signal.SIGUSR2)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-4000:]
+    run = job_dir(sweep, 3)
+    meta = read_json(run / "model.meta.json")
+    assert meta["resumed_from"] and "/checkpoints/step_" in meta["resumed_from"], meta["resumed_from"]
+    assert meta["total_steps"] >= 1536 and (run / "eval.json").exists()
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.out"))
+    assert "asking submitit to requeue" in logs and "Requeued job" in logs, logs[-3000:]
