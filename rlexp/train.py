@@ -205,9 +205,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         run_dir = run_dir_of(zip_path).resolve()  # artifacts and TensorBoard continue in the original run
         resumed_from = str(zip_path.resolve())
         model = load_for_resume(cfg, zip_path, meta, run_dir)
-        if model.num_timesteps >= cfg.total_steps:
+        if model.num_timesteps >= cfg.total_steps and cfg.resume:
             raise ConfigError(f"resume: checkpoint is at step {model.num_timesteps}, already >= total_steps "
                               f"{cfg.total_steps}; raise total_steps to train further")
+        # (An own checkpoint at total_steps means the run was stopped while saving or evaluating: finish it.)
         log.info("resuming %s from step %d in %s", zip_path, model.num_timesteps, run_dir)
     else:
         model = build(cfg, run_dir)
@@ -220,13 +221,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         callbacks = [ckpt]
         if isinstance(model, OffPolicyAlgorithm) and cfg.diagnostics.freq:
             callbacks.append(ReplayDiagnosticsCallback(cfg.diagnostics.freq, cfg.diagnostics.n_samples))
-        model.learn(
-            total_timesteps=cfg.total_steps - model.num_timesteps,
-            callback=CallbackList(callbacks),
-            reset_num_timesteps=resumed_from is None,
-            tb_log_name=TB_NAME,
-            progress_bar=bool(cfg.progress),
-        )
+        if model.num_timesteps < cfg.total_steps:
+            model.learn(
+                total_timesteps=cfg.total_steps - model.num_timesteps,
+                callback=CallbackList(callbacks),
+                reset_num_timesteps=resumed_from is None,
+                tb_log_name=TB_NAME,
+                progress_bar=bool(cfg.progress),
+            )
         run.t_end = time.time()
     if stop.requested and ckpt.stopping:
         model.get_env().close()

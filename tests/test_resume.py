@@ -99,3 +99,17 @@ def test_bad_resume_target(tmp_path: Path, ppo_run: Path, resume: str, message: 
     proc = run_py("+experiment=ch05_her_reach", f"resume={target}", f"hydra.run.dir={tmp_path / 'job'}")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_run_stopped_after_its_last_checkpoint_is_finished_on_rerun(tmp_path: Path) -> None:
+    """Killed while saving or evaluating (checkpoint at total_steps, no eval.json): a re-run just evaluates."""
+    args = ["+experiment=ch03_ppo_reach_dense", "total_steps=512", "n_envs=2", "algo.n_steps=128", "algo.batch_size=64",
+            "checkpoint_freq=256", "progress=false", "eval.n_episodes=2", f"hydra.run.dir={tmp_path}"]
+    ok(run_py(*args))
+    (tmp_path / "eval.json").unlink()
+    (tmp_path / "model.zip").unlink()
+    proc = ok(run_py(*args))
+    assert "success" in proc.stderr + proc.stdout
+    meta = read_json(tmp_path / "model.meta.json")
+    assert meta["total_steps"] == 512 and meta["resumed_from"] == str(tmp_path / "checkpoints" / "step_512.zip")
+    assert read_json(tmp_path / "eval.json")["n_episodes"] == 2
