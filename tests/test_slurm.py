@@ -52,18 +52,33 @@ def slurm(conf: str, *args: str) -> str:
     return res.stdout
 
 
-def release(conf: str, job: str) -> bool:
-    """True once `job` is no longer held pending; while it is, ask SLURM to start it now."""
-    state = slurm(conf, "squeue", "-h", "-j", job, "-o", "%T").strip()
-    if state == "PENDING":
-        # May race with the scheduler ("no longer pending"): the next poll sees the new state.
-        subprocess.run(
-            ["scontrol", "update", f"JobId={job}", "StartTime=now"],
-            capture_output=True,
-            timeout=60,
-            env={**os.environ, "SLURM_CONF": conf},
-        )
-    return state in ("RUNNING", "")
+def starter(conf: str, job: str, delay_s: float = 2.0):
+    """A poll that starts the requeued `job` now rather than after SLURM's ~120 s BeginTime hold.
+
+    Not in the same second as the requeue: slurmd refuses a launch whose credential is not newer (in whole
+    seconds) than the revocation of the job's previous run ("Killing non-startable batch job: Job credential
+    revoked"), which fails the job. So it waits `delay_s` after first seeing the job pending, then asks for
+    StartTime=now, which also wakes the scheduler. True once the job runs again (or is done and gone).
+    """
+    pending_since: list[float] = []
+
+    def poll() -> bool:
+        state = slurm(conf, "squeue", "-h", "-j", job, "-o", "%T").strip()
+        if state != "PENDING":
+            return state in ("RUNNING", "")
+        if not pending_since:
+            pending_since.append(time.time())
+        elif time.time() - pending_since[0] >= delay_s:
+            # May race with the scheduler ("no longer pending"): the next poll sees the new state.
+            subprocess.run(
+                ["scontrol", "update", f"JobId={job}", "StartTime=now"],
+                capture_output=True,
+                timeout=60,
+                env={**os.environ, "SLURM_CONF": conf},
+            )
+        return False
+
+    return poll
 
 
 def sacct_states(conf: str, job: str) -> list[str]:
@@ -112,8 +127,8 @@ def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) 
             proc,
             "task 0 to be requeued",
         )
-        # SLURM holds a requeued job for ~120 s (BeginTime); release it now to keep the test short.
-        wait_for(lambda: release(slurm_conf, t0), 120, proc, "task 0 to start again")
+        # SLURM holds a requeued job for ~120 s (BeginTime); start it sooner to keep the test short.
+        wait_for(starter(slurm_conf, t0), 120, proc, "task 0 to start again")
         wait_for(lambda: ckpt(1), 400, proc, "a checkpoint of task 1")
         slurm(slurm_conf, "scancel", t1)  # a user's cancel: checkpoint and stop, but never requeue
         out, _ = proc.communicate(timeout=400)
