@@ -1,7 +1,8 @@
 """Reproduce the book's headline learning runs on this machine and tabulate them into docs/results.md.
 
     python bench/learning.py run ppo_reach      # one run (see RUNS), artifacts under bench/out/NAME
-    python bench/learning.py table              # results table (Markdown) from whatever runs finished
+    python bench/learning.py table [--write docs/results.md]   # Markdown table from whatever runs finished
+    python bench/learning.py plot her_push docs/img/her_push_curve.png   # rollout/success_rate over steps
 
 Each run is a plain `python run.py +experiment=...` subprocess, so the numbers come from the same path
 users take. Not part of the test suite: these take minutes to hours on CPU.
@@ -15,6 +16,8 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+
+from docsection import write_section  # beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -51,7 +54,19 @@ def curve(name: str) -> list[tuple[int, float]]:
     return sorted(points)
 
 
-def table() -> str:
+def milestones(name: str, every: int = 100_000) -> str:
+    """rollout/success_rate (mean of the last 100 training episodes) at the first logged step past each mark."""
+    pts = curve(name)
+    if not pts:
+        return ""
+    marks, out = list(range(every, pts[-1][0] + 1, every)), []
+    for mark in marks:
+        step, value = next(p for p in pts if p[0] >= mark)
+        out.append(f"{step // 1000}k {value:.0%}")
+    return ", ".join(out)
+
+
+def table(note: str = "") -> str:
     rows = ["| run | command | seed | steps | wall time (train) | steps/s | success | return | final dist (mm) "
             "| book |",
             "|---|---|---|---|---|---|---|---|---|---|"]
@@ -67,13 +82,11 @@ def table() -> str:
             f"{meta['training_time_sec'] / 60:.1f} min | "
             f"{meta['steps_per_sec']:.0f} | {agg['success_rate']:.0%} ({ev['n_episodes']} ep) | "
             f"{agg['return_mean']:.2f} ± {agg['return_std']:.2f} | {agg['final_distance_mean'] * 1000:.1f} | {book} |")
-    lines = ["Machine: " + machine(), "", *rows, ""]
-    for name in RUNS:
-        pts = curve(name)
-        if pts:
-            marks = [p for p in pts if p[0] % 100_000 < (pts[1][0] - pts[0][0] if len(pts) > 1 else 1)] or pts
-            lines.append(f"{name} rollout/success_rate: " + ", ".join(f"{s // 1000}k {v:.0%}" for s, v in marks[::1]))
-    return "\n".join(lines)
+    lines = ["Machine: " + machine() + ".", *([note] if note else []), "", *rows, "",
+             "Training success (`rollout/success_rate`, last 100 training episodes, stochastic policy) "
+             "from each run's TensorBoard events:", ""]
+    lines += [f"- {name}: {m}" for name in RUNS if (m := milestones(name))]
+    return "\n".join(lines) + "\n"
 
 
 def machine() -> str:
@@ -112,7 +125,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("names", nargs="+", choices=list(RUNS))
-    sub.add_parser("table")
+    t = sub.add_parser("table")
+    t.add_argument("--write", type=Path, default=None, help="Markdown file whose learning-bench section to replace")
+    t.add_argument("--note", default="", help="a line under the machine line (e.g. what else shared the cores)")
     p = sub.add_parser("plot")
     p.add_argument("name", choices=list(RUNS))
     p.add_argument("out", type=Path)
@@ -120,7 +135,10 @@ def main() -> None:
     if args.cmd == "run":
         sys.exit(max(run(n) for n in args.names))
     elif args.cmd == "table":
-        print(table())
+        body = table(args.note)
+        print(body)
+        if args.write:
+            write_section(args.write, "learning-bench", "Learning runs: the book's headline experiments", body)
     else:
         plot(args.name, args.out)
 

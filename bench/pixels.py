@@ -20,9 +20,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from docsection import write_section  # noqa: E402  - beside this script
+
 import rlexp  # noqa: E402,F401  - MUJOCO_GL=egl before mujoco loads
 
-START, END = "<!-- pixels-bench:start -->", "<!-- pixels-bench:end -->"
 PROPRIO = (0, 1, 2, 9, 10, 20, 21, 22, 23, 24)
 
 
@@ -127,17 +128,6 @@ def table(args: argparse.Namespace) -> str:
     return "\n".join([f"Measured with `{cmd}` on {cpu}.", "", *rows])
 
 
-def write_section(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    section = f"{START}\n## Pixel Push: throughput and replay memory\n\n{body}\n{END}"
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = (text.rstrip() + "\n\n" if text.strip() else "") + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env-steps", type=int, default=300)
@@ -151,7 +141,7 @@ def main() -> None:
     body = table(args)
     print(body)
     if args.write:
-        write_section(args.write, body)
+        write_section(args.write, "pixels-bench", "Pixel Push: throughput and replay memory", body)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Wall time of an 8-job mini-grid through the `local` submitit launcher with 1 vs 2 parallel workers.
 
-    python bench/sweep_scaling.py [--workers 1 2] [--steps 2048] [--json out.json]
+    python bench/sweep_scaling.py [--workers 1 2] [--steps 2048] [--json out.json] [--write docs/results.md]
 
 Each setting runs the same grid (PPO dense Reach, algo.gamma x seed = 2 x 4 jobs) into a fresh sweep
 directory, so nothing is skipped. Prints a Markdown table. Run it on an otherwise idle machine: the
@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from docsection import write_section  # beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = [
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=2048, help="total_steps per job (default 2048)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--write", type=Path, default=None, help="Markdown file whose sweep-scaling section to replace")
     args = parser.parse_args()
 
     rows = []
@@ -73,14 +76,22 @@ def main() -> None:
             rows.append({"workers": workers, "wall_s": round(wall, 1)})
             print(f"{workers} worker(s): {wall:.1f} s", file=sys.stderr)
     base = rows[0]["wall_s"]
-    print(
-        f"8-job mini-grid (PPO dense Reach, {args.steps} steps/job, 5 eval episodes), "
-        f"{platform.node()}, {os.cpu_count()} CPUs\n"
-    )
-    print("| workers | wall time (s) | per job (s) | speed-up vs first row |\n|---|---|---|---|")
+    cmd = "python bench/sweep_scaling.py " + " ".join(sys.argv[1:])
+    lines = [
+        f"8-job mini-grid (PPO dense Reach, `algo.gamma=0.9,0.99 seed=0,1,2,3`, {args.steps} steps/job, "
+        f"5 eval episodes) through `hydra/launcher=local`, measured with `{cmd}` on "
+        f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}).",
+        "",
+        "| workers | wall time (s) | per job (s) | speed-up vs first row |",
+        "|---|---|---|---|",
+    ]
     for row in rows:
         row["speedup"] = round(base / row["wall_s"], 2)
-        print(f"| {row['workers']} | {row['wall_s']:.1f} | {row['wall_s'] / 8:.1f} | {row['speedup']:.2f}x |")
+        lines.append(f"| {row['workers']} | {row['wall_s']:.1f} | {row['wall_s'] / 8:.1f} | {row['speedup']:.2f}x |")
+    body = "\n".join(lines) + "\n"
+    print(body)
+    if args.write:
+        write_section(args.write, "sweep-scaling", "Sweeps: local parallel workers", body)
     if args.json:
         args.json.write_text(
             json.dumps({"steps": args.steps, "cpus": os.cpu_count(), "rows": rows}, indent=2)
