@@ -28,7 +28,7 @@ from rlexp.errors import ConfigError
 
 # Keys that identify a repetition (seed) or only change how a run is executed/shown: not part of a "config".
 SEED_KEYS = ("seed", "env.seed")
-RUN_ONLY_PREFIXES = ("resume", "progress", "device", "checkpoint_freq", "tensorboard", "diagnostics.")
+RUN_ONLY_PREFIXES = ("resume", "progress", "threads", "device", "checkpoint_freq", "tensorboard", "diagnostics.")
 METRICS = ("success_rate", "return_mean", "final_distance_mean")
 DEFAULT_TAG = "rollout/success_rate"
 

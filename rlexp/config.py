@@ -13,7 +13,7 @@ from rlexp.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Keys that change how a run is executed or shown, not what it computes: left out of the config hash.
-HASH_EXCLUDE = ("resume", "progress", "hydra")
+HASH_EXCLUDE = ("resume", "progress", "threads", "hydra")
 TASKS = ("train", "proof_of_life", "env_anatomy")
 
 
@@ -41,7 +41,7 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
 
 
 def config_hash(cfg: DictConfig | dict[str, Any]) -> str:
-    """Stable short hash of what a run computes: same hash, same experiment (resume/progress excluded)."""
+    """Stable short hash of what a run computes: same hash, same experiment (resume/progress/threads excluded)."""
     data = to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
     for key in HASH_EXCLUDE:
         data.pop(key, None)
@@ -82,6 +82,9 @@ def validate(cfg: DictConfig) -> None:
         value = cfg[key]
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+    threads = cfg.get("threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads <= 0):
+        raise ConfigError(f"threads must be a positive integer or null (torch's default), got {threads!r}")
     if not isinstance(cfg.checkpoint_freq, int) or cfg.checkpoint_freq < 0:
         raise ConfigError(f"checkpoint_freq must be an integer >= 0 (0 disables), got {cfg.checkpoint_freq!r}")
     n_eps = cfg.eval.n_episodes

@@ -17,6 +17,10 @@ def run_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from rlexp import tasks, train
 
     validate(cfg)
+    if cfg.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.threads))
     if cfg.task == "env_anatomy":
         summary = tasks.env_anatomy(cfg, run_dir)
         check = summary["reward_check"]

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 from stable_baselines3 import HerReplayBuffer
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -161,6 +162,7 @@ class Run:
             "env_id": self.cfg.env.id,
             "seed": self.cfg.seed,
             "device": str(model.device),
+            "torch_threads": torch.get_num_threads(),
             "n_envs": self.cfg.n_envs,
             "total_steps": int(model.num_timesteps),
             "target_steps": int(self.cfg.total_steps),

@@ -23,6 +23,7 @@ CONFIG_ERRORS = [
     (["n_envs=0"], "n_envs must be a positive integer"),
     (["eval.n_episodes=0"], "eval.n_episodes must be a positive integer"),
     (["checkpoint_freq=-1"], "checkpoint_freq must be"),
+    (["threads=0"], "threads must be a positive integer or null"),
     (["algo.batch_size=0"], "algo.batch_size must be positive"),
     (["task=fly"], "unknown task 'fly'"),
     (["algo._target_=stable_baselines3.NOPE"], "cannot be imported"),

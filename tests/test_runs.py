@@ -37,6 +37,7 @@ def check_artifacts(run_dir: Path, env_id: str, algo: str, total_steps: int, n_e
     assert VERSION_FIELDS <= set(meta["versions"])
     assert meta["env_id"] == env_id and meta["algo"] == algo and meta["total_steps"] == total_steps
     assert meta["n_envs"] == 8 and meta["steps_per_sec"] > 0 and meta["resumed_from"] is None
+    assert meta["torch_threads"] >= 1
     assert len(meta["config_hash"]) == 16 and meta["config"]["env"]["id"] == env_id
     assert meta["git"]["commit"] is None or len(meta["git"]["commit"]) == 40
     ev = read_json(run_dir / "eval.json")

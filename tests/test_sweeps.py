@@ -150,13 +150,15 @@ def _submit_pids(marker: str) -> list[int]:
 
 def test_local_launcher_requeues_after_signal_and_resumes(tmp_path: Path) -> None:
     """hydra/launcher=local: SIGUSR2 (what SLURM sends before a time limit) makes the run checkpoint and stop;
-    our launcher hands over to submitit, which requeues the job; the new attempt resumes the checkpoint."""
+    our launcher hands over to submitit, which requeues the job; the new attempt resumes the checkpoint.
+    Jobs get cpus_per_task (1) torch threads, not one per core of the machine."""
     sweep = tmp_path / "local_sweep"
     args = [*PPO_TINY, "total_steps=1536", "seed=3", "hydra/launcher=local", f"hydra.sweep.dir={sweep}"]
+    env = {k: v for k, v in _env().items() if k != "OMP_NUM_THREADS"}
     proc = subprocess.Popen(
         [sys.executable, "run.py", "-m", *args],
         cwd=ROOT,
-        env=_env(),
+        env=env,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -180,5 +182,6 @@ def test_local_launcher_requeues_after_signal_and_resumes(tmp_path: Path) -> Non
     meta = read_json(run / "model.meta.json")
     assert meta["resumed_from"] and "/checkpoints/step_" in meta["resumed_from"], meta["resumed_from"]
     assert meta["total_steps"] >= 1536 and (run / "eval.json").exists()
+    assert meta["torch_threads"] == 1
     logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.out"))
     assert "asking submitit to requeue" in logs and "Requeued job" in logs, logs[-3000:]

@@ -138,6 +138,8 @@ class RlexpLocalLauncher(_RequeueOnInterrupt, LocalLauncher):
         """Like the stock launcher, but a rolling window of at most max_parallel jobs."""
         assert self.config is not None
         _project_on_pythonpath()
+        # Jobs share this machine's cores: without a bound each would start one torch thread per core.
+        os.environ.setdefault("OMP_NUM_THREADS", str(self.params.get("cpus_per_task") or 1))
         executor = self._executor()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
