@@ -89,11 +89,15 @@ def table(note: str = "") -> str:
     rows = ["| run | command | seed | steps | wall time (train) | steps/s | success | return | final dist (mm) "
             "| book |",
             "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, (_exp, _steps, book, _target) in RUNS.items():
+    done = []
+    for name, (_exp, steps, book, _target) in RUNS.items():
         meta_p, eval_p = OUT / name / "model.meta.json", OUT / name / "eval.json"
         if not (meta_p.exists() and eval_p.exists()):
             continue
         meta, ev = json.loads(meta_p.read_text()), json.loads(eval_p.read_text())
+        if meta.get("target_steps", steps) != steps:  # a continued run still holding its source's results
+            continue
+        done.append(name)
         agg = ev["aggregate"]
         cmd = "python " + " ".join(command(name, meta["seed"])[1:-2])
         rows.append(
@@ -104,7 +108,7 @@ def table(note: str = "") -> str:
     lines = ["Machine: " + machine() + ".", *([note] if note else []), "", *rows, "",
              "Training success (`rollout/success_rate`, last 100 training episodes, stochastic policy) "
              "from each run's TensorBoard events:", ""]
-    lines += [f"- {name}: {m}" for name in RUNS if (m := milestones(name))]
+    lines += [f"- {name}: {m}" for name in done if (m := milestones(name))]
     return "\n".join(lines) + "\n"
 
 
