@@ -1,4 +1,5 @@
-"""A sweep through `hydra/launcher=slurm` on a real one-node SLURM cluster (tools/slurm_local.sh, as root).
+"""A sweep through `hydra/launcher=submitit_slurm` (our SLURM launcher under the plugin's name) on a real
+one-node SLURM cluster (tools/slurm_local.sh, as root).
 
 One array job of two tiny runs (2048 and 200000 steps, so neither ends before its signal): task 0 gets
 the time-limit signal (USR2) mid-training and must be
@@ -94,7 +95,7 @@ def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) 
         "-m",
         *PPO_TINY,
         "total_steps=2048,200000",
-        "hydra/launcher=slurm",
+        "hydra/launcher=submitit_slurm",
         "hydra.launcher.partition=debug",
         "hydra.launcher.cpus_per_task=1",
         "hydra.launcher.mem_gb=1",

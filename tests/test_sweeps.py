@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, _env, ok, read_json, rlexp_cli, run_py
 
 # Tiny PPO dense-Reach runs (add total_steps=N): a checkpoint every 128 steps, so a stop has one to
@@ -148,12 +150,27 @@ def _submit_pids(marker: str) -> list[int]:
     return pids
 
 
+@pytest.mark.parametrize("name", ["local", "submitit_local", "slurm", "submitit_slurm"])
+def test_launcher_names_pick_rlexp_launchers(name: str) -> None:
+    """The plugin's own names must not fall back to its stock launchers (no requeue-with-resume, no bound)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", [f"hydra/launcher={name}"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    kind = "Local" if "local" in name else "Slurm"
+    assert launcher._target_ == f"hydra_plugins.rlexp_launchers.launchers.Rlexp{kind}Launcher"
+    assert launcher.max_num_timeout == (3 if kind == "Local" else 20)
+    assert launcher.cpus_per_task == (1 if kind == "Local" else 2)
+
+
 def test_local_launcher_requeues_after_signal_and_resumes(tmp_path: Path) -> None:
-    """hydra/launcher=local: SIGUSR2 (what SLURM sends before a time limit) makes the run checkpoint and stop;
+    """hydra/launcher=submitit_local (our local launcher under the plugin's name): SIGUSR2 (what SLURM sends
+    before a time limit) makes the run checkpoint and stop;
     our launcher hands over to submitit, which requeues the job; the new attempt resumes the checkpoint.
     Jobs get cpus_per_task (1) torch threads, not one per core of the machine."""
     sweep = tmp_path / "local_sweep"
-    args = [*PPO_TINY, "total_steps=1536", "seed=3", "hydra/launcher=local", f"hydra.sweep.dir={sweep}"]
+    args = [*PPO_TINY, "total_steps=1536", "seed=3", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}"]
     env = {k: v for k, v in _env().items() if k != "OMP_NUM_THREADS"}
     proc = subprocess.Popen(
         [sys.executable, "run.py", "-m", *args],
