@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from rlexp import artifacts
 
 STEP_RE = re.compile(r"^step_(\d+)\.zip$")
 REPLAY = "replay.pkl"
+log = logging.getLogger("rlexp")
 
 
 def checkpoint_steps(ckpt_dir: Path) -> list[tuple[int, Path]]:
@@ -82,6 +84,7 @@ class CheckpointCallback(BaseCallback):
         self.next_at = 0
         self.pending = False
         self.stopping = False
+        self.announced = False
         self.last_saved: int | None = None
 
     def _on_training_start(self) -> None:
@@ -112,6 +115,10 @@ class CheckpointCallback(BaseCallback):
             self.pending = True
             self.next_at += self.freq * ((self.num_timesteps - self.next_at) // self.freq + 1)
         if self.stop is not None and self.stop.requested:
+            if not self.announced:  # on-policy rollouts can be long (PPO on pixels: minutes): say so
+                log.warning("%s received: checkpointing and stopping when this rollout ends",
+                            signal.Signals(self.stop.signum).name)
+                self.announced = True
             self.pending = True
         return True
 
