@@ -74,16 +74,19 @@ def parse_seeds(spec: Any, n_episodes: int) -> list[int]:
     return seeds
 
 
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def validate(cfg: DictConfig) -> None:
     """Cheap checks on plain values; the builder checks what needs the env (HER, encoder, checkpoint)."""
     if cfg.task not in TASKS:
         raise ConfigError(f"unknown task {cfg.task!r}; valid tasks: {', '.join(TASKS)}")
     for key in ("total_steps", "n_envs"):
-        value = cfg[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+        if not _positive_int(cfg[key]):
+            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
     threads = cfg.get("threads")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads <= 0):
+    if threads is not None and not _positive_int(threads):
         raise ConfigError(f"threads must be a positive integer or null (torch's default), got {threads!r}")
     if not isinstance(cfg.checkpoint_freq, int) or cfg.checkpoint_freq < 0:
         raise ConfigError(f"checkpoint_freq must be an integer >= 0 (0 disables), got {cfg.checkpoint_freq!r}")
