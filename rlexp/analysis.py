@@ -24,11 +24,12 @@ import numpy as np
 
 from rlexp import artifacts
 from rlexp.cli import command
+from rlexp.config import RUN_ONLY_KEYS
 from rlexp.errors import ConfigError
 
 # Keys that identify a repetition (seed) or only change how a run is executed/shown: not part of a "config".
 SEED_KEYS = ("seed", "env.seed")
-RUN_ONLY_PREFIXES = ("resume", "progress", "threads", "device", "checkpoint_freq", "tensorboard", "diagnostics.")
+
 METRICS = ("success_rate", "return_mean", "final_distance_mean")
 DEFAULT_TAG = "rollout/success_rate"
 
@@ -47,7 +48,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _is_run_only(key: str) -> bool:
-    return key in SEED_KEYS or any(key == p or key.startswith(p) for p in RUN_ONLY_PREFIXES)
+    return key in SEED_KEYS or any(key == p or key.startswith(p + ".") for p in RUN_ONLY_KEYS)
 
 
 @dataclass

@@ -12,8 +12,12 @@ from omegaconf import DictConfig, OmegaConf
 from rlexp.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-# Keys that change how a run is executed or shown, not what it computes: left out of the config hash.
-HASH_EXCLUDE = ("resume", "progress", "threads", "hydra")
+# The one list of run-only keys: they change how a run is executed or shown, not what it computes (a run
+# stopped and resumed with any of them changed ends with the same weights). Left out of the config hash,
+# of the analysis grouping and of Hydra's multirun directory names (conf/config.yaml repeats it for Hydra;
+# tests/test_configs.py keeps the two equal). `diagnostics` is not here: its sampling draws from NumPy's RNG.
+RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "tensorboard")
+HASH_EXCLUDE = (*RUN_ONLY_KEYS, "hydra")
 TASKS = ("train", "proof_of_life", "env_anatomy")
 
 

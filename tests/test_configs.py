@@ -105,3 +105,19 @@ def test_parse_seeds() -> None:
     assert parse_seeds("5,7", 2) == [5, 7]
     with pytest.raises(ConfigError):
         parse_seeds("9-1", 3)
+
+
+def test_run_only_keys_are_one_list() -> None:
+    """The hash, the analysis grouping and Hydra's multirun directory names leave out the same keys."""
+    from omegaconf import OmegaConf
+
+    from rlexp.config import CONF_DIR, HASH_EXCLUDE, RUN_ONLY_KEYS
+
+    primary = OmegaConf.load(CONF_DIR / "config.yaml")
+    assert list(primary.hydra.job.config.override_dirname.exclude_keys) == list(RUN_ONLY_KEYS)
+    cfg = rlexp.compose()
+    assert set(HASH_EXCLUDE) == {*RUN_ONLY_KEYS, "hydra"}
+    base = config_hash(cfg)
+    changed = ("progress=false", "threads=1", "device=cpu", "checkpoint_freq=7", "tensorboard=false")
+    assert all(config_hash(rlexp.compose(o)) == base for o in changed)
+    assert config_hash(rlexp.compose("diagnostics.freq=5")) != base
