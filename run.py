@@ -8,6 +8,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import rlexp  # noqa: F401  - sets MUJOCO_GL before any env is created
@@ -26,10 +27,13 @@ def main(cfg: DictConfig) -> dict:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    if summary.get("status") == "interrupted":
+    status = summary.get("status")
+    if status == "interrupted":
         sys.exit(3)
-    if summary.get("status") == "failed":
+    if status == "failed":
         sys.exit(1)
+    if status == "busy" and HydraConfig.get().mode != RunMode.MULTIRUN:
+        sys.exit(4)  # a sweep goes on with its other jobs; a single command says it did not run
     return summary
 
 

@@ -132,7 +132,7 @@ def run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def load_run(run_dir: Path) -> Run:
-    from rlexp.components.callbacks import checkpoint_steps
+    from rlexp.rundir import RunDir
 
     run = Run(run_dir, flatten(run_config(run_dir)), _experiment_of(run_dir))
     eval_file = run_dir / artifacts.EVAL
@@ -146,7 +146,7 @@ def load_run(run_dir: Path) -> Run:
                 run.warnings.append(
                     f"{run_dir}: eval.json config_hash {result['config_hash']} != model.meta.json {meta_hash}"
                 )
-    steps = checkpoint_steps(run_dir / artifacts.CKPT_DIR)
+    steps = [(c.step, c.zip) for c in RunDir(run_dir).checkpoints()]
     run.checkpoint_step = steps[-1][0] if steps else None
     return run
 

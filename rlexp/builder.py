@@ -6,9 +6,9 @@ read the observation) run here, before any training, and fail with a ConfigError
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3 import HerReplayBuffer
@@ -62,6 +62,8 @@ def make_train_env(cfg: DictConfig) -> VecEnv:
 def check_buffer(cfg: DictConfig, algo_cls: type, env: VecEnv) -> tuple[type | None, dict[str, Any]]:
     buffer_cls = resolve_class(cfg.buffer, "buffer")
     if buffer_cls is None:
+        if not issubclass(algo_cls, OnPolicyAlgorithm):
+            check_replay_memory(cfg, None, {}, env)
         return None, {}
     name = algo_cls.__name__
     if issubclass(algo_cls, OnPolicyAlgorithm):
@@ -78,7 +80,58 @@ def check_buffer(cfg: DictConfig, algo_cls: type, env: VecEnv) -> tuple[type | N
                 f"HER needs a goal-conditioned env (Dict observation with achieved_goal and desired_goal); "
                 f"env {cfg.env.id!r} has observation space {env.observation_space}"
             )
-    return buffer_cls, class_kwargs(cfg.buffer)
+        check_her_warmup(cfg, env)
+    kwargs = class_kwargs(cfg.buffer)
+    check_replay_memory(cfg, buffer_cls, kwargs, env)
+    return buffer_cls, kwargs
+
+
+def check_her_warmup(cfg: DictConfig, env: VecEnv) -> None:
+    """HER samples only finished episodes: the first update must come after every env finished one."""
+    spec = env.get_attr("spec", [0])[0]
+    horizon = getattr(spec, "max_episode_steps", None)
+    n, starts = int(cfg.n_envs), int(cfg.algo.get("learning_starts", 0) or 0)
+    if horizon and (starts // n + 1) * n < horizon * n:
+        raise ConfigError(
+            f"algo.learning_starts={starts} is too small for HER: with {n} envs and {horizon}-step episodes the "
+            f"first episodes end at step {horizon * n}, and HER cannot sample before that. Use "
+            f"algo.learning_starts >= {(horizon - 1) * n}")
+
+
+def replay_bytes(buffer_cls: type | None, kwargs: dict[str, Any], env: VecEnv, buffer_size: int) -> int:
+    """Bytes the replay buffer allocates (SB3 preallocates all of it), counted from the spaces."""
+    from gymnasium import spaces
+
+    obs_space, act_space = env.observation_space, env.action_space
+
+    def nbytes(space: Any) -> int:
+        return int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
+
+    parts = obs_space.spaces if isinstance(obs_space, spaces.Dict) else {"obs": obs_space}
+    image_key = kwargs.get("image_key") if buffer_cls is not None and "image_key" in kwargs else None
+    per = 0
+    for key, space in parts.items():
+        if key == image_key:  # frame store: one frame per transition (rlexp.components.pixel_buffer)
+            per += nbytes(space) // max(1, int(kwargs.get("frame_stack") or space.shape[0] // 3))
+        else:
+            per += nbytes(space) * (1 if kwargs.get("optimize_memory_usage") else 2)
+    per += nbytes(act_space) + 3 * 4  # actions; rewards, dones, timeouts (float32)
+    if buffer_cls is not None and issubclass(buffer_cls, HerReplayBuffer):
+        per += 2 * 8  # episode start and length
+    return per * int(buffer_size)
+
+
+def check_replay_memory(cfg: DictConfig, buffer_cls: type | None, kwargs: dict[str, Any], env: VecEnv) -> None:
+    """SB3 allocates the whole buffer up front and only warns; a buffer larger than free RAM swaps the machine."""
+    size = cfg.algo.get("buffer_size")
+    if not size:
+        return
+    import psutil
+
+    need, free = replay_bytes(buffer_cls, kwargs, env, int(size)), psutil.virtual_memory().available
+    if need > free:
+        raise ConfigError(f"algo.buffer_size={size} needs ~{need / 1e9:.1f} GB of RAM for the replay buffer but "
+                          f"{free / 1e9:.1f} GB is available; lower algo.buffer_size")
 
 
 def check_encoder(cfg: DictConfig, env: VecEnv) -> tuple[type, dict[str, Any]]:
@@ -98,8 +151,11 @@ def check_encoder(cfg: DictConfig, env: VecEnv) -> tuple[type, dict[str, Any]]:
     return enc_cls, kwargs
 
 
-def algo_kwargs(cfg: DictConfig, env: VecEnv, run_dir: Path | None) -> dict[str, Any]:
-    """Everything the algorithm constructor gets beyond conf/algo: env, seed, encoder, buffer, logging."""
+def algo_kwargs(cfg: DictConfig, env: VecEnv) -> dict[str, Any]:
+    """Everything the algorithm constructor gets beyond conf/algo: env, seed, encoder, buffer.
+
+    No TensorBoard path: training attaches its logger to the run directory itself (rlexp.train).
+    """
     algo_cls = algo_class(cfg)
     buffer_cls, buffer_kwargs = check_buffer(cfg, algo_cls, env)
     enc_cls, enc_kwargs = check_encoder(cfg, env)
@@ -115,7 +171,6 @@ def algo_kwargs(cfg: DictConfig, env: VecEnv, run_dir: Path | None) -> dict[str,
         "device": cfg.device,
         "policy_kwargs": policy_kwargs,
         "verbose": 0,
-        "tensorboard_log": str(run_dir / "tb") if (cfg.tensorboard and run_dir is not None) else None,
     }
     kwargs.update(routed)  # routing=critic replaces the policy class
     if buffer_cls is not None:
@@ -123,13 +178,13 @@ def algo_kwargs(cfg: DictConfig, env: VecEnv, run_dir: Path | None) -> dict[str,
     return kwargs
 
 
-def build(cfg: DictConfig, run_dir: str | Path | None = None) -> BaseAlgorithm:
+def build(cfg: DictConfig) -> BaseAlgorithm:
     """The SB3 model with its vectorised env and replay buffer, ready for `.learn`; nothing is trained."""
     validate(cfg)
     algo_class(cfg)
     env = make_train_env(cfg)
     try:
-        kwargs = algo_kwargs(cfg, env, Path(run_dir) if run_dir else None)
+        kwargs = algo_kwargs(cfg, env)
         with unwrap_config_errors():  # e.g. a replay buffer that rejects the observation space
             return instantiate(cfg.algo, **kwargs, _convert_="all")
     except BaseException:

@@ -24,7 +24,7 @@ def command(name: str, add_args: Callable[[argparse.ArgumentParser], None]):  # 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="run directory (uses its model.zip) or a checkpoint .zip")
-    p.add_argument("--episodes", type=int, default=100, help="number of episodes (default 100)")
+    p.add_argument("--episodes", type=int, default=None, help="number of episodes (default 100, or as many as --seeds)")
     p.add_argument("--seeds", default=None, help="episode seeds: '0-99', '0,1,2' (default 0..episodes-1)")
     p.add_argument("--stochastic", action="store_true", help="sample actions (default: deterministic)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default: <checkpoint stem>.eval.json beside it)")
@@ -38,11 +38,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rlexp.config import parse_seeds
     from rlexp.evaluate import evaluate, load_model, load_run_config, resolve_checkpoint
 
-    if args.episodes <= 0:
+    if args.episodes is not None and args.episodes <= 0:
         raise ConfigError(f"--episodes must be positive, got {args.episodes}")
+    seeds = parse_seeds(args.seeds, args.episodes if args.episodes or args.seeds else 100)
     zip_path = resolve_checkpoint(args.path)
     cfg = load_run_config(zip_path)
-    seeds = parse_seeds(args.seeds, args.episodes)
     model = load_model(zip_path, cfg, args.device)
     result = evaluate(model, cfg, seeds, not args.stochastic, checkpoint=zip_path, progress=sys.stderr.isatty())
     out = args.out or zip_path.parent / (zip_path.name[: -len(".zip")] + ".eval.json")
@@ -58,7 +58,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _video_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="run directory (uses its model.zip) or a checkpoint .zip")
-    p.add_argument("--episodes", type=int, default=3)
+    p.add_argument("--episodes", type=int, default=None, help="number of episodes (default 3, or as many as --seeds)")
     p.add_argument("--seeds", default=None, help="episode seeds (default 0..episodes-1)")
     p.add_argument("--gif", action="store_true", help="also write a half-resolution GIF")
     p.add_argument("--stochastic", action="store_true")
@@ -76,12 +76,13 @@ def cmd_video(args: argparse.Namespace) -> int:
     from rlexp.evaluate import load_model, load_run_config, resolve_checkpoint
     from rlexp.video import record, write
 
-    if args.episodes <= 0 or args.fps <= 0 or args.width <= 0 or args.height <= 0:
+    if (args.episodes is not None and args.episodes <= 0) or args.fps <= 0 or args.width <= 0 or args.height <= 0:
         raise ConfigError("--episodes, --fps, --width and --height must be positive")
+    seeds = parse_seeds(args.seeds, args.episodes if args.episodes or args.seeds else 3)
     zip_path = resolve_checkpoint(args.path)
     cfg = load_run_config(zip_path)
     model = load_model(zip_path, cfg, args.device)
-    frames = record(model, cfg, parse_seeds(args.seeds, args.episodes), not args.stochastic, args.width, args.height)
+    frames = record(model, cfg, seeds, not args.stochastic, args.width, args.height)
     run_dir = zip_path.parent.parent if zip_path.parent.name == "checkpoints" else zip_path.parent
     out = args.out or run_dir / "videos" / (zip_path.name[: -len(".zip")] + ".mp4")
     for path in write(frames, out, args.fps, args.gif):

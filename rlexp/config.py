@@ -16,7 +16,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # stopped and resumed with any of them changed ends with the same weights). Left out of the config hash,
 # of the analysis grouping and of Hydra's multirun directory names (conf/config.yaml repeats it for Hydra;
 # tests/test_configs.py keeps the two equal). `diagnostics` is not here: its sampling draws from NumPy's RNG.
-RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "tensorboard")
+RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "checkpoint_replay", "tensorboard")
 HASH_EXCLUDE = (*RUN_ONLY_KEYS, "hydra")
 TASKS = ("train", "proof_of_life", "env_anatomy")
 
@@ -53,12 +53,15 @@ def config_hash(cfg: DictConfig | dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def parse_seeds(spec: Any, n_episodes: int) -> list[int]:
-    """Evaluation seeds: None -> 0..n-1; "0-99", "0,1,2", an int or a list are accepted."""
+def parse_seeds(spec: Any, n_episodes: int | None) -> list[int]:
+    """Evaluation seeds: None -> 0..n-1; "0-99", "0,1,2", an int (the first of n) or a list are accepted.
+
+    An explicit list or range must give exactly n_episodes seeds (n_episodes None: as many as it gives).
+    """
     if spec is None:
-        return list(range(n_episodes))
+        return list(range(n_episodes or 0))
     if isinstance(spec, int):
-        return list(range(spec, spec + n_episodes))
+        return list(range(spec, spec + (n_episodes or 1)))
     if isinstance(spec, str):
         spec = spec.strip()
         try:
@@ -75,6 +78,9 @@ def parse_seeds(spec: Any, n_episodes: int) -> list[int]:
         seeds = [int(x) for x in spec]
     if not seeds:
         raise ConfigError("eval seeds: empty list")
+    if n_episodes is not None and len(seeds) != n_episodes:
+        raise ConfigError(f"eval seeds {spec!r} give {len(seeds)} seeds for {n_episodes} episodes; "
+                          "give as many seeds as episodes (or leave one of the two out)")
     return seeds
 
 
@@ -92,6 +98,20 @@ def validate(cfg: DictConfig) -> None:
     threads = cfg.get("threads")
     if threads is not None and not _positive_int(threads):
         raise ConfigError(f"threads must be a positive integer or null (torch's default), got {threads!r}")
+    seed = cfg.seed
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    device = str(cfg.device)
+    if device != "auto" and device != "cpu" and not device.startswith(("cuda", "mps")):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device} but torch sees no CUDA GPU here (torch {torch.__version__}); "
+                              "use device=cpu or device=auto")
+    if cfg.get("checkpoint_replay", "latest") not in ("latest", "all"):
+        raise ConfigError(f"checkpoint_replay must be latest or all, got {cfg.checkpoint_replay!r}")
     if not isinstance(cfg.checkpoint_freq, int) or cfg.checkpoint_freq < 0:
         raise ConfigError(f"checkpoint_freq must be an integer >= 0 (0 disables), got {cfg.checkpoint_freq!r}")
     n_eps = cfg.eval.n_episodes
@@ -100,6 +120,17 @@ def validate(cfg: DictConfig) -> None:
     parse_seeds(cfg.eval.seeds, n_eps)
     if cfg.diagnostics.freq < 0 or cfg.diagnostics.n_samples <= 0:
         raise ConfigError("diagnostics.freq must be >= 0 and diagnostics.n_samples > 0")
+    lr = cfg.algo.get("learning_rate")
+    if isinstance(lr, int | float) and not isinstance(lr, bool) and lr <= 0:
+        raise ConfigError(f"algo.learning_rate must be > 0, got {lr!r}")
+    for key in ("gamma", "tau"):
+        value = cfg.algo.get(key)
+        if value is not None and (not isinstance(value, int | float) or not 0 < value <= 1):
+            raise ConfigError(f"algo.{key} must be in (0, 1], got {value!r}")
+    k = cfg.buffer.get("n_sampled_goal")
+    if k is not None and (not _positive_int(k)):
+        raise ConfigError(f"buffer.n_sampled_goal must be a positive integer (HER relabels k goals per "
+                          f"transition), got {k!r}; use buffer=replay for no relabelling")
     for key in ("learning_starts", "batch_size", "buffer_size", "n_steps"):
         if key in cfg.algo and (cfg.algo[key] is None or cfg.algo[key] < 0 or (key != "learning_starts"
                                                                               and cfg.algo[key] == 0)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from tqdm import tqdm
 
 from rlexp import artifacts
 from rlexp.errors import ConfigError
+from rlexp.rundir import RunDir, meta_of
 
 KNOWN_ALGOS = ("stable_baselines3.PPO", "stable_baselines3.SAC", "stable_baselines3.TD3")
 
@@ -20,12 +22,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """A run directory means its final model.zip; a .zip is taken as is. Missing -> ConfigError."""
     path = Path(path)
     if path.is_dir():
-        zip_path = path / artifacts.MODEL
-        if not zip_path.exists():
-            ckpts = sorted((path / artifacts.CKPT_DIR).glob("*.zip")) if (path / artifacts.CKPT_DIR).is_dir() else []
-            hint = f" (periodic checkpoints exist, e.g. {ckpts[-1]})" if ckpts else ""
-            raise ConfigError(f"no {artifacts.MODEL} in run directory {path}{hint}")
-        return zip_path
+        run = RunDir(path)
+        if not run.model.exists():
+            latest = run.latest_checkpoint()
+            hint = f" (periodic checkpoints exist, e.g. {latest.zip})" if latest else ""
+            raise ConfigError(f"no {run.model.name} in run directory {path}{hint}")
+        return run.model
     if not path.exists():
         raise ConfigError(f"checkpoint not found: {path}")
     if path.suffix != ".zip":
@@ -33,36 +35,54 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def meta_path(zip_path: Path) -> Path:
-    # String ops, not with_suffix: stems like "g0.95" would be mangled (book pitfall §7.14).
-    return zip_path.parent / (zip_path.name[: -len(".zip")] + ".meta.json")
-
-
 def load_run_config(zip_path: Path) -> DictConfig:
     """The resolved config a checkpoint was trained with, from the meta file written beside it."""
-    meta = meta_path(zip_path)
+    meta = meta_of(zip_path)
     if not meta.exists():
         raise ConfigError(f"{meta.name} missing beside {zip_path}: cannot tell which env and algo it was trained on")
-    data = artifacts.read_json(meta)
-    if "config" not in data:
+    try:
+        data = artifacts.read_json(meta)
+    except ValueError as exc:
+        raise ConfigError(f"{meta} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or "config" not in data:
         raise ConfigError(f"{meta} has no 'config' entry; was it written by rlexp?")
     return OmegaConf.create(data["config"])
 
 
+def inference_config(cfg: DictConfig, device: str) -> DictConfig:
+    """The recorded config shrunk to what acting needs: one env, a tiny replay buffer, no logging."""
+    small = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    OmegaConf.set_struct(small, False)
+    small.n_envs = 1
+    small.env.n_envs = 1
+    small.env.vec_env = "dummy"
+    small.device = device
+    small.resume = None
+    if "buffer_size" in small.algo:
+        small.algo.buffer_size = 1000
+    if "learning_starts" in small.algo:
+        small.algo.learning_starts = 0
+    return small
+
+
 def load_model(zip_path: Path, cfg: DictConfig, device: str = "auto") -> BaseAlgorithm:
-    """Load with the training env class so HER checkpoints (which need an env) load too."""
-    from stable_baselines3.common.vec_env import DummyVecEnv
+    """Rebuild the model from its recorded config and load only tensors from the zip.
 
-    from rlexp.builder import algo_class
-    from rlexp.components.envs import make_env_from_cfg
+    Safe for files a user is handed: SB3's `load` would unpickle the zip's serialized fields (code runs);
+    here nothing is unpickled (`rlexp.checkpoint.load_weights`).
+    """
+    from rlexp.builder import build
+    from rlexp.checkpoint import load_weights
 
-    cls = algo_class(cfg)
-    env = DummyVecEnv([lambda: make_env_from_cfg(cfg.env)])
+    model = build(inference_config(cfg, device))
     try:
-        return cls.load(str(zip_path), env=env, device=device)
-    except Exception as exc:
-        env.close()
-        raise ConfigError(f"cannot load {zip_path} as {cls.__name__} on {cfg.env.id}: {exc}") from None
+        load_weights(model, zip_path)
+    except BaseException:
+        model.get_env().close()
+        raise
+    meta = meta_of(zip_path)
+    model.num_timesteps = int(artifacts.read_json(meta).get("total_steps") or 0) if meta.exists() else 0
+    return model
 
 
 def ground_truth(env: Any) -> dict[str, Any] | None:
@@ -74,8 +94,13 @@ def ground_truth(env: Any) -> dict[str, Any] | None:
     return raw if isinstance(raw, dict) and "achieved_goal" in raw else None
 
 
+class EvaluationStopped(Exception):
+    """A stop was requested (signal) between evaluation episodes."""
+
+
 def run_episodes(
-    model: BaseAlgorithm, cfg: DictConfig, seeds: list[int], deterministic: bool = True, progress: bool = False
+    model: BaseAlgorithm, cfg: DictConfig, seeds: list[int], deterministic: bool = True, progress: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> list[dict[str, Any]]:
     from rlexp.components.envs import make_env_from_cfg
 
@@ -83,6 +108,8 @@ def run_episodes(
     episodes = []
     try:
         for seed in tqdm(seeds, desc="eval", unit="ep", disable=not progress, leave=False):
+            if stop is not None and stop():
+                raise EvaluationStopped
             obs, _ = env.reset(seed=int(seed))
             total, length, success, tts, actions = 0.0, 0, 0, None, []
             done = False
@@ -145,11 +172,12 @@ def evaluate(
     deterministic: bool = True,
     checkpoint: str | Path | None = None,
     progress: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """The eval JSON (book schema §3.3 plus time-to-success and the config hash)."""
+    """The eval JSON (the book's ch3 schema plus time-to-success and the config hash)."""
     from rlexp.config import config_hash
 
-    episodes = run_episodes(model, cfg, seeds, deterministic, progress)
+    episodes = run_episodes(model, cfg, seeds, deterministic, progress, stop)
     return {
         "created_at": artifacts.utc_now(),
         "algo": type(model).__name__,

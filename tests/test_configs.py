@@ -118,6 +118,7 @@ def test_run_only_keys_are_one_list() -> None:
     cfg = rlexp.compose()
     assert set(HASH_EXCLUDE) == {*RUN_ONLY_KEYS, "hydra"}
     base = config_hash(cfg)
-    changed = ("progress=false", "threads=1", "device=cpu", "checkpoint_freq=7", "tensorboard=false")
+    changed = ("progress=false", "threads=1", "device=cpu", "checkpoint_freq=7", "checkpoint_replay=all",
+               "tensorboard=false")
     assert all(config_hash(rlexp.compose(o)) == base for o in changed)
     assert config_hash(rlexp.compose("diagnostics.freq=5")) != base

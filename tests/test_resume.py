@@ -1,115 +1,210 @@
-"""Interrupted runs resume: step counter, replay buffer and TensorBoard curve continue; re-runs skip."""
+"""Resume semantics: a run continues with its own config, forks never touch the original, refused commands
+write nothing, one process per run directory, re-runs skip finished runs, files a user is handed never run code."""
 
 from __future__ import annotations
 
-import os
-import signal
+import base64
+import hashlib
+import json
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import FAST, ROOT, _env, ok, read_json, run_py
-from stable_baselines3 import SAC
-from test_runs import scalars
+from conftest import FAST, ROOT, _env, ok, read_json, rlexp_cli, run_py
 
-from rlexp.evaluate import load_model, load_run_config
+from rlexp.rundir import RunDir
 
-ARGS = ["+experiment=ch05_her_reach", *FAST, "total_steps=4800", "checkpoint_freq=1600", "algo.learning_starts=400",
-        "algo.buffer_size=10000", "algo.batch_size=64"]
+pytestmark = pytest.mark.slow
 
-
-def _start(run_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "run.py", *ARGS, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+HER = ["+experiment=ch05_her_reach", *FAST, "n_envs=2", "algo.learning_starts=100", "algo.buffer_size=5000",
+       "algo.batch_size=32", "+algo.policy_kwargs.net_arch=[32,32]"]
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
-    t0 = time.time()
-    while not path.exists():
-        assert proc.poll() is None, f"run ended before {path.name} appeared:\n{proc.stdout.read()[-3000:]}"
-        assert time.time() - t0 < timeout, f"{path} did not appear"
-        time.sleep(0.2)
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under a run directory with its content hash (the lock file aside)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".rlexp.lock"}
 
 
-def test_sigterm_checkpoints_and_resume_continues(tmp_path: Path) -> None:
-    proc = _start(tmp_path)
-    _wait_for(tmp_path / "checkpoints" / "step_1600.zip", proc)
-    proc.send_signal(signal.SIGTERM)
-    out = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 3, out[-3000:]
-    assert "interrupted at step" in out and f"resume={tmp_path}" in out
-    assert not (tmp_path / "model.zip").exists() and not (tmp_path / "eval.json").exists()
-    steps = sorted(int(p.stem.split("_")[1]) for p in (tmp_path / "checkpoints").glob("step_*.zip"))
-    stopped_at = steps[-1]
-    assert 1600 <= stopped_at < 4800
-    meta = read_json(tmp_path / "checkpoints" / f"step_{stopped_at}.meta.json")
-    assert meta["replay_buffer"]["step"] == stopped_at and meta["replay_buffer"]["transitions"] == stopped_at
-    before = scalars(tmp_path)["rollout/ep_rew_mean"]
-
-    resumed = ok(run_py(*ARGS, f"resume={tmp_path}", "hydra.run.dir=" + str(tmp_path / "resume_job")))
-    assert "replay buffer restored" in resumed.stderr + resumed.stdout
-    final = read_json(tmp_path / "model.meta.json")
-    assert final["total_steps"] == 4800
-    assert final["resumed_from"] == str(tmp_path / "checkpoints" / f"step_{stopped_at}.zip")
-    assert (tmp_path / "eval.json").exists()
-    # The replay buffer lost nothing: the last periodic checkpoint holds every transition of the run.
-    assert read_json(tmp_path / "checkpoints" / "step_4800.meta.json")["replay_buffer"]["transitions"] == 4800
-    zip_path = tmp_path / "checkpoints" / "step_4800.zip"
-    model = load_model(zip_path, load_run_config(zip_path))  # HER checkpoints need the env to load
-    assert isinstance(model, SAC) and model.num_timesteps == 4800
-    # One TensorBoard run whose curve continues past the interruption, no new run_2 folder.
-    after = scalars(tmp_path)["rollout/ep_rew_mean"]
-    assert [s for s, _ in after if s <= stopped_at] == [s for s, _ in before]
-    assert max(s for s, _ in after) > stopped_at
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 400-step HER Reach run with checkpoints at 200 and 400."""
+    run_dir = tmp_path_factory.mktemp("finished")
+    ok(run_py(*HER, "total_steps=400", "checkpoint_freq=200", f"hydra.run.dir={run_dir}"))
+    return run_dir
 
 
-def test_killed_run_resumes_by_rerunning_the_same_command(tmp_path: Path) -> None:
-    """SIGKILL leaves no chance to save: re-running into the same directory resumes the last periodic checkpoint."""
-    proc = _start(tmp_path)
-    _wait_for(tmp_path / "checkpoints" / "step_1600.meta.json", proc)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=60)
-    for f in tmp_path.glob("checkpoints/*.json"):  # atomic writes: every visible JSON is complete
-        read_json(f)
-    ok(run_py(*ARGS, f"hydra.run.dir={tmp_path}"))
+def test_rerun_of_a_finished_run_skips_and_writes_nothing(finished: Path) -> None:
+    before = snapshot(finished)
+    proc = ok(run_py(*HER, "total_steps=400", "checkpoint_freq=200", f"hydra.run.dir={finished}"))
+    assert "skipped" in proc.stderr + proc.stdout
+    assert snapshot(finished) == before
+
+
+@pytest.mark.parametrize("override", ["algo.gamma=0.9", "total_steps=800", "seed=3"])
+def test_refused_command_leaves_the_run_directory_untouched(finished: Path, override: str) -> None:
+    before = snapshot(finished)
+    proc = run_py(*HER, "total_steps=400", override, f"hydra.run.dir={finished}")
+    assert proc.returncode == 2 and "different config" in proc.stderr and "Traceback" not in proc.stderr
+    assert snapshot(finished) == before, ".hydra/ and every artifact unchanged"
+
+
+def test_resume_from_an_older_checkpoint_is_a_fork(finished: Path, tmp_path: Path) -> None:
+    before = snapshot(finished)
+    fork = tmp_path / "fork"
+    proc = run_py(f"resume={finished}/checkpoints/step_200.zip", "total_steps=600", f"hydra.run.dir={fork}",
+                  "progress=false")
+    ok(proc)
+    assert snapshot(finished) == before, "the original run is never modified"
+    meta = read_json(fork / "model.meta.json")
+    assert meta["total_steps"] == 600 and meta["forked_from"] == str(finished)
+    assert meta["resumed_from"] == str(finished / "checkpoints" / "step_200.zip")
+    assert meta["config"]["algo"]["policy_kwargs"]["net_arch"] == [32, 32], "the run's own config"
+    assert (fork / "eval.json").exists() and (fork / ".hydra" / "config.yaml").exists()
+    # Only the latest checkpoint keeps its replay buffer: the fork says so and continues with an empty one.
+    assert "no replay buffer" in proc.stderr
+
+
+def test_resume_in_place_refuses_an_old_checkpoint(finished: Path) -> None:
+    before = snapshot(finished)
+    proc = run_py(f"resume={finished}/checkpoints/step_200.zip", f"hydra.run.dir={finished}")
+    assert proc.returncode == 2 and "finished" in proc.stderr
+    assert snapshot(finished) == before
+
+
+def test_resume_dir_uses_the_runs_own_config(tmp_path: Path) -> None:
+    """`resume=DIR` alone continues toward the run's own total_steps with its own hyperparameters."""
+    env = {**_env(), "RLEXP_FAULT": "SIGTERM@200:step"}
+    cmd = [sys.executable, "run.py", *HER, "total_steps=400", "checkpoint_freq=0", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    refused = run_py(f"resume={tmp_path}", "algo.gamma=0.5", "algo.batch_size=16", "progress=false")
+    assert refused.returncode == 2 and "algo.gamma" in refused.stderr and "algo.batch_size" in refused.stderr
+    ok(run_py(f"resume={tmp_path}", "progress=false", "eval.n_episodes=2"))
     meta = read_json(tmp_path / "model.meta.json")
-    assert meta["total_steps"] == 4800 and meta["resumed_from"].startswith(str(tmp_path / "checkpoints"))
-    # A third run of the same command finds eval.json with the same config hash and skips.
-    again = ok(run_py(*ARGS, f"hydra.run.dir={tmp_path}"))
-    assert "skipped" in again.stderr + again.stdout
-    assert read_json(tmp_path / "model.meta.json")["created_at"] == meta["created_at"]
+    assert meta["total_steps"] == 400 and meta["target_steps"] == 400
+    assert meta["config"]["algo"]["batch_size"] == 32 and meta["config"]["checkpoint_freq"] == 0
 
 
-def test_rerun_with_a_different_config_is_refused(tmp_path: Path, ppo_run: Path) -> None:
-    proc = run_py("+experiment=ch03_ppo_reach_dense", "total_steps=8192", f"hydra.run.dir={ppo_run}")
-    assert proc.returncode == 2 and "different config" in proc.stderr
+def test_two_processes_one_run_directory(tmp_path: Path) -> None:
+    """The second process reports who holds the directory and skips; the first finishes undisturbed."""
+    cmd = [sys.executable, "run.py", *HER, "total_steps=1600", f"hydra.run.dir={tmp_path}"]
+    first = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lock = tmp_path / ".rlexp.lock"
+        t0 = time.time()
+        while not (lock.exists() and lock.read_text().strip()):
+            assert first.poll() is None and time.time() - t0 < 120
+            time.sleep(0.1)
+        second = run_py(*HER, "total_steps=1600", f"hydra.run.dir={tmp_path}")
+        assert second.returncode == 4, second.stderr[-2000:]
+        assert f"running in pid {first.pid} on host" in second.stderr + second.stdout
+    finally:
+        out = first.communicate(timeout=600)[0]
+    assert first.returncode == 0, out[-2000:]
+    assert read_json(tmp_path / "model.meta.json")["total_steps"] == 1600
 
 
-@pytest.mark.parametrize("resume,message", [
+@pytest.mark.parametrize(("resume", "message"), [
     ("{tmp}/missing", "checkpoint not found"),
     ("{tmp}", "no checkpoint in"),
     ("{tmp}/notes.txt", "expected a run directory or a .zip"),
-    ("{ppo}", "incompatible"),
 ])
-def test_bad_resume_target(tmp_path: Path, ppo_run: Path, resume: str, message: str) -> None:
+def test_bad_resume_target(tmp_path: Path, resume: str, message: str) -> None:
     (tmp_path / "notes.txt").write_text("not a checkpoint")
-    target = resume.format(tmp=tmp_path, ppo=ppo_run)
-    proc = run_py("+experiment=ch05_her_reach", f"resume={target}", f"hydra.run.dir={tmp_path / 'job'}")
+    proc = run_py("+experiment=ch05_her_reach", f"resume={resume.format(tmp=tmp_path)}",
+                  f"hydra.run.dir={tmp_path / 'job'}")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_run_stopped_after_its_last_checkpoint_is_finished_on_rerun(tmp_path: Path) -> None:
-    """Killed while saving or evaluating (checkpoint at total_steps, no eval.json): a re-run just evaluates."""
-    args = ["+experiment=ch03_ppo_reach_dense", "total_steps=512", "n_envs=2", "algo.n_steps=128", "algo.batch_size=64",
-            "checkpoint_freq=256", "progress=false", "eval.n_episodes=2", f"hydra.run.dir={tmp_path}"]
-    ok(run_py(*args))
-    (tmp_path / "eval.json").unlink()
-    (tmp_path / "model.zip").unlink()
-    proc = ok(run_py(*args))
-    assert "success" in proc.stderr + proc.stdout
-    meta = read_json(tmp_path / "model.meta.json")
-    assert meta["total_steps"] == 512 and meta["resumed_from"] == str(tmp_path / "checkpoints" / "step_512.zip")
-    assert read_json(tmp_path / "eval.json")["n_episodes"] == 2
+def test_corrupted_files_are_one_clear_line(finished: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(finished, run)
+    (run / "eval.json").write_text("{not json")
+    proc = run_py(*HER, "total_steps=400", "checkpoint_freq=200", f"hydra.run.dir={run}")
+    assert proc.returncode == 2 and "eval.json" in proc.stderr and "Traceback" not in proc.stderr
+    (run / "eval.json").unlink()
+    (run / "model.zip").unlink()
+    replay = RunDir(run).checkpoint(400).replay
+    (replay / "actions.npy").write_bytes(b"garbage")
+    proc = run_py(*HER, "total_steps=400", "checkpoint_freq=200", f"hydra.run.dir={run}")
+    assert proc.returncode == 2 and "corrupted" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_files_a_user_is_handed_never_run_code(finished: Path, tmp_path: Path) -> None:
+    """A model.zip whose serialized fields hold a pickle payload: eval and resume load it without running it."""
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):  # noqa: ANN204
+            return (Path.touch, (marker,))
+
+    run = tmp_path / "hostile"
+    run.mkdir()
+    with zipfile.ZipFile(finished / "model.zip") as src, zipfile.ZipFile(run / "model.zip", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "data":
+                fields = json.loads(data)
+                fields["observation_space"][":serialized:"] = base64.b64encode(pickle.dumps(Payload())).decode()
+                data = json.dumps(fields).encode()
+            dst.writestr(item, data)
+    (run / "model.meta.json").write_bytes((finished / "model.meta.json").read_bytes())
+    ok(rlexp_cli("eval", str(run), "--episodes", "2"))
+    ok(rlexp_cli("video", str(run), "--episodes", "1", "--width", "64", "--height", "64"))
+    assert not marker.exists()
+    ok(run_py(f"resume={run / 'model.zip'}", "total_steps=600", f"hydra.run.dir={tmp_path / 'cont'}",
+              "progress=false", "eval.n_episodes=1"))
+    assert not marker.exists()
+
+
+def test_eval_seeds_must_match_episodes(finished: Path) -> None:
+    proc = rlexp_cli("eval", str(finished), "--episodes", "2", "--seeds", "0-4")
+    assert proc.returncode == 2 and "5 seeds" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_full_disk_skips_the_checkpoint_and_keeps_training(tmp_path: Path) -> None:
+    """A real full disk (a small tmpfs): the checkpoint is skipped with a warning, training goes on, the
+    previous checkpoint stays complete and no temp file is left behind."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        run = mnt / "run"
+        cmd = [sys.executable, "run.py", *HER, "total_steps=3200", "checkpoint_freq=400", "tensorboard=false",
+               f"hydra.run.dir={run}"]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        filler = mnt / "filler"
+        t0 = time.time()
+        while not RunDir(run).checkpoints():
+            assert proc.poll() is None and time.time() - t0 < 300
+            time.sleep(0.05)
+        free = __import__("shutil").disk_usage(mnt).free
+        with open(filler, "wb") as fh:  # leave ~100 KB: the next checkpoint (state + replay) cannot fit
+            fh.write(b"\0" * max(0, free - 100_000))
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "skipped (" in line:
+                filler.unlink()
+                break
+        out = "".join(lines) + proc.communicate(timeout=600)[0]
+        assert proc.returncode == 0, out[-3000:]
+        assert "checkpoint at step" in out and "No space left on device" in out
+        from rlexp.checkpoint import verify
+
+        for ckpt in RunDir(run).checkpoints():
+            verify(ckpt)
+        assert not [p for p in RunDir(run).ckpt_dir.iterdir() if p.name.startswith(".")]
+        assert (run / "eval.json").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

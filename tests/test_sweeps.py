@@ -52,9 +52,9 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, wh
 
 def checkpoints(run_dir: Path) -> list[Path]:
     """Periodic checkpoints of a run, oldest first (by step, not by name)."""
-    from rlexp.components.callbacks import checkpoint_steps
+    from rlexp.rundir import RunDir
 
-    return [path for _, path in checkpoint_steps(run_dir / "checkpoints")]
+    return [c.zip for c in RunDir(run_dir).checkpoints()]
 
 
 def test_grid_expands_to_the_books_120_runs() -> None:

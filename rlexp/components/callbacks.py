@@ -1,9 +1,9 @@
-"""Training callbacks: periodic checkpoints with replay buffer, graceful stop on signals, replay diagnostics."""
+"""Training callbacks: checkpoints (periodic and on a stop request), graceful stop on signals, replay diagnostics."""
 
 from __future__ import annotations
 
 import logging
-import re
+import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -13,27 +13,19 @@ import numpy as np
 import torch as th
 from stable_baselines3 import HerReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
-from rlexp import artifacts
+from rlexp.rundir import RunDir
 
-STEP_RE = re.compile(r"^step_(\d+)\.zip$")
-REPLAY = "replay.pkl"
 log = logging.getLogger("rlexp")
 
 
-def checkpoint_steps(ckpt_dir: Path) -> list[tuple[int, Path]]:
-    """Periodic checkpoints in a run's checkpoints/ folder, oldest first."""
-    if not ckpt_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := STEP_RE.match(p.name))]
-    return sorted(found)
-
-
 class StopFlag:
-    """Turns SIGTERM/SIGINT/SIGUSR1/SIGUSR2 into a request to checkpoint and stop at the next env step.
+    """Turns SIGTERM/SIGINT/SIGUSR1/SIGUSR2 into a request to checkpoint and stop.
 
-    A second SIGINT restores Python's default (KeyboardInterrupt) so Ctrl-C twice always stops.
+    Installed for the whole run (building, training, saving, evaluating), so a signal at any moment is a
+    request, never a kill. A second SIGINT restores Python's default (KeyboardInterrupt): Ctrl-C twice
+    always stops.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
@@ -63,45 +55,56 @@ class StopFlag:
     def requested(self) -> bool:
         return self.signum is not None
 
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else "stop"
+
 
 class CheckpointCallback(BaseCallback):
-    """Every `freq` env steps (and on a stop request) save `checkpoints/step_N.zip` + meta, and for
-    off-policy algorithms the replay buffer (`checkpoints/replay.pkl`, latest only: it can be GBs).
+    """Every `freq` env steps, and when a stop is requested, save a checkpoint unit (rlexp.checkpoint).
 
-    Saves happen at the start of a rollout (or at the end of training), when weights, optimizer state,
-    step counter and replay buffer all describe the same step: SB3 counts a step before `_on_step` but
-    stores its transition and takes its gradient step after. All writes are atomic, so a kill mid-save
-    leaves the previous checkpoint intact.
+    Saves happen at the start of a rollout, the one moment when weights, optimizer state, step counter,
+    replay buffer, envs and random states all describe the same step: SB3 counts a step before `_on_step`
+    but stores its transition and takes its gradient steps after. Off-policy runs (one env step per
+    rollout) therefore stop after the current step and its gradient step; on-policy runs (PPO) at the end
+    of the rollout in progress. A failed write (full disk) skips that checkpoint with a warning and keeps
+    training; the previous checkpoint stays complete.
     """
 
-    def __init__(self, run_dir: Path, freq: int, write_meta: Callable[[Path, dict[str, Any]], None],
-                 stop: StopFlag | None = None) -> None:
+    def __init__(self, run_dir: RunDir, freq: int, write_meta: Callable[[Path, dict[str, Any]], None],
+                 stop: StopFlag | None = None, keep_replay: bool = False) -> None:
         super().__init__()
-        self.ckpt_dir = run_dir / artifacts.CKPT_DIR
+        self.run_dir = run_dir
         self.freq = freq
         self.write_meta = write_meta
         self.stop = stop
+        self.keep_replay = keep_replay
         self.next_at = 0
         self.pending = False
         self.stopping = False
         self.announced = False
         self.last_saved: int | None = None
+        self.stopped_at: int | None = None  # the step a stop request saved (or tried to save) at
 
     def _on_training_start(self) -> None:
         self.next_at = (self.num_timesteps // self.freq + 1) * self.freq if self.freq else 0
 
-    def save(self) -> Path:
-        step = self.num_timesteps
-        zip_path = self.ckpt_dir / f"step_{step}.zip"
-        extra: dict[str, Any] = {"checkpoint": str(zip_path.resolve()), "total_steps_done": step}
-        if isinstance(self.model, OffPolicyAlgorithm) and self.model.replay_buffer is not None:
-            buf = self.model.replay_buffer
-            artifacts.atomic_write(self.ckpt_dir / REPLAY, lambda tmp: self.model.save_replay_buffer(tmp))
-            extra["replay_buffer"] = {"path": REPLAY, "step": step, "transitions": int(buf.size() * buf.n_envs)}
-        artifacts.atomic_write(zip_path, lambda tmp: self.model.save(tmp))
-        self.write_meta(zip_path, extra)
-        self.last_saved = step
-        return zip_path
+    def save(self) -> bool:
+        from rlexp import checkpoint
+
+        ckpt = self.run_dir.checkpoint(self.num_timesteps)
+        try:
+            checkpoint.save(self.model, ckpt, self.write_meta)
+        except OSError as exc:
+            previous = self.run_dir.latest_checkpoint()
+            log.warning("checkpoint at step %d skipped (%s); %s", ckpt.step, exc.strerror or exc,
+                        f"the last complete one is {previous.zip}" if previous else "no earlier checkpoint exists")
+            return False
+        self.last_saved = ckpt.step
+        if not self.keep_replay:  # the replay buffer can be GBs: keep the latest checkpoint's only
+            for old in self.run_dir.checkpoints()[:-1]:
+                shutil.rmtree(old.replay, ignore_errors=True)
+        return True
 
     def _save_pending(self) -> None:
         if self.pending and self.last_saved != self.num_timesteps:
@@ -114,18 +117,19 @@ class CheckpointCallback(BaseCallback):
         if self.freq and self.num_timesteps >= self.next_at:
             self.pending = True
             self.next_at += self.freq * ((self.num_timesteps - self.next_at) // self.freq + 1)
-        if self.stop is not None and self.stop.requested:
-            if not self.announced:  # on-policy rollouts can be long (PPO on pixels: minutes): say so
-                log.warning("%s received: checkpointing and stopping when this rollout ends",
-                            signal.Signals(self.stop.signum).name)
-                self.announced = True
-            self.pending = True
+        if self.stop is not None and self.stop.requested and not self.announced:
+            wait = "this rollout ends" if isinstance(self.model, OnPolicyAlgorithm) else "this step's update ends"
+            log.warning("%s received at step %d: checkpointing and stopping when %s",
+                        self.stop.name, self.num_timesteps, wait)
+            self.announced = True
         return True
 
     def _on_rollout_start(self) -> None:
-        self._save_pending()
         if self.stop is not None and self.stop.requested:
+            self.pending = True
             self.stopping = True
+            self.stopped_at = self.num_timesteps
+        self._save_pending()
 
     def _on_training_end(self) -> None:
         self._save_pending()

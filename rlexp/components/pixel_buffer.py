@@ -175,6 +175,20 @@ class PixelHerReplayBuffer(HerReplayBuffer):
         batch = super().sample(batch_size, env)
         return augment_batch(batch, (self.image_key,), self.drq_pad) if self.drq_pad > 0 else batch
 
+    def extra_state(self) -> dict[str, np.ndarray]:
+        """Episode start stacks for checkpoints (rlexp.checkpoint saves the per-transition arrays itself)."""
+        keys = sorted(self.start_stacks)
+        stack_shape = self.full_observation_space[self.image_key].shape
+        values = [self.start_stacks[k] for k in keys]
+        return {
+            "start_stack_keys": np.asarray(keys, dtype=np.int64).reshape(len(keys), 2),
+            "start_stacks": np.stack(values) if values else np.zeros((0, *stack_shape), self.frames.dtype),
+        }
+
+    def load_extra_state(self, arrays: dict[str, np.ndarray]) -> None:
+        keys, values = arrays["start_stack_keys"], arrays["start_stacks"]
+        self.start_stacks = {(int(t), int(e)): values[i].copy() for i, (t, e) in enumerate(keys)}
+
     def nbytes(self) -> int:
         """Bytes held for stored data: numpy arrays plus the per-episode start stacks."""
         arrays = [

@@ -1,0 +1,92 @@
+"""Fault injection for the tests and bench/faults.py: a run signals itself at a chosen moment.
+
+`RLEXP_FAULT=SIGNAL@STEP[:WHERE]` (e.g. `SIGTERM@1600:update`) sends SIGNAL to the training process
+itself once `num_timesteps >= STEP`, WHERE being `step` (right after that env step, the default),
+`update` (inside the next gradient step: the critic's forward pass), `checkpoint` (while the next
+checkpoint is being written) or `eval` (during the final evaluation). An environment variable, not
+config: it never enters a run's config, hash or meta record, so the resumed run is the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from stable_baselines3.common.callbacks import BaseCallback
+
+from rlexp.errors import ConfigError
+
+ENV_VAR = "RLEXP_FAULT"
+WHERE = ("step", "update", "checkpoint", "eval")
+
+
+def parse(spec: str) -> tuple[signal.Signals, int, str]:
+    try:
+        sig, rest = spec.split("@", 1)
+        step, _, where = rest.partition(":")
+        signum = signal.Signals[sig if sig.startswith("SIG") else f"SIG{sig}"]
+        where = where or "step"
+        if where not in WHERE:
+            raise ValueError
+        return signum, int(step), where
+    except (KeyError, ValueError):
+        raise ConfigError(f"{ENV_VAR}={spec!r}: expected SIGNAL@STEP[:{'|'.join(WHERE)}]") from None
+
+
+def _fire(signum: signal.Signals) -> None:
+    os.kill(os.getpid(), signum)
+
+
+class FaultInjector(BaseCallback):
+    """Sends the configured signal to this process once, at the configured moment."""
+
+    def __init__(self, spec: str) -> None:
+        super().__init__()
+        self.signum, self.step, self.where = parse(spec)
+        self.fired = False
+        self._hook: Any = None
+
+    def _arm_update(self) -> None:
+        net = getattr(self.model, "critic", None) or self.model.policy
+
+        def hook(*_: Any) -> None:
+            if not self.fired:
+                self.fired = True
+                self._hook.remove()
+                _fire(self.signum)
+
+        self._hook = net.register_forward_hook(hook)
+
+    def _arm_checkpoint(self) -> None:
+        zip_save = self.model.save  # the first part written of the next checkpoint unit
+
+        def save(*args: Any, **kwargs: Any) -> Any:
+            if not self.fired:
+                self.fired = True
+                _fire(self.signum)
+            return zip_save(*args, **kwargs)
+
+        self.model.save = save
+
+    def before_eval_episode(self) -> None:
+        if self.where == "eval" and not self.fired:
+            self.fired = True
+            _fire(self.signum)
+
+    def _on_step(self) -> bool:
+        if self.fired or self.where == "eval" or self.num_timesteps < self.step:
+            return True
+        if self.where == "step":
+            self.fired = True
+            _fire(self.signum)
+        elif self.where == "update" and self._hook is None:
+            self._arm_update()
+        elif self.where == "checkpoint" and "save" not in vars(self.model):
+            self._arm_checkpoint()
+        return True
+
+
+def injector() -> FaultInjector | None:
+    spec = os.environ.get(ENV_VAR)
+    return FaultInjector(spec) if spec else None

@@ -1,0 +1,188 @@
+"""Where a run starts: fresh, from a checkpoint (in place or as a fork), evaluation only, or skipped.
+
+Decided once, read-only, before anything is written, so a refused command leaves every run directory as
+it was. The rules:
+- A run directory that already holds this config continues itself: finished -> skipped; model.zip at
+  total_steps without eval.json -> evaluated; checkpoints -> resumed from the latest (sweep re-runs,
+  SLURM requeues). The same directory holding another config is refused.
+- `resume=DIR|ZIP` runs the checkpoint's own recorded config. Only total_steps (to extend) and run-only
+  keys may change; any other override that changes a value is refused with the list of keys.
+- It continues in place when the checkpoint is the latest of an unfinished run and no other
+  `hydra.run.dir` was asked for; otherwise it is a fork: the new directory gets the continued run
+  (model, eval, checkpoints, TensorBoard history up to the checkpoint) and the original is not touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rlexp import artifacts, checkpoint
+from rlexp.config import CONF_DIR, RUN_ONLY_KEYS, config_hash, to_container
+from rlexp.errors import ConfigError
+from rlexp.rundir import Checkpoint, RunDir
+
+# May differ between a checkpoint's recorded config and the command resuming it.
+RESUME_MAY_CHANGE = ("total_steps", *RUN_ONLY_KEYS)
+
+
+@dataclass
+class Start:
+    kind: str  # fresh | resume | evaluate | skip
+    cfg: DictConfig  # the config this run computes (a resumed run's own recorded one)
+    run_dir: RunDir  # where this run writes
+    checkpoint: Checkpoint | None = None  # resume from this verified checkpoint ...
+    meta: dict[str, Any] | None = None  # ... whose meta record this is
+    fork: bool = False  # the checkpoint belongs to another run directory, which stays untouched
+    finished: dict[str, Any] | None = None  # skip: the eval.json aggregate and meta of the finished run
+
+
+def _read(path: Path, what: str) -> dict[str, Any]:
+    try:
+        return artifacts.read_json(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is not a readable {what} ({exc.__class__.__name__}: {exc}); "
+                          f"move it away to {'evaluate' if what == 'evaluation' else 'run'} again") from None
+
+
+def find_checkpoint(spec: str | Path) -> Checkpoint:
+    """`resume=` takes a run directory (its latest checkpoint, else model.zip) or a checkpoint .zip."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        run = RunDir(path)
+        latest = run.latest_checkpoint()
+        if latest is not None:
+            return latest
+        if run.model.exists():
+            return model_checkpoint(run)
+        raise ConfigError(f"resume: no checkpoint in {path} (looked for checkpoints/step_*.zip and model.zip)")
+    if not path.exists():
+        raise ConfigError(f"resume: checkpoint not found: {path}")
+    if path.suffix != ".zip":
+        raise ConfigError(f"resume: expected a run directory or a .zip checkpoint, got {path}")
+    run = RunDir.of_checkpoint_zip(path)
+    if path.resolve() == run.model:
+        return model_checkpoint(run)
+    for ckpt in run.checkpoints():
+        if ckpt.zip == path.resolve():
+            return ckpt
+    raise ConfigError(f"resume: {path} is not a complete checkpoint (no {path.name[:-4]}.meta.json beside it)")
+
+
+def model_checkpoint(run: RunDir) -> Checkpoint:
+    """model.zip as a (weights-only) checkpoint at the step its meta records."""
+    if not run.meta.exists():
+        raise ConfigError(f"resume: {run.meta} missing; cannot tell which config {run.model} was trained with")
+    steps = _read(run.meta, "meta record").get("total_steps")
+    return Checkpoint(run.root, int(steps or 0), name="model")
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict) and data:
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: data}
+
+
+def _may_change(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE)
+
+
+def override_keys(overrides: list[str]) -> set[str]:
+    keys = set()
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if not key.startswith("hydra.") and key != "hydra":
+            keys.add(key)
+    return keys
+
+
+def config_for_resume(cfg: DictConfig, meta: dict[str, Any], overrides: list[str] | None) -> DictConfig:
+    """The checkpoint's recorded config with the command's total_steps and run-only keys."""
+    recorded = meta.get("config")
+    if not isinstance(recorded, dict):
+        raise ConfigError("resume: the checkpoint's meta record has no config; was it written by rlexp?")
+    given = override_keys(overrides) if overrides is not None else None
+    old, new = _flat(recorded), _flat(to_container(cfg))
+    if given is None or any((CONF_DIR / k).is_dir() for k in given):  # a group choice: compare everything
+        differ = sorted(k for k in set(old) | set(new) if not _may_change(k) and old.get(k) != new.get(k))
+    else:  # plain keys: compare what the command sets
+        differ = sorted(k for k in set(old) | set(new) if not _may_change(k) and old.get(k) != new.get(k)
+                        and any(k == g or k.startswith(g + ".") for g in given))
+    if differ:
+        shown = "; ".join(f"{k}: run {old.get(k)!r} vs command {new.get(k)!r}" for k in differ[:8])
+        more = f" (+{len(differ) - 8} more)" if len(differ) > 8 else ""
+        raise ConfigError(
+            f"resume: {len(differ)} key(s) differ from the run's recorded config: {shown}{more}. A resumed run "
+            f"keeps its config; only {', '.join(RESUME_MAY_CHANGE)} may change. Drop those overrides, or "
+            "start a new run without resume=")
+    merged = OmegaConf.create(recorded)
+    for key in RESUME_MAY_CHANGE:
+        if given is None or key in given:
+            value = OmegaConf.select(cfg, key)
+            OmegaConf.update(merged, key, OmegaConf.to_container(value) if OmegaConf.is_config(value) else value,
+                             force_add=True)
+    return merged
+
+
+def own_start(cfg: DictConfig, run: RunDir) -> Start | None:
+    """What a run directory that may already hold this config asks for, or None if it holds no run."""
+    wanted = config_hash(cfg)
+    if run.eval.exists():
+        result = _read(run.eval, "evaluation")
+        if result.get("config_hash") != wanted:
+            raise ConfigError(f"{run.root} already holds a finished run of a different config (hash "
+                              f"{result.get('config_hash')} vs {wanted}); choose another hydra.run.dir")
+        meta = _read(run.meta, "meta record") if run.meta.exists() else {}
+        return Start("skip", cfg, run, finished={"eval": result, "meta": meta})
+    if run.model.exists():
+        meta = _read(run.meta, "meta record") if run.meta.exists() else {}
+        if meta.get("config_hash") == wanted and int(meta.get("total_steps") or 0) >= int(cfg.total_steps):
+            return Start("evaluate", cfg, run, meta=meta)
+    latest = run.latest_checkpoint()
+    if latest is not None:
+        meta = checkpoint.verify(latest)
+        if meta.get("config_hash") != wanted:
+            raise ConfigError(f"{run.root} holds checkpoints of a different config (hash {meta.get('config_hash')} "
+                              f"vs {wanted}); choose another hydra.run.dir or pass resume= explicitly")
+        return Start("resume", cfg, run, latest, meta)
+    if run.model.exists():
+        raise ConfigError(f"{run.root} holds a model.zip of a different config or step count; choose another "
+                          "hydra.run.dir")
+    return None
+
+
+def plan(cfg: DictConfig, out_dir: RunDir, overrides: list[str] | None = None, explicit_dir: bool = True) -> Start:
+    """Decide how this command starts. Reads only; raises ConfigError for anything it refuses."""
+    if not cfg.get("resume"):
+        return own_start(cfg, out_dir) or Start("fresh", cfg, out_dir)
+    source = find_checkpoint(cfg.resume)
+    meta = checkpoint.verify(source)
+    cfg = config_for_resume(cfg, meta, overrides)
+    src_run = source.run_dir
+    latest = src_run.latest_checkpoint()
+    continuable = source.stem != "model" and source == latest and not src_run.is_finished()
+    if not explicit_dir and continuable:
+        out_dir = src_run
+    if out_dir == src_run:
+        if src_run.is_finished():
+            raise ConfigError(f"resume: {src_run.root} is finished; extending it in place would overwrite its "
+                              "model.zip and eval.json. Give the continuation its own hydra.run.dir=NEW_DIR (a fork)")
+        if not continuable:
+            newest = latest.zip.name if latest else "model.zip"
+            raise ConfigError(f"resume: {source.zip.name} is not the latest checkpoint of {src_run.root} ({newest} "
+                              "is); continuing it in place would overwrite later ones. Set hydra.run.dir=NEW_DIR "
+                              "to fork from it")
+        return own_start(cfg, out_dir) or Start("resume", cfg, out_dir, source, meta)
+    own = own_start(cfg, out_dir)
+    if own is not None:  # the fork was started before: continue it
+        return own
+    if source.step >= int(cfg.total_steps):
+        raise ConfigError(f"resume: checkpoint is at step {source.step}, already >= total_steps {cfg.total_steps}; "
+                          "raise total_steps to train further")
+    return Start("resume", cfg, out_dir, source, meta, fork=True)

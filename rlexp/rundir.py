@@ -1,0 +1,185 @@
+"""The run directory: the one place that knows its layout, and the lock that gives it one writer.
+
+    model.zip, model.meta.json     final model and its record
+    eval.json                      the book's evaluation of model.zip
+    checkpoints/step_N.zip         a checkpoint unit: SB3 weights and optimizer state ...
+    checkpoints/step_N.state.npz   ... random states, env states, what SB3 keeps between steps ...
+    checkpoints/step_N.replay/     ... replay buffer (off-policy; arrays + replay.json, latest checkpoint only) ...
+    checkpoints/step_N.meta.json   ... and its record, written last: the commit mark of the unit
+    tb/run_1/                      TensorBoard events
+    videos/                        `rlexp video` output
+    .hydra/                        composed config and overrides (written when the run starts)
+    .rlexp.lock                    held by the process training here
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import os
+import re
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+MODEL = "model.zip"
+META = "model.meta.json"
+EVAL = "eval.json"
+CKPT_DIR = "checkpoints"
+TB_DIR = "tb"
+TB_RUN = "run_1"  # one TensorBoard run per run directory; a resumed run continues it
+VIDEOS = "videos"
+HYDRA = ".hydra"
+LOCK = ".rlexp.lock"
+_STEP_META = re.compile(r"^step_(\d+)\.meta\.json$")
+_STEP_PART = re.compile(r"^step_(\d+)\.")
+
+
+def meta_of(zip_path: Path) -> Path:
+    """`x.zip` -> `x.meta.json` by string ops: `with_suffix` would mangle stems like `g0.95` (book ch5 pitfall)."""
+    return zip_path.parent / (zip_path.name[: -len(".zip")] + ".meta.json")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The files of one checkpoint unit; it exists only once its meta file (written last) does."""
+
+    dir: Path
+    step: int
+    name: str = ""  # "" for periodic checkpoints (step_N); "model" for a finished run's model.zip
+
+    @property
+    def stem(self) -> str:
+        return self.name or f"step_{self.step}"
+
+    @property
+    def zip(self) -> Path:
+        return self.dir / f"{self.stem}.zip"
+
+    @property
+    def meta(self) -> Path:
+        return self.dir / f"{self.stem}.meta.json"
+
+    @property
+    def state(self) -> Path:
+        return self.dir / f"{self.stem}.state.npz"
+
+    @property
+    def replay(self) -> Path:
+        return self.dir / f"{self.stem}.replay"
+
+    @property
+    def run_dir(self) -> RunDir:
+        return RunDir(self.dir if self.name == "model" else self.dir.parent)
+
+    def parts(self) -> list[Path]:
+        return [self.zip, self.state, self.replay, self.meta]
+
+
+class RunDir:
+    """Paths of one run directory. Nothing else in rlexp spells out file names inside a run."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunDir) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    model = property(lambda self: self.root / MODEL)
+    meta = property(lambda self: self.root / META)
+    eval = property(lambda self: self.root / EVAL)
+    ckpt_dir = property(lambda self: self.root / CKPT_DIR)
+    tb = property(lambda self: self.root / TB_DIR)
+    tb_run = property(lambda self: self.root / TB_DIR / TB_RUN)
+    videos = property(lambda self: self.root / VIDEOS)
+    hydra = property(lambda self: self.root / HYDRA)
+    lock_file = property(lambda self: self.root / LOCK)
+
+    def checkpoint(self, step: int) -> Checkpoint:
+        return Checkpoint(self.ckpt_dir, int(step))
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Committed checkpoints (their meta file exists), oldest first."""
+        if not self.ckpt_dir.is_dir():
+            return []
+        steps = sorted(int(m.group(1)) for p in self.ckpt_dir.iterdir() if (m := _STEP_META.match(p.name)))
+        return [self.checkpoint(s) for s in steps]
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def is_finished(self) -> bool:
+        return self.eval.exists()
+
+    def has_run(self) -> bool:
+        """Anything a training run leaves: a fork or a fresh run must not land on top of it."""
+        return self.model.exists() or self.eval.exists() or bool(self.checkpoints())
+
+    def remove_uncommitted(self) -> list[Path]:
+        """Parts of checkpoints whose write was killed before the meta file: temp files and orphans.
+
+        Only call with the lock held: a live writer's parts look the same.
+        """
+        removed: list[Path] = []
+        if not self.ckpt_dir.is_dir():
+            return removed
+        committed = {c.step for c in self.checkpoints()}
+        for path in self.ckpt_dir.iterdir():
+            m = _STEP_PART.match(path.name)
+            orphan = m is not None and int(m.group(1)) not in committed
+            if path.name.startswith(".") or orphan:
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
+
+    @staticmethod
+    def of_checkpoint_zip(zip_path: Path) -> RunDir:
+        zip_path = Path(zip_path).resolve()
+        return RunDir(zip_path.parent.parent if zip_path.parent.name == CKPT_DIR else zip_path.parent)
+
+    def lock(self) -> RunLock:
+        return RunLock(self)
+
+
+class RunLock:
+    """One training process per run directory (flock: released by the kernel when its holder dies,
+    SIGKILL and SLURM requeue included). The file says who holds it, for the refusal message."""
+
+    def __init__(self, run_dir: RunDir) -> None:
+        self.path = run_dir.lock_file
+        self._fd: int | None = None
+
+    def holder(self) -> str:
+        try:
+            text = self.path.read_text().strip()
+        except OSError:
+            text = ""
+        return text or "another process"
+
+    def acquire(self) -> bool:
+        """True if this process now holds the lock; False if another live process does."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        since = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {since}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # the file stays: removing it would race a process opening it
+            self._fd = None

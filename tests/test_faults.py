@@ -1,0 +1,240 @@
+"""A stop saves where it stopped; a resumed run ends bitwise equal to the run never stopped.
+
+Stops are deterministic: RLEXP_FAULT makes the training process signal itself at a chosen step and moment
+(after an env step, inside a gradient step, while a checkpoint is written, during evaluation). Each case
+compares the interrupted run's checkpoint with the uninterrupted reference's checkpoint at the same step
+(weights, optimizer states, entropy coefficient, replay contents, env and random states) and the final
+model and eval episodes after resuming.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, _env, ok, read_json, run_py
+from stable_baselines3.common.save_util import load_from_zip_file
+
+from rlexp.checkpoint import STATE_KEY, verify
+from rlexp.rundir import RunDir
+
+pytestmark = pytest.mark.slow
+
+COMMON = ["progress=false", "eval.n_episodes=2", "diagnostics.freq=0", "n_envs=2", "device=cpu"]
+OFF = ["algo.learning_starts=200", "algo.buffer_size=5000", "algo.batch_size=32", "+algo.policy_kwargs.net_arch=[32,32]"]
+ALGOS = {
+    "ppo": ["+experiment=ch03_ppo_reach_dense", "total_steps=1024", "algo.n_steps=128", "algo.batch_size=64",
+            "algo.n_epochs=2", "+algo.policy_kwargs.net_arch=[32,32]"],
+    "sac": ["+experiment=ch04_sac_reach_dense", "total_steps=800", *OFF],
+    "td3": ["+experiment=ch04_sac_reach_dense", "algo=td3", "~algo.ent_coef", "total_steps=800", *OFF],
+    "her": ["+experiment=ch05_her_reach", "total_steps=800", *OFF],
+    "pixel": ["+experiment=ch09_step2_critic_encoder", "total_steps=240", "algo.learning_starts=100",
+              "algo.buffer_size=1000", "algo.batch_size=8", "env.kwargs.width=32", "env.kwargs.height=32",
+              "env.wrappers.0.image_size=32", "env.wrappers.0.frame_stack=2"],
+}
+# The reference run checkpoints every FREQ steps, keeping every replay buffer, so each stop has a twin.
+FREQ = {"ppo": 256, "sac": 100, "td3": 100, "her": 100, "pixel": 20}
+
+
+def args(algo: str, run_dir: Path, *extra: str) -> list[str]:
+    return [*ALGOS[algo], *COMMON, f"hydra.run.dir={run_dir}", *extra]
+
+
+def run_faulty(algo: str, run_dir: Path, fault: str, *extra: str) -> subprocess.CompletedProcess:
+    env = {**_env(), "RLEXP_FAULT": fault}
+    cmd = [sys.executable, "run.py", *args(algo, run_dir, *extra)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Uninterrupted runs, built lazily per algo."""
+    cache: dict[str, Path] = {}
+
+    class Refs(dict):
+        def __missing__(self, algo: str) -> Path:
+            run_dir = tmp_path_factory.mktemp(f"ref_{algo}")
+            ok(run_py(*args(algo, run_dir, f"checkpoint_freq={FREQ[algo]}", "checkpoint_replay=all")))
+            cache[algo] = run_dir
+            return run_dir
+
+    return Refs()
+
+
+def tensors(zip_path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of an SB3 zip (policy, optimizer states, log_ent_coef), flattened, read without unpickling."""
+    _, params, variables = load_from_zip_file(str(zip_path), load_data=False, device="cpu")
+    out: dict[str, torch.Tensor] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(value, list | tuple):
+            for i, v in enumerate(value):
+                walk(f"{prefix}.{i}", v)
+        elif torch.is_tensor(value):
+            out[prefix] = value
+        else:
+            out[prefix] = torch.tensor(float(value)) if isinstance(value, int | float) else value
+
+    walk("", params)
+    walk("vars", variables or {})
+    return out
+
+
+def assert_same_tensors(a: Path, b: Path) -> None:
+    ta, tb = tensors(a), tensors(b)
+    assert ta.keys() == tb.keys()
+    differ = [k for k in ta if not (torch.equal(ta[k], tb[k]) if torch.is_tensor(ta[k]) else ta[k] == tb[k])]
+    assert not differ, f"{len(differ)} tensors differ between {a} and {b}, e.g. {differ[:4]}"
+
+
+def _state(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return json.loads(arrays.pop(STATE_KEY).tobytes()), arrays
+
+
+WALL_CLOCK = {"t", "t_start", "episode_times"}  # Monitor's wall-clock fields
+
+
+def _resolve(value: object, arrays: dict[str, np.ndarray]) -> object:
+    if isinstance(value, dict):
+        if "__array__" in value:
+            return arrays[value["__array__"]].tolist()
+        return {k: _resolve(v, arrays) for k, v in value.items() if k not in WALL_CLOCK}
+    if isinstance(value, list):
+        return [_resolve(v, arrays) for v in value]
+    return value
+
+
+def assert_same_checkpoint(a: RunDir, b: RunDir, step: int) -> None:
+    """Weights, optimizers, replay contents, env states and random states of step `step` are identical."""
+    ca, cb = a.checkpoint(step), b.checkpoint(step)
+    assert cb.meta.exists(), f"the reference has no checkpoint at step {step}"
+    verify(ca)
+    assert_same_tensors(ca.zip, cb.zip)
+    sa, sb = _state(ca.state), _state(cb.state)
+    assert _resolve(sa[0], sa[1]) == _resolve(sb[0], sb[1])
+    if cb.replay.exists():
+        files = sorted(p.name for p in cb.replay.glob("*.npy"))
+        assert files == sorted(p.name for p in ca.replay.glob("*.npy"))
+        for name in files:
+            assert np.array_equal(np.load(ca.replay / name), np.load(cb.replay / name)), name
+
+
+def assert_same_final(a: Path, b: Path) -> None:
+    assert_same_tensors(a / "model.zip", b / "model.zip")
+    assert read_json(a / "eval.json")["per_episode"] == read_json(b / "eval.json")["per_episode"]
+
+
+def assert_tb_monotonic(run_dir: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = run_dir / "tb"
+    assert [p.name for p in tb.iterdir()] == ["run_1"], "one TensorBoard run, no stale folders"
+    acc = EventAccumulator(str(tb / "run_1"), size_guidance={"scalars": 0})
+    acc.Reload()
+    for tag in acc.Tags()["scalars"]:
+        steps = [e.step for e in acc.Scalars(tag)]
+        assert steps == sorted(set(steps)), f"{tag}: repeated or backward steps {steps}"
+
+
+def interrupted_step(proc: subprocess.CompletedProcess) -> int:
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "step None" not in out and "resume=" in out
+    line = next(x for x in out.splitlines() if "interrupted by" in x)
+    return int(line.split(" at step ")[1].split(":")[0].split(",")[0])
+
+
+CASES = [
+    ("her", "SIGTERM@400:update"),  # mid gradient step
+    ("her", "SIGINT@300:step"),  # Ctrl-C
+    ("her", "SIGUSR1@500:update"),
+    ("her", "SIGUSR2@100:step"),  # during warm-up (learning_starts 200), SLURM's time-limit signal
+    ("sac", "SIGTERM@300:update"),
+    ("td3", "SIGTERM@400:update"),
+    ("ppo", "SIGTERM@300:step"),  # waits for the rollout to end: saved at 512
+    ("pixel", "SIGTERM@120:update"),
+]
+
+
+@pytest.mark.parametrize(("algo", "fault"), CASES, ids=[f"{a}-{f}" for a, f in CASES])
+def test_stop_saves_where_it_stopped_and_resume_is_exact(tmp_path: Path, reference: dict, algo: str,
+                                                          fault: str) -> None:
+    ref = reference[algo]
+    proc = run_faulty(algo, tmp_path, fault, f"checkpoint_freq={FREQ[algo] * 4}")
+    step = interrupted_step(proc)
+    signame, at = fault.split("@")
+    assert signame in proc.stdout + proc.stderr
+    assert step >= int(at.split(":")[0])
+    run = RunDir(tmp_path)
+    assert run.latest_checkpoint().step == step, "the stop checkpoint is at the step it reports"
+    assert not run.model.exists() and not run.eval.exists()
+    assert_same_checkpoint(run, RunDir(ref), step)
+    resumed = ok(run_py(*args(algo, tmp_path, f"checkpoint_freq={FREQ[algo] * 4}")))
+    assert f"from step {step}" in resumed.stdout + resumed.stderr
+    assert_same_final(tmp_path, ref)
+    assert_tb_monotonic(tmp_path)
+
+
+def test_stop_during_evaluation_then_rerun_evaluates(tmp_path: Path, reference: dict) -> None:
+    proc = run_faulty("her", tmp_path, "SIGTERM@0:eval")
+    assert proc.returncode == 3 and "during evaluation" in proc.stderr + proc.stdout
+    assert (tmp_path / "model.zip").exists() and not (tmp_path / "eval.json").exists()
+    ok(run_py(*args("her", tmp_path)))
+    assert_same_final(tmp_path, reference["her"])
+
+
+def test_stop_while_a_checkpoint_is_written(tmp_path: Path, reference: dict) -> None:
+    proc = run_faulty("her", tmp_path, "SIGTERM@200:checkpoint", "checkpoint_freq=200")
+    step = interrupted_step(proc)
+    assert RunDir(tmp_path).latest_checkpoint().step == step
+    ok(run_py(*args("her", tmp_path, "checkpoint_freq=200")))
+    assert_same_final(tmp_path, reference["her"])
+
+
+@pytest.mark.parametrize("fault", ["SIGKILL@500:step", "SIGKILL@400:checkpoint"])
+def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path: Path, reference: dict, fault: str) -> None:
+    """A kill at any instant (mid-write included) leaves the previous complete checkpoint; a re-run cleans up
+    the half-written parts and ends equal to the uninterrupted run."""
+    proc = run_faulty("her", tmp_path, fault, "checkpoint_freq=200")
+    assert proc.returncode == -signal.SIGKILL
+    run = RunDir(tmp_path)
+    latest = run.latest_checkpoint()
+    assert latest is not None and latest.step in (200, 400) and latest.step <= int(fault.split("@")[1].split(":")[0])
+    verify(latest)
+    if fault.endswith("checkpoint"):
+        assert any(p.name.startswith(".") for p in run.ckpt_dir.iterdir()), "the killed write left its temp file"
+    resumed = ok(run_py(*args("her", tmp_path, "checkpoint_freq=200")))
+    assert f"from step {latest.step}" in resumed.stdout + resumed.stderr
+    assert not [p for p in run.ckpt_dir.iterdir() if p.name.startswith(".")], "temp files cleaned up"
+    assert_same_final(tmp_path, reference["her"])
+    assert_tb_monotonic(tmp_path)
+
+
+def test_kill_before_first_checkpoint_leaves_no_stale_tensorboard(tmp_path: Path, reference: dict) -> None:
+    proc = run_faulty("her", tmp_path, "SIGKILL@150:step", "checkpoint_freq=400")
+    assert proc.returncode == -signal.SIGKILL and not RunDir(tmp_path).checkpoints()
+    ok(run_py(*args("her", tmp_path, "checkpoint_freq=400")))
+    assert_tb_monotonic(tmp_path)
+    assert_same_final(tmp_path, reference["her"])
+
+
+def test_replay_on_disk_in_proportion_to_content(tmp_path: Path) -> None:
+    """A short HER Push run with the book's 1M buffer checkpoints KBs of replay, not the preallocated GB."""
+    ok(run_py("+experiment=ch05_her_push", *COMMON, "total_steps=400", "checkpoint_freq=400",
+              "algo.learning_starts=100", "algo.batch_size=32", f"hydra.run.dir={tmp_path}"))
+    ckpt = RunDir(tmp_path).latest_checkpoint()
+    size = sum(p.stat().st_size for p in ckpt.replay.iterdir())
+    assert read_json(ckpt.replay / "replay.json")["transitions"] == 400
+    assert size < 1_000_000, size  # ~0.5 KB per transition; the whole 1M buffer would be ~540 MB
+    assert not list(ckpt.dir.glob("*.pkl"))
