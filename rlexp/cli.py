@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "plot": (
         "rlexp.analysis.plot",
-        "Learning curves (mean and min-max band over seeds) per config, and a summary bar chart.",
+        "Learning curves (mean over seeds, 95%% bootstrap band) per config and a summary bar chart (PNG + PDF).",
     ),
     "plan": (
         "rlexp.analysis.plan",
@@ -43,7 +43,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
     for name, (module, help_line) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_line, description=help_line)
+        p = sub.add_parser(name, help=help_line, description=help_line.replace("%%", "%"))
         if name == chosen:
             mod = importlib.import_module(module)
             mod.add_args(p)

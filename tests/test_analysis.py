@@ -360,3 +360,45 @@ def test_iqm_ci_is_rliables_on_a_fixed_seed() -> None:
             {"a": scores.reshape(-1, 1)}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=400
         )
     assert got == (float(point["a"][0]), float(interval["a"][0][0]), float(interval["a"][1][0]))
+
+
+def test_plot_figures_for_a_paper(tmp_path: Path) -> None:
+    """Long factor names get short labels, a config with one logged step still shows, PNG and PDF written."""
+    import numpy as np
+    from torch.utils.tensorboard import SummaryWriter
+
+    from rlexp import artifacts
+    from rlexp.analysis.plot import _curve, short_names
+    from rlexp.config import compose, to_container
+
+    base = to_container(compose("+experiment=ch05_her_push"))
+    configs = {(0.95, 4): 0.97, (0.95, 8): 0.99, (0.98, 4): 0.8, (0.98, 8): 0.6, (0.9, 4): 0.1}
+    for (gamma, nsg), final in configs.items():
+        for seed in (0, 1, 2):
+            cfg = {**base, "seed": seed, "algo": {**base["algo"], "gamma": gamma},
+                   "buffer": {**base["buffer"], "n_sampled_goal": nsg}}
+            run = tmp_path / "grid" / f"g{gamma}_nsg{nsg}_s{seed}"
+            sr = min(1.0, final + 0.03 * (seed - 1))
+            artifacts.write_json(run / "model.meta.json", {"config": cfg})
+            artifacts.write_json(run / "eval.json", {"n_episodes": 100, "aggregate": {"success_rate": sr}})
+            writer = SummaryWriter(str(run / "tb" / "run_1"))
+            steps = [50_000] if gamma == 0.9 else range(0, 1_000_001, 20_000)  # one logged point
+            for step in steps:
+                curve = sr / (1 + np.exp(-(step - 400_000) / 80_000)) + 0.02 * np.sin(step / 7e4 + seed)
+                writer.add_scalar("rollout/success_rate", float(np.clip(curve, 0, 1)), step)
+            writer.close()
+    out = tmp_path / "figs"
+    proc = ok(rlexp_cli("plot", str(tmp_path / "grid"), "--out", str(out)))
+    for name in ("curves", "summary"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+        assert f"wrote {out / name}.png" in proc.stdout and f"wrote {out / name}.pdf" in proc.stdout
+    assert short_names(["algo.gamma", "buffer.n_sampled_goal", "a.x.lr", "b.y.lr"]) == {
+        "algo.gamma": "gamma",
+        "buffer.n_sampled_goal": "n_sampled_goal",
+        "a.x.lr": "x.lr",
+        "b.y.lr": "y.lr",
+    }
+    one = (np.asarray([50_000]), np.asarray([0.1]))
+    grid, ys, few = _curve([one, one], points=200)
+    assert few and grid.tolist() == [50_000.0] and ys.shape == (2, 1)

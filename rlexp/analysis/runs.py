@@ -47,6 +47,7 @@ class LoadedRun:
     experiment: str | None
     eval: dict[str, Any] | None = None  # eval.json aggregate, None if the run has not finished
     checkpoint_step: int | None = None
+    n_episodes: int | None = None  # eval episodes behind `eval`
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -134,6 +135,7 @@ def load_run(run_dir: Path) -> LoadedRun:
     if eval_file.is_file():
         result = artifacts.read_json(eval_file)
         run.eval = result["aggregate"]
+        run.n_episodes = result.get("n_episodes")
         meta = run_dir / artifacts.META
         if meta.is_file():
             meta_hash = artifacts.read_json(meta).get("config_hash")

@@ -59,6 +59,16 @@ def bootstrap_mean_ci(values: np.ndarray, reps: int, seed: int = SEED) -> tuple[
     return float(low), float(high)
 
 
+def bootstrap_mean_band(ys: np.ndarray, reps: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray] | None:
+    """Pointwise 95% percentile-bootstrap CI of the mean of curves ys (seeds x points), seeds resampled."""
+    if ys.shape[0] < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = ys[rng.integers(0, ys.shape[0], size=(reps, ys.shape[0]))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5], axis=0)
+    return low, high
+
+
 def describe_metric(metric: str, values: list[float | None], reps: int) -> dict[str, Any]:
     """`describe`, with the CI of a rate (success) from `bootstrap_mean_ci` instead of the t distribution."""
     out: dict[str, Any] = describe(values)
