@@ -79,6 +79,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--points", type=int, default=200, help="points on the common step grid (default 200)")
 
 
+def _footnote(ax: Any, note: str) -> None:
+    """A small line under the x-axis label, at a fixed distance from the axes."""
+    ax.annotate(note, xy=(0, 0), xycoords="axes fraction", xytext=(0, -40), textcoords="offset points",
+                fontsize=7, ha="left", va="top")
+
+
 def _save(fig: Any, out: Path, stem: str) -> list[Path]:
     paths = []
     for ext in ("png", "pdf"):
@@ -171,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         ax.legend(fontsize=8, loc="best")
     if note:
-        fig.text(0.01, -0.02, note, fontsize=7, ha="left", va="top")
+        _footnote(ax, note)
     written = _save(fig, out, "curves")
     plt.close(fig)
 
@@ -191,9 +197,20 @@ def run(args: argparse.Namespace) -> int:
         high = np.asarray([100 * s["ci95_high"] if s["ci95_high"] is not None else m for (_, _, s, _), m in
                            zip(bars, means, strict=True)])
         ax.barh(y, means, color=[colors[g.label] for g, *_ in bars], alpha=0.85)
-        ax.errorbar(means, y, xerr=[means - low, high - means], fmt="none", ecolor="black", capsize=3, lw=1)
+        has_ci = np.asarray([s["ci95_low"] is not None for _, _, s, _ in bars])
+        if has_ci.any():  # one seed: no interval, and no zero-width bar that would look like a tight one
+            ax.errorbar(
+                means[has_ci],
+                y[has_ci],
+                xerr=[(means - low)[has_ci], (high - means)[has_ci]],
+                fmt="none",
+                ecolor="black",
+                capsize=3,
+                lw=1,
+            )
         for yi, m, hi_, (_, _, s, _) in zip(y, means, high, bars, strict=True):
-            ax.text(hi_ + 1.5, yi, f"{fmt.percent(m / 100)}  n={s['n']}", va="center", fontsize=8)
+            n = f"n={s['n']}" + (" (no CI)" if s["ci95_low"] is None else "")
+            ax.text(hi_ + 1.5, yi, f"{fmt.percent(m / 100)}  {n}", va="center", fontsize=8)
         ax.set_yticks(y, [name for _, name, _, _ in bars], fontsize=8)
         ax.set_xlim(0, 125)
         ax.set_xticks(range(0, 101, 20))
@@ -207,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
             fontsize=10,
         )
         if note:
-            fig.text(0.01, -0.02, note, fontsize=7, ha="left", va="top")
+            _footnote(ax, note)
         written += _save(fig, out, "summary")
         plt.close(fig)
     for path in written:
