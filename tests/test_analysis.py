@@ -8,13 +8,15 @@ import math
 import re
 import shutil
 import statistics
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from scipy import stats
 
-from tests.conftest import ok, read_json, rlexp_cli, run_py
+from tests.conftest import ROOT, ok, read_json, rlexp_cli, run_py
 from tests.test_sweeps import PPO_TINY
 
 GAMMAS = (0.9, 0.99)
@@ -86,8 +88,13 @@ def test_report_matches_hand_computed_statistics(sweep: Path, tmp_path: Path) ->
             half = stats.t.ppf(0.975, 1) * std / math.sqrt(2)  # 12.706 * std / sqrt(2)
             assert got["n"] == 2 and got["mean"] == pytest.approx(mean, abs=1e-12)
             assert got["std"] == pytest.approx(std, abs=1e-12)
-            assert got["ci95_low"] == pytest.approx(mean - half, abs=1e-9)
-            assert got["ci95_high"] == pytest.approx(mean + half, abs=1e-9)
+            if metric == "success_rate":  # percentile bootstrap over seeds: with 2 seeds, [min, max]
+                assert got["ci95_method"] == "percentile bootstrap over seeds"
+                assert (got["ci95_low"], got["ci95_high"]) == (min(values), max(values))
+            else:
+                assert got["ci95_method"] == "t"
+                assert got["ci95_low"] == pytest.approx(mean - half, abs=1e-9)
+                assert got["ci95_high"] == pytest.approx(mean + half, abs=1e-9)
             assert got["min"] == min(values) and got["max"] == max(values)
             assert got["iqm"] == pytest.approx(stats.trim_mean(values, 0.25), abs=1e-12)
             assert got["iqm_ci95_low"] <= got["iqm"] <= got["iqm_ci95_high"]
@@ -268,9 +275,130 @@ def test_plot_writes_curves_and_summary(sweep: Path, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "no run has TensorBoard data for tag 'no/such_tag'" in bad.stderr
 
 
-def test_help_lists_the_sweep_commands() -> None:
+def test_help_lists_every_command_and_cli_import_stays_light() -> None:
     proc = ok(rlexp_cli("--help"))
-    for name in ("report", "diff", "plot", "plan"):
-        assert name in proc.stdout
-    for name in ("report", "diff", "plot", "plan"):
+    commands = ("eval", "video", "report", "diff", "plot", "plan", "losses")
+    listed = re.findall(r"^    (\w+) ", proc.stdout, flags=re.M)
+    assert listed == list(commands), proc.stdout
+    for name in commands:
         assert ok(rlexp_cli(name, "--help")).stdout.startswith("usage:")
+    heavy = ("matplotlib", "rliable", "scipy", "torch", "tensorboard", "stable_baselines3")
+    code = (
+        "import sys, rlexp.cli, rlexp.analysis.report, rlexp.analysis.plot, rlexp.analysis.losses; "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    probe = ok(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True))
+    assert probe.stdout.strip() == "[]", probe.stdout
+
+
+def _synthetic_runs(root: Path, success: dict[str, list[float]]) -> Path:
+    """Run folders with only model.meta.json + eval.json: config label -> success rate of each seed."""
+    from rlexp import artifacts
+    from rlexp.config import compose, to_container
+
+    base = to_container(compose("+experiment=ch05_her_push"))
+    for i, (gamma, rates) in enumerate(success.items()):
+        for seed, sr in enumerate(rates):
+            cfg = {**base, "seed": seed, "algo": {**base["algo"], "gamma": float(gamma)}}
+            run = root / f"c{i}_seed{seed}"
+            artifacts.write_json(run / "model.meta.json", {"config": cfg})
+            aggregate = {"success_rate": sr, "return_mean": -10 * (1 - sr), "final_distance_mean": 0.05 * (1 - sr)}
+            artifacts.write_json(run / "eval.json", {"aggregate": aggregate})
+    return root
+
+
+def test_report_is_reproducible_and_success_cis_stay_in_0_100(tmp_path: Path) -> None:
+    """Near-100% seeds whose t-interval would pass 100%; two reports on the same runs are byte-identical."""
+    import numpy as np
+
+    from rlexp.analysis.report import build_report, report_markdown
+    from rlexp.analysis.stats import describe
+
+    near_one = [1.0, 1.0, 0.96, 1.0, 0.9]
+    near_zero = [0.0, 0.0, 0.04, 0.0, 0.1]
+    grid = _synthetic_runs(tmp_path / "grid", {"0.95": near_one, "0.98": near_zero})
+    t_ci = describe(near_one)
+    assert t_ci["ci95_high"] > 1 and describe(near_zero)["ci95_low"] < 0  # what the t distribution gives
+
+    state = np.random.get_state()
+    first = build_report([str(grid)], reps=500)
+    assert all((a == b).all() if isinstance(a, np.ndarray) else a == b
+               for a, b in zip(state, np.random.get_state(), strict=True))  # global RNG left as it was
+    np.random.seed(12345)  # a different global state must not change the numbers
+    second = build_report([str(grid)], reps=500)
+    assert report_markdown(first) == report_markdown(second) and first == second
+    for c in first["configs"]:
+        s = c["success_rate"]
+        assert 0 <= s["ci95_low"] <= s["mean"] <= s["ci95_high"] <= 1, s
+        assert 0 <= s["iqm_ci95_low"] <= s["iqm"] <= s["iqm_ci95_high"] <= 1, s
+        assert c["return_mean"]["ci95_method"] == "t"
+    assert first["ci95_methods"]["success_rate"] == "percentile bootstrap over seeds"
+    assert "percentile bootstrap over seeds" in report_markdown(first)
+
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    ok(rlexp_cli("report", str(grid), "--out", str(out_a), "--reps", "300"))
+    ok(rlexp_cli("report", str(grid), "--out", str(out_b), "--reps", "300"))
+    for name in ("report.md", "report.csv", "report.json"):
+        assert (out_a / name).read_bytes() == (out_b / name).read_bytes(), name
+
+
+def test_iqm_ci_is_rliables_on_a_fixed_seed() -> None:
+    import warnings
+
+    import numpy as np
+    from rliable import library as rly
+    from rliable import metrics
+
+    from rlexp.analysis.stats import iqm_with_ci
+
+    scores = np.asarray([0.2, 0.5, 0.55, 0.6, 0.9, 0.95])
+    got = iqm_with_ci({"a": scores}, reps=400, seed=3)["a"]
+    np.random.seed(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        point, interval = rly.get_interval_estimates(
+            {"a": scores.reshape(-1, 1)}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=400
+        )
+    assert got == (float(point["a"][0]), float(interval["a"][0][0]), float(interval["a"][1][0]))
+
+
+def test_plot_figures_for_a_paper(tmp_path: Path) -> None:
+    """Long factor names get short labels, a config with one logged step still shows, PNG and PDF written."""
+    import numpy as np
+    from torch.utils.tensorboard import SummaryWriter
+
+    from rlexp import artifacts
+    from rlexp.analysis.plot import _curve, short_names
+    from rlexp.config import compose, to_container
+
+    base = to_container(compose("+experiment=ch05_her_push"))
+    configs = {(0.95, 4): 0.97, (0.95, 8): 0.99, (0.98, 4): 0.8, (0.98, 8): 0.6, (0.9, 4): 0.1}
+    for (gamma, nsg), final in configs.items():
+        for seed in (0, 1, 2):
+            cfg = {**base, "seed": seed, "algo": {**base["algo"], "gamma": gamma},
+                   "buffer": {**base["buffer"], "n_sampled_goal": nsg}}
+            run = tmp_path / "grid" / f"g{gamma}_nsg{nsg}_s{seed}"
+            sr = min(1.0, final + 0.03 * (seed - 1))
+            artifacts.write_json(run / "model.meta.json", {"config": cfg})
+            artifacts.write_json(run / "eval.json", {"n_episodes": 100, "aggregate": {"success_rate": sr}})
+            writer = SummaryWriter(str(run / "tb" / "run_1"))
+            steps = [50_000] if gamma == 0.9 else range(0, 1_000_001, 20_000)  # one logged point
+            for step in steps:
+                curve = sr / (1 + np.exp(-(step - 400_000) / 80_000)) + 0.02 * np.sin(step / 7e4 + seed)
+                writer.add_scalar("rollout/success_rate", float(np.clip(curve, 0, 1)), step)
+            writer.close()
+    out = tmp_path / "figs"
+    proc = ok(rlexp_cli("plot", str(tmp_path / "grid"), "--out", str(out)))
+    for name in ("curves", "summary"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+        assert f"wrote {out / name}.png" in proc.stdout and f"wrote {out / name}.pdf" in proc.stdout
+    assert short_names(["algo.gamma", "buffer.n_sampled_goal", "a.x.lr", "b.y.lr"]) == {
+        "algo.gamma": "gamma",
+        "buffer.n_sampled_goal": "n_sampled_goal",
+        "a.x.lr": "x.lr",
+        "b.y.lr": "y.lr",
+    }
+    one = (np.asarray([50_000]), np.asarray([0.1]))
+    grid, ys, few = _curve([one, one], points=200)
+    assert few and grid.tolist() == [50_000.0] and ys.shape == (2, 1)

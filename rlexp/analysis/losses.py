@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from rlexp.cli import command
+from rlexp import fmt
+from rlexp.analysis import tb
+from rlexp.analysis.tb import event_files
 from rlexp.errors import ConfigError
 
 TAGS = {
@@ -27,23 +29,10 @@ BREAKOUT, MASTERY = 0.10, 0.90  # success thresholds between the phases
 
 def read_scalars(run_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{name: (steps, values)} for TAGS from every event file under run_dir (resumed runs concatenated)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    files = sorted(run_dir.rglob("events.out.tfevents.*")) if run_dir.is_dir() else []
-    if not files:
+    if not event_files(run_dir):
         raise ConfigError(f"no TensorBoard event files under {run_dir}")
-    series: dict[str, dict[int, float]] = {name: {} for name in TAGS}
-    for f in files:
-        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
-        acc.Reload()
-        tags = set(acc.Tags().get("scalars", []))
-        for name, tag in TAGS.items():
-            if tag in tags:
-                series[name].update({e.step: e.value for e in acc.Scalars(tag)})
-    out = {}
-    for name, points in series.items():
-        steps = np.array(sorted(points), dtype=np.int64)
-        out[name] = (steps, np.array([points[s] for s in steps], dtype=np.float64))
+    scalars = tb.read_scalars(run_dir, TAGS.values())
+    out = {name: scalars[tag] for name, tag in TAGS.items()}
     if out["success"][0].size == 0:
         raise ConfigError(f"{run_dir}: no {TAGS['success']} scalars (is this an off-policy goal-env run?)")
     return out
@@ -151,7 +140,7 @@ def reading(phases: list[dict[str, Any]]) -> list[str]:
         c3 = p3.get("critic_loss") or {}
         a3 = p3.get("actor_loss") or {}
         lines.append(
-            f"Phase 3 from step {p3['from_step']}: success >= {MASTERY:.0%}, "
+            f"Phase 3 from step {p3['from_step']}: success >= {fmt.percent(MASTERY, 0)}, "
             f"critic loss {c3.get('trend', '?')}"
             f", actor loss mean {a3.get('mean', float('nan')):.3g}"
             + (
@@ -193,11 +182,11 @@ def plot(data: dict[str, tuple[np.ndarray, np.ndarray]], sig: dict[str, Any], ou
     return out
 
 
-def _fmt(x: Any) -> str:
+def _num(x: Any) -> str:
     return "-" if x is None else f"{x:.3g}"
 
 
-def _args(p: argparse.ArgumentParser) -> None:
+def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, help="run directory (or any folder holding its TensorBoard events)")
     p.add_argument(
         "--window", type=int, default=10, help="moving-average window in logged points (default 10)"
@@ -206,15 +195,14 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, default=None, help="also write the signature as JSON here")
 
 
-@command("losses", _args)
-def cmd_losses(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Report a run's three-phase loss signature (success, critic loss, actor loss) and plot it."""
     if args.window < 1:
         raise ConfigError(f"--window must be >= 1, got {args.window}")
     data = read_scalars(args.run_dir)
     sig = signature(data, args.window)
     png = plot(data, sig, args.plot or args.run_dir / "loss_signature.png", args.window)
-    print(f"{args.run_dir}: {sig['last_step']} steps, final success {sig['final_success']:.0%}")
+    print(f"{args.run_dir}: {sig['last_step']} steps, final success {fmt.percent(sig['final_success'], 0)}")
     print("| phase | steps | success (start->end) | critic loss (start->end, trend) | actor loss (mean) |")
     print("|---|---|---|---|---|")
     for ph in sig["phases"]:
@@ -224,8 +212,8 @@ def cmd_losses(args: argparse.Namespace) -> int:
         s, c, a = ph["success"] or {}, ph["critic_loss"] or {}, ph["actor_loss"] or {}
         print(
             f"| {ph['phase']} | {ph['from_step']}-{ph['to_step']} "
-            f"| {_fmt(s.get('start'))}->{_fmt(s.get('end'))} "
-            f"| {_fmt(c.get('start'))}->{_fmt(c.get('end'))} {c.get('trend', '')} | {_fmt(a.get('mean'))} |"
+            f"| {_num(s.get('start'))}->{_num(s.get('end'))} "
+            f"| {_num(c.get('start'))}->{_num(c.get('end'))} {c.get('trend', '')} | {_num(a.get('mean'))} |"
         )
     for line in sig["reading"]:
         print(line)

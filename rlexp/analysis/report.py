@@ -1,0 +1,236 @@
+"""`python -m rlexp report PATH...`: per-config statistics across seeds, factor effects and interactions."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlexp import artifacts, fmt
+from rlexp.analysis.runs import LoadedRun, default_out, group_runs, load_runs
+from rlexp.analysis.stats import (
+    CI_BOOTSTRAP,
+    CI_T,
+    RATE_METRICS,
+    describe_metric,
+    interactions,
+    iqm_with_ci,
+    marginal_effects,
+)
+from rlexp.errors import ConfigError
+
+METRICS = ("success_rate", "return_mean", "final_distance_mean")
+
+
+def value(metric: str, x: float | None) -> str:
+    """A metric's value as printed: success in %, final distance in mm, return as a plain number."""
+    if metric == "success_rate":
+        return fmt.percent(x)
+    if metric == "final_distance_mean":
+        return fmt.mm(x)
+    return "-" if x is None else f"{x:.2f}"
+
+
+def delta(metric: str, x: float) -> str:
+    if metric == "success_rate":
+        return fmt.points(x)
+    if metric == "final_distance_mean":
+        return fmt.mm(x, sign=True)
+    return f"{x:+.2f}"
+
+
+def build_report(paths: list[str], reps: int = 2000) -> dict[str, Any]:
+    runs = load_runs(paths)
+    finished = [r for r in runs if r.eval is not None]
+    missing = [r for r in runs if r.eval is None]
+    if not finished:
+        raise ConfigError(
+            f"none of the {len(runs)} runs found has {artifacts.EVAL} yet (unfinished: "
+            + "; ".join(_missing_line(r) for r in missing[:10])
+            + (" ..." if len(missing) > 10 else "")
+            + ")"
+        )
+    groups, factors = group_runs(finished)
+    for g in groups:
+        g.stats = {m: describe_metric(m, [r.eval.get(m) for r in g.runs], reps) for m in METRICS}
+    iqm = {
+        m: iqm_with_ci(
+            {
+                g.label: np.asarray([r.eval[m] for r in g.runs if r.eval.get(m) is not None], float)
+                for g in groups
+            },
+            reps,
+        )
+        for m in METRICS
+    }
+    report = {
+        "paths": [str(p) for p in paths],
+        "n_runs": len(runs),
+        "n_finished": len(finished),
+        "missing": [{"run_dir": str(r.path), "checkpoint_step": r.checkpoint_step} for r in missing],
+        "warnings": [w for r in runs for w in r.warnings],
+        "factors": factors,
+        "configs": [],
+        "marginal_effects": {m: marginal_effects(groups, factors, m) for m in METRICS},
+        "interactions": {m: interactions(groups, factors, m) for m in METRICS},
+        "iqm_bootstrap_reps": reps,
+        "ci95_methods": {m: CI_BOOTSTRAP if m in RATE_METRICS else CI_T for m in METRICS},
+    }
+    for g in groups:
+        entry = {
+            "label": g.label,
+            "factors": g.factors,
+            "seeds": [r.seed for r in g.runs],
+            "run_dirs": [str(r.path) for r in g.runs],
+        }
+        for m in METRICS:
+            entry[m] = dict(g.stats[m])
+            if g.label in iqm[m]:
+                entry[m]["iqm"], entry[m]["iqm_ci95_low"], entry[m]["iqm_ci95_high"] = iqm[m][g.label]
+        report["configs"].append(entry)
+    report["configs"].sort(key=lambda c: (-(c["success_rate"]["mean"] or 0), c["success_rate"]["std"] or 0))
+    return report
+
+
+def _missing_line(run: LoadedRun) -> str:
+    ckpt = f"checkpoint at step {run.checkpoint_step}" if run.checkpoint_step is not None else "no checkpoint"
+    return f"{run.path.name} ({ckpt})"
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    out = io.StringIO()
+    w = out.write
+    w(
+        f"# Sweep report\n\n{report['n_finished']} of {report['n_runs']} runs finished "
+        f"({', '.join(report['paths'])}).\n\n"
+    )
+    if report["missing"]:
+        w(
+            f"**Missing {len(report['missing'])} run(s) without eval.json** "
+            "(re-run the sweep command to finish them):\n\n"
+        )
+        for m in report["missing"]:
+            step = (
+                f"checkpoint at step {m['checkpoint_step']}"
+                if m["checkpoint_step"] is not None
+                else "no checkpoint"
+            )
+            w(f"- `{m['run_dir']}` ({step})\n")
+        w("\n")
+    w(
+        f"## Per config (across seeds; success 95% CI: {CI_BOOTSTRAP}, stays within 0-100%; "
+        f"IQM CI: stratified bootstrap; {report['iqm_bootstrap_reps']} seeded resamples each; "
+        f"other metrics' CIs in report.json: {CI_T} distribution)\n\n"
+    )
+    w(
+        "| config | n | success mean | std | 95% CI | min-max | IQM [95% CI] | return mean ± std "
+        "| final distance |\n|---|---|---|---|---|---|---|---|---|\n"
+    )
+    sr = "success_rate"
+    for c in report["configs"]:
+        s, r, d = c[sr], c["return_mean"], c["final_distance_mean"]
+        ci = f"[{value(sr, s['ci95_low'])}, {value(sr, s['ci95_high'])}]" if s["ci95_low"] is not None else "-"
+        iqm = (
+            f"{value(sr, s['iqm'])} [{value(sr, s['iqm_ci95_low'])}, {value(sr, s['iqm_ci95_high'])}]"
+            if "iqm" in s
+            else "-"
+        )
+        rstd = f" ± {r['std']:.2f}" if r["std"] is not None else ""
+        w(
+            f"| {c['label']} | {s['n']} | {value(sr, s['mean'])} | {value(sr, s['std'])} | {ci} | "
+            f"{value(sr, s['min'])}-{value(sr, s['max'])} | {iqm} | {value('return_mean', r['mean'])}{rstd} | "
+            f"{value('final_distance_mean', d['mean'])} |\n"
+        )
+    if report["factors"]:
+        w("\n## Marginal effect of each factor (unweighted mean of config means per level)\n\n")
+        w("| factor | level | configs | success | Δ success | return | Δ return |\n|---|---|---|---|---|---|---|\n")
+        for factor in report["factors"]:
+            rt = {row["level"]: row for row in report["marginal_effects"]["return_mean"][factor]}
+            for row in report["marginal_effects"][sr][factor]:
+                rr = rt.get(row["level"])
+                ret = value("return_mean", rr["mean"]) if rr else "-"
+                ret_delta = delta("return_mean", rr["delta"]) if rr else "-"
+                w(
+                    f"| {factor} | {row['level']} | {row['n_configs']} | {value(sr, row['mean'])} | "
+                    f"{delta(sr, row['delta'])} | {ret} | {ret_delta} |\n"
+                )
+        if report["interactions"][sr]:
+            w("\n## Interactions (mean success of config means)\n")
+        for t in report["interactions"][sr]:
+            cols = list(next(iter(t["cells"].values())).keys()) if t["cells"] else []
+            w(f"\n{t['row_factor']} (rows) x {t['col_factor']} (columns)\n\n")
+            w("| | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols) + "\n")
+            for a, row in t["cells"].items():
+                w(f"| {a} | " + " | ".join(value(sr, row[b]) for b in cols) + " |\n")
+    for warning in report["warnings"]:
+        w(f"\nwarning: {warning}\n")
+    return out.getvalue()
+
+
+def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for c in report["configs"]:
+        row: dict[str, Any] = {
+            "config": c["label"],
+            **{f"factor:{k}": v for k, v in c["factors"].items()},
+            "seeds": " ".join(map(str, c["seeds"])),
+        }
+        for m in METRICS:
+            for stat, x in c[m].items():
+                row[f"{m}_{stat}"] = x
+        rows.append(row)
+    return rows
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = artifacts.atomic_write(out_dir / "report.md", lambda tmp: tmp.write_text(report_markdown(report)))
+    js = artifacts.write_json(out_dir / "report.json", report)
+    rows = report_rows(report)
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+
+    def _csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    cs = artifacts.atomic_write(out_dir / "report.csv", _csv)
+    return [md, cs, js]
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", help="multirun directory(ies) and/or run directories")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for report.md/.csv/.json (default: the first path if it is not a run dir, "
+        "else the current directory)",
+    )
+    p.add_argument(
+        "--reps", type=int, default=2000, help="bootstrap resamples for the success and IQM CIs (default 2000)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Per-config statistics across seeds, factor effects and interactions of a sweep (Markdown/CSV/JSON)."""
+    if args.reps < 100:
+        raise ConfigError(f"--reps must be >= 100, got {args.reps}")
+    report = build_report(args.paths, args.reps)
+    out = default_out(args.paths, args.out)
+    print(report_markdown(report))
+    for path in write_report(report, out):
+        print(f"wrote {path}", file=sys.stderr)
+    if report["missing"]:
+        print(
+            f"warning: {len(report['missing'])} of {report['n_runs']} runs have no {artifacts.EVAL}; "
+            "the report uses the finished ones",
+            file=sys.stderr,
+        )
+    return 0

@@ -1,0 +1,211 @@
+"""Finding, loading and grouping run directories.
+
+A run is a directory with model.meta.json, .hydra/config.yaml or eval.json; it is finished when it has
+eval.json. Runs are grouped by their resolved config minus the seed and the run-only keys
+(`rlexp.config.RUN_ONLY_KEYS`), so the seeds of one config form one group, as in the book's sweep
+analysis (book_facts §2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlexp import artifacts
+from rlexp.config import RUN_ONLY_KEYS
+from rlexp.errors import ConfigError
+
+# Keys that identify a repetition (seed): not part of a "config".
+SEED_KEYS = ("seed", "env.seed")
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {"a.b.c": value}; lists stay values (shown as a whole when they differ)."""
+    if isinstance(data, dict):
+        if not data and prefix:
+            return {prefix: {}}
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: data}
+
+
+def is_run_only(key: str) -> bool:
+    """A seed key or a run-only key (or below one): left out of the grouping."""
+    return key in SEED_KEYS or any(key == p or key.startswith(p + ".") for p in RUN_ONLY_KEYS)
+
+
+@dataclass
+class LoadedRun:
+    """One run directory as the analysis sees it (not `rlexp.train.Run`, which trains)."""
+
+    path: Path
+    config: dict[str, Any]  # flattened resolved config
+    experiment: str | None
+    eval: dict[str, Any] | None = None  # eval.json aggregate, None if the run has not finished
+    checkpoint_step: int | None = None
+    n_episodes: int | None = None  # eval episodes behind `eval`
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def seed(self) -> Any:
+        return self.config.get("seed")
+
+    @property
+    def group_items(self) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted((k, repr(v)) for k, v in self.config.items() if not is_run_only(k)))
+
+
+def is_run_dir(path: Path) -> bool:
+    return (
+        (path / artifacts.META).is_file()
+        or (path / ".hydra" / "config.yaml").is_file()
+        or (path / artifacts.EVAL).is_file()
+    )
+
+
+def default_out(paths: list[str], out: Path | None) -> Path:
+    """--out, else the first path if it is not a run directory (a multirun folder), else the cwd."""
+    first = Path(paths[0])
+    return out or (first if not is_run_dir(first) else Path.cwd())
+
+
+def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run directories at or below each path (a multirun folder, a run folder, or several of either)."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise ConfigError(f"{path}: no such file or directory")
+        if not path.is_dir():
+            raise ConfigError(f"{path}: expected a run or multirun directory")
+        if is_run_dir(path):
+            found.append(path.resolve())
+            continue
+        for marker in sorted(path.rglob(".hydra")):
+            if marker.is_dir() and "checkpoints" not in marker.parts and is_run_dir(marker.parent):
+                found.append(marker.parent.resolve())
+        for meta in sorted(path.rglob(artifacts.META)):
+            if meta.parent.name != artifacts.CKPT_DIR:
+                found.append(meta.parent.resolve())
+    unique = sorted(set(found))
+    if not unique:
+        raise ConfigError(
+            f"no runs found under {', '.join(map(str, paths))} "
+            "(looked for directories with .hydra/config.yaml, model.meta.json or eval.json)"
+        )
+    return unique
+
+
+def _experiment_of(run_dir: Path) -> str | None:
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    if hydra_file.is_file():
+        from omegaconf import OmegaConf
+
+        choice = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices.experiment")
+        if choice:
+            return str(choice)
+    return None
+
+
+def run_config(run_dir: Path) -> dict[str, Any]:
+    """Resolved config of a run: model.meta.json's record, else the .hydra/config.yaml Hydra saved."""
+    meta = run_dir / artifacts.META
+    if meta.is_file():
+        return artifacts.read_json(meta)["config"]
+    cfg_file = run_dir / ".hydra" / "config.yaml"
+    if cfg_file.is_file():
+        from omegaconf import OmegaConf
+
+        data = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=True)
+        assert isinstance(data, dict)
+        data.pop("hydra", None)
+        return data
+    raise ConfigError(f"{run_dir}: no model.meta.json or .hydra/config.yaml to read its config from")
+
+
+def load_run(run_dir: Path) -> LoadedRun:
+    from rlexp.rundir import RunDir
+
+
+    run = LoadedRun(run_dir, flatten(run_config(run_dir)), _experiment_of(run_dir))
+    eval_file = run_dir / artifacts.EVAL
+    if eval_file.is_file():
+        result = artifacts.read_json(eval_file)
+        run.eval = result["aggregate"]
+        run.n_episodes = result.get("n_episodes")
+        meta = run_dir / artifacts.META
+        if meta.is_file():
+            meta_hash = artifacts.read_json(meta).get("config_hash")
+            if result.get("config_hash") and meta_hash and result["config_hash"] != meta_hash:
+                run.warnings.append(
+                    f"{run_dir}: eval.json config_hash {result['config_hash']} != model.meta.json {meta_hash}"
+                )
+    steps = [(c.step, c.zip) for c in RunDir(run_dir).checkpoints()]
+    run.checkpoint_step = steps[-1][0] if steps else None
+    return run
+
+
+def load_runs(paths: Iterable[str | Path]) -> list[LoadedRun]:
+    return [load_run(p) for p in find_run_dirs(list(paths))]
+
+
+@dataclass
+class Group:
+    """The seeds of one config."""
+
+    label: str
+    factors: dict[str, Any]  # swept factor -> value for this config
+    runs: list[LoadedRun]
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    experiment: str | None = None  # set when the runs come from several experiments
+
+
+def level(value: Any) -> str:
+    """A factor value as a level name ("null" for None)."""
+    return "null" if value is None else str(value)
+
+
+def swept_factors(runs: list[LoadedRun]) -> list[str]:
+    """Config keys (seed and run-only keys aside) whose value differs between runs.
+
+    With several experiments, keys that only follow the experiment are folded into its name.
+    """
+    keys = sorted({k for r in runs for k in r.config if not is_run_only(k)})
+    varying = [k for k in keys if len({repr(r.config.get(k, "<absent>")) for r in runs}) > 1]
+    experiments = {r.experiment for r in runs}
+    if len(experiments) > 1:
+        varying = [
+            k
+            for k in varying
+            if any(
+                len({repr(r.config.get(k, "<absent>")) for r in runs if r.experiment == e}) > 1
+                for e in experiments
+            )
+        ]
+    return varying
+
+
+def group_runs(runs: list[LoadedRun]) -> tuple[list[Group], list[str]]:
+    factors = swept_factors(runs)
+    several_experiments = len({r.experiment for r in runs}) > 1
+    by_key: dict[tuple, list[LoadedRun]] = {}
+    for run in runs:
+        by_key.setdefault((run.experiment if several_experiments else None, run.group_items), []).append(run)
+    groups = []
+    for (experiment, _), members in by_key.items():
+        values = {k: members[0].config.get(k) for k in factors}
+        parts = ([str(experiment)] if several_experiments else []) + [f"{k}={level(v)}" for k, v in values.items()]
+        groups.append(
+            Group(
+                ", ".join(parts) or (members[0].experiment or "all runs"),
+                values,
+                sorted(members, key=lambda r: str(r.seed)),
+                experiment=str(experiment) if several_experiments else None,
+            )
+        )
+    groups.sort(key=lambda g: g.label)
+    return groups, factors

@@ -1,0 +1,36 @@
+"""The one TensorBoard scalar reader (used by `plot` and `losses`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+
+def event_files(root: Path) -> list[Path]:
+    """Every events file at or below root, sorted (a resumed run appends a new file to its run folder)."""
+    return sorted(root.rglob("events.out.tfevents.*")) if root.is_dir() else []
+
+
+def read_scalars(root: Path, tags: Iterable[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{tag: (steps, values)} over every events file under root; a tag never logged gets empty arrays.
+
+    Steps are int64 and sorted; where several files log the same step (a resumed run), the later file wins.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = list(tags)
+    points: dict[str, dict[int, float]] = {tag: {} for tag in tags}
+    for events in event_files(root):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        logged = set(acc.Tags().get("scalars", []))
+        for tag in tags:
+            if tag in logged:
+                points[tag].update({int(ev.step): float(ev.value) for ev in acc.Scalars(tag)})
+    out = {}
+    for tag, series in points.items():
+        steps = np.asarray(sorted(series), dtype=np.int64)
+        out[tag] = (steps, np.asarray([series[int(s)] for s in steps], dtype=np.float64))
+    return out
