@@ -15,8 +15,8 @@ from rlexp.tasks import RandomPolicy
 
 def test_final_distance_without_goal_keys() -> None:
     cfg = compose("+experiment=ch09_step1_manipulation", "n_envs=1")
-    OmegaConf.update(cfg, "env.wrappers.0.goal_mode", "none")
-    OmegaConf.update(cfg, "env.wrappers.0.frame_stack", 2)
+    OmegaConf.update(cfg, "env.pixels.goal_mode", "none")
+    OmegaConf.update(cfg, "env.pixels.frame_stack", 2)
     from rlexp.components.envs import make_env_from_cfg
 
     env = make_env_from_cfg(cfg.env)
