@@ -25,7 +25,6 @@ CONFIG_ERRORS = [
     (["checkpoint_freq=-1"], "checkpoint_freq must be"),
     (["threads=0"], "threads must be a positive integer or null"),
     (["algo.batch_size=0"], "algo.batch_size must be positive"),
-    (["task=fly"], "unknown task 'fly'"),
     (["algo._target_=stable_baselines3.NOPE"], "cannot be imported"),
     (["resume=/nonexistent/run"], "checkpoint not found"),
 ]
@@ -43,6 +42,8 @@ def test_bad_config_raises_before_training(tmp_path: Path, overrides: list[str],
 CLI_ERRORS = [
     (["+experiment=ch99_nope"], 1, "Available options in 'experiment'"),
     (["algo=nope"], 1, "Available options in 'algo'"),
+    (["task=fly"], 1, "Available options in 'task'"),
+    (["routing=both"], 1, "Available options in 'routing'"),
     (["+experiment=ch03_ppo_reach_dense", "buffer=her"], 2, "error: HER cannot be used with PPO"),
     (["encoder=nature_cnn"], 2, "error: encoder NatureCNN cannot read"),
     (["total_steps=0"], 2, "error: total_steps must be a positive integer"),
