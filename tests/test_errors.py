@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_py
 
 import rlexp
 from rlexp.errors import ConfigError
 from rlexp.runner import run_task
+
+from helpers import run_py
 
 # Checked in-process (fast): the ConfigError message. (overrides, message)
 CONFIG_ERRORS = [

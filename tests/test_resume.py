@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST, ROOT, _env, ok, read_json, run_py
 from stable_baselines3 import SAC
-from test_runs import scalars
 
 from rlexp.evaluate import load_model, load_run_config
+
+from helpers import FAST, ROOT, _env, ok, read_json, run_py, scalars
 
 ARGS = ["+experiment=ch05_her_reach", *FAST, "total_steps=4800", "checkpoint_freq=1600", "algo.learning_starts=400",
         "algo.buffer_size=10000", "algo.batch_size=64"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ok, read_json, run_py
 from omegaconf import OmegaConf
 
 import rlexp
@@ -14,6 +13,8 @@ from rlexp.components.routing import ROUTINGS
 from rlexp.config import CONF_DIR, TASKS
 from rlexp.errors import ConfigError
 from rlexp.runner import run_task
+
+from helpers import ok, read_json, run_py
 
 
 def test_every_task_option_is_registered() -> None:

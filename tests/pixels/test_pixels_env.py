@@ -10,7 +10,8 @@ import rlexp  # noqa: F401  - MUJOCO_GL=egl before mujoco loads
 from rlexp.components.envs import register_robotics
 from rlexp.components.pixels import PUSH_PROPRIO, PixelObservation
 from rlexp.errors import ConfigError
-from tests.conftest import ok, rlexp_cli
+
+from helpers import ok, rlexp_cli
 
 
 def push(**kw: object) -> gym.Env:

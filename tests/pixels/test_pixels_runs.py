@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from rlexp.config import compose, to_container
-from tests.conftest import ok, read_json, run_py
+
+from helpers import ok, read_json, run_py
 
 STEPS = [
     "ch09_full_state",
