@@ -14,7 +14,7 @@ from rlexp.config import CONF_DIR, TASKS
 from rlexp.errors import ConfigError
 from rlexp.runner import run_task
 
-from helpers import ok, read_json, run_py
+from helpers import read_json
 
 
 def test_every_task_option_is_registered() -> None:
@@ -41,8 +41,9 @@ def test_unregistered_task_value_is_a_config_error(tmp_path: Path) -> None:
 
 def test_env_anatomy_without_its_experiment(tmp_path: Path) -> None:
     """task=env_anatomy brings its own settings: it runs on the default env (FetchReachDense-v4)."""
-    proc = ok(run_py("task=env_anatomy", "anatomy.reward_check_steps=50", "anatomy.random_episodes=2",
-                     f"hydra.run.dir={tmp_path}", timeout=300))
-    assert "reward check OK" in proc.stderr + proc.stdout
+    cfg = rlexp.compose("task=env_anatomy", "anatomy.reward_check_steps=20", "anatomy.random_episodes=1")
+    summary = run_task(cfg, tmp_path)
+    assert summary["status"] == "done" and summary["reward_check"]["ok"]
+    assert tasks.REGISTRY["env_anatomy"].summary_line(summary).startswith("reward check OK: ")
     assert read_json(tmp_path / "describe.json")["env_id"] == "FetchReachDense-v4"
-    assert read_json(tmp_path / "random_baseline.json")["n_episodes"] == 2
+    assert read_json(tmp_path / "random_baseline.json")["n_episodes"] == 1
