@@ -43,8 +43,6 @@ def test_bad_config_raises_before_training(tmp_path: Path, overrides: list[str],
 CLI_ERRORS = [
     (["+experiment=ch99_nope"], 1, "Available options in 'experiment'"),
     (["algo=nope"], 1, "Available options in 'algo'"),
-    (["task=fly"], 1, "Available options in 'task'"),
-    (["routing=both"], 1, "Available options in 'routing'"),
     (["+experiment=ch03_ppo_reach_dense", "buffer=her"], 2, "error: HER cannot be used with PPO"),
     (["encoder=nature_cnn"], 2, "error: encoder NatureCNN cannot read"),
     (["total_steps=0"], 2, "error: total_steps must be a positive integer"),
@@ -57,3 +55,12 @@ def test_bad_input_on_the_command_line(tmp_path: Path, overrides: list[str], cod
     assert proc.returncode == code, proc.stderr[-2000:]
     assert message in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("override,group", [("task=fly", "task"), ("routing=both", "routing")])
+def test_unknown_group_option_lists_the_options(override: str, group: str) -> None:
+    """Hydra's own message, as for algo=nope on the command line (exit 1): the options in conf/GROUP/."""
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match=f"Available options in '{group}'"):
+        rlexp.compose(override)
