@@ -18,7 +18,8 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # tests/test_configs.py keeps the two equal). `diagnostics` is not here: its sampling draws from NumPy's RNG.
 RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "checkpoint_replay", "tensorboard")
 HASH_EXCLUDE = (*RUN_ONLY_KEYS, "hydra")
-TASKS = ("train", "proof_of_life", "env_anatomy")
+# The options of the conf/task/ group; rlexp.tasks.REGISTRY implements each one (tests keep them equal).
+TASKS = tuple(sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml")))
 
 
 def compose(*overrides: str) -> DictConfig:

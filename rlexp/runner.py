@@ -1,4 +1,4 @@
-"""Dispatch a composed config to its task and print the one-line summary."""
+"""Dispatch a composed config to its task (rlexp.tasks.REGISTRY) and print the one-line summary."""
 
 from __future__ import annotations
 
@@ -14,24 +14,14 @@ log = logging.getLogger("rlexp")
 
 
 def run_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    from rlexp import tasks, train
+    from rlexp import tasks
 
     validate(cfg)
+    task = tasks.get(cfg.task)
     if cfg.get("threads"):
         import torch
 
         torch.set_num_threads(int(cfg.threads))
-    if cfg.task == "env_anatomy":
-        summary = tasks.env_anatomy(cfg, run_dir)
-        check = summary["reward_check"]
-        verdict = "OK" if check["ok"] else f"FAILED ({len(check['mismatches'])} mismatches)"
-        line = (f"reward check {verdict}: {check['n_checks']} checks over {check['n_steps']} steps, "
-                f"{check['reward_type']} reward, threshold {check['threshold']}, atol {check['atol']} | random policy: "
-                f"success {summary['random_success_rate']:.0%}, return {summary['random_return_mean']:.2f} | "
-                f"artifacts: {summary['run_dir']}")
-    else:
-        runner = tasks.proof_of_life if cfg.task == "proof_of_life" else train.train
-        summary = runner(cfg, run_dir)
-        line = train.summary_line(summary)
-    log.info(line)
+    summary = task.run(cfg, run_dir)
+    log.info(task.summary_line(summary))
     return summary

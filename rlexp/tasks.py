@@ -1,8 +1,15 @@
-"""Non-training tasks of the book's first two chapters: proof of life and environment anatomy."""
+"""What run.py can do with a composed config: the task registry, and the book's first two chapters.
+
+`conf/task/NAME.yaml` selects a task (`task=NAME`) and holds the settings only that task reads; REGISTRY maps
+NAME to the function that runs it and the one-line summary printed at the end. A new task is a function
+registered here plus a YAML in conf/task/ (tests keep the two sets equal).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +19,7 @@ from omegaconf import DictConfig
 
 from rlexp import artifacts
 from rlexp.components.envs import make_env_from_cfg, register_robotics
+from rlexp.errors import ConfigError
 from rlexp.evaluate import aggregate, run_episodes
 
 log = logging.getLogger("rlexp")
@@ -173,3 +181,46 @@ def env_anatomy(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return {"status": "done" if check["ok"] else "failed", "run_dir": str(run_dir), "reward_check": check,
             "random_success_rate": agg["success_rate"], "random_return_mean": agg["return_mean"],
             "random_final_distance_mean": agg["final_distance_mean"]}
+
+
+def env_anatomy_line(summary: dict[str, Any]) -> str:
+    check = summary["reward_check"]
+    verdict = "OK" if check["ok"] else f"FAILED ({len(check['mismatches'])} mismatches)"
+    return (f"reward check {verdict}: {check['n_checks']} checks over {check['n_steps']} steps, "
+            f"{check['reward_type']} reward, threshold {check['threshold']}, atol {check['atol']} | random policy: "
+            f"success {summary['random_success_rate']:.0%}, return {summary['random_return_mean']:.2f} | "
+            f"artifacts: {summary['run_dir']}")
+
+
+def train_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    from rlexp import train
+
+    return train.train(cfg, run_dir)
+
+
+def train_line(summary: dict[str, Any]) -> str:
+    from rlexp import train
+
+    return train.summary_line(summary)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task: run(cfg, run_dir) -> summary dict (its "status" decides the exit code), and its summary line."""
+
+    run: Callable[[DictConfig, Path], dict[str, Any]]
+    summary_line: Callable[[dict[str, Any]], str]
+
+
+REGISTRY: dict[str, Task] = {
+    "train": Task(train_task, train_line),
+    "proof_of_life": Task(proof_of_life, train_line),  # its smoke run is an ordinary training run
+    "env_anatomy": Task(env_anatomy, env_anatomy_line),
+}
+
+
+def get(name: str) -> Task:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown task {name!r}; registered tasks: {', '.join(REGISTRY)}") from None

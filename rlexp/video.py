@@ -30,8 +30,10 @@ def record(model: Any, cfg: DictConfig, seeds: list[int], deterministic: bool = 
     from rlexp.components.envs import make_env_from_cfg
 
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
-    for spec in env_cfg.get("wrappers") or ():
-        # Pixel policies: render large for the video and let the wrapper downscale the policy's frames.
+    # Pixel policies: render large for the video and let the wrapper downscale the policy's frames.
+    if env_cfg.get("pixels"):
+        env_cfg["pixels"]["resize"] = True
+    for spec in env_cfg.get("wrappers") or ():  # runs configured before env.pixels existed
         if isinstance(spec, dict) and "resize" in spec:
             spec["resize"] = True
     env = make_env_from_cfg(env_cfg, render_mode="rgb_array", width=width, height=height)

@@ -1,48 +1,19 @@
-"""Shared test helpers: run the real entry points as a user would, in subprocesses."""
+"""Fixtures and markers shared by every test; helpers live in tests/helpers.py."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-# Small, fast settings for real end-to-end runs on 2 CPU cores.
-FAST = ["progress=false", "eval.n_episodes=3", "diagnostics.freq=0"]
+from helpers import FAST, ok, run_py
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("MUJOCO_GL", "egl")
-    env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
-
-
-def run_py(*overrides: str, timeout: float = 600, multirun: bool = False) -> subprocess.CompletedProcess:
-    """`python run.py OVERRIDES` from the project root, output captured."""
-    cmd = [sys.executable, "run.py", *(["-m"] if multirun else []), *overrides]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=_env())
-
-
-def rlexp_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python -m rlexp ARGS` from the project root."""
-    cmd = [sys.executable, "-m", "rlexp", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=_env())
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, (f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-3000:]}\n"
-                                  f"STDERR:\n{proc.stderr[-5000:]}")
-    return proc
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs the trained `ppo_run` is slow (training modules carry their own pytestmark)."""
+    for item in items:
+        if "ppo_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from tests.conftest import ROOT, ok, read_json, rlexp_cli, run_py
-from tests.test_sweeps import PPO_TINY
+from helpers import PPO_TINY, ROOT, ok, read_json, rlexp_cli, run_py
 
 GAMMAS = (0.9, 0.99)
 
@@ -51,6 +50,7 @@ def run_dirs(sweep: Path) -> dict[tuple[float, int], Path]:
     return found
 
 
+@pytest.mark.slow
 def test_local_launcher_ran_every_job_at_most_two_at_once(sweep: Path) -> None:
     dirs = run_dirs(sweep)
     assert sorted(dirs) == [(g, s) for g in GAMMAS for s in (0, 1)]
@@ -70,6 +70,7 @@ def test_local_launcher_ran_every_job_at_most_two_at_once(sweep: Path) -> None:
     assert peak == 2, "max_parallel=2 should run two jobs at once, never more"
 
 
+@pytest.mark.slow
 def test_report_matches_hand_computed_statistics(sweep: Path, tmp_path: Path) -> None:
     proc = ok(rlexp_cli("report", str(sweep), "--out", str(tmp_path), "--reps", "500"))
     report = read_json(tmp_path / "report.json")
@@ -115,6 +116,7 @@ def test_report_matches_hand_computed_statistics(sweep: Path, tmp_path: Path) ->
     assert ret[0.9] == pytest.approx(config_means[(0.9, "return_mean")])
 
 
+@pytest.mark.slow
 def test_report_on_half_finished_and_empty_sweeps(sweep: Path, tmp_path: Path) -> None:
     half = tmp_path / "half"
     shutil.copytree(sweep, half)
@@ -247,6 +249,7 @@ def test_report_reproduces_the_books_factor_analysis(tmp_path: Path) -> None:
     assert best["success_rate"]["std"] == pytest.approx(statistics.stdev([0.99, 0.992, 0.994, 0.996, 0.998]))
 
 
+@pytest.mark.slow
 def test_diff_experiments_and_runs(sweep: Path) -> None:
     proc = ok(rlexp_cli("diff", "ch05_sac_push", "ch05_her_push"))
     assert proc.stdout.splitlines() == [
@@ -265,6 +268,7 @@ def test_diff_experiments_and_runs(sweep: Path) -> None:
     assert bad.returncode == 2 and bad.stderr.startswith("error: 'no_such_thing' is neither a run directory")
 
 
+@pytest.mark.slow
 def test_plot_writes_curves_and_summary(sweep: Path, tmp_path: Path) -> None:
     proc = ok(rlexp_cli("plot", str(sweep), "--out", str(tmp_path)))
     for name in ("curves.png", "summary.png"):

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_py
 
 import rlexp
 from rlexp.errors import ConfigError
 from rlexp.runner import run_task
+
+from helpers import run_py
 
 # Checked in-process (fast): the ConfigError message. (overrides, message)
 CONFIG_ERRORS = [
@@ -25,7 +26,6 @@ CONFIG_ERRORS = [
     (["checkpoint_freq=-1"], "checkpoint_freq must be"),
     (["threads=0"], "threads must be a positive integer or null"),
     (["algo.batch_size=0"], "algo.batch_size must be positive"),
-    (["task=fly"], "unknown task 'fly'"),
     (["algo._target_=stable_baselines3.NOPE"], "cannot be imported"),
     (["resume=/nonexistent/run"], "checkpoint not found"),
 ]
@@ -55,3 +55,12 @@ def test_bad_input_on_the_command_line(tmp_path: Path, overrides: list[str], cod
     assert proc.returncode == code, proc.stderr[-2000:]
     assert message in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("override,group", [("task=fly", "task"), ("routing=both", "routing")])
+def test_unknown_group_option_lists_the_options(override: str, group: str) -> None:
+    """Hydra's own message, as for algo=nope on the command line (exit 1): the options in conf/GROUP/."""
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match=f"Available options in '{group}'"):
+        rlexp.compose(override)

@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import imageio.v3 as iio
-from conftest import ok, read_json, rlexp_cli
+import pytest
+
+from helpers import ok, read_json, rlexp_cli
+
+pytestmark = pytest.mark.slow  # every test reads the trained `ppo_run`
 
 
 def test_eval_is_identical_for_same_checkpoint_and_seeds(ppo_run: Path, tmp_path: Path) -> None:

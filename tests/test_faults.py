@@ -18,16 +18,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, _env, ok, read_json, run_py
 from stable_baselines3.common.save_util import load_from_zip_file
 
 from rlexp.checkpoint import STATE_KEY, verify
 from rlexp.rundir import RunDir
 
+from helpers import ROOT, _env, ok, read_json, run_py
+
 pytestmark = pytest.mark.slow
 
 COMMON = ["progress=false", "eval.n_episodes=2", "diagnostics.freq=0", "n_envs=2", "device=cpu"]
-OFF = ["algo.learning_starts=200", "algo.buffer_size=5000", "algo.batch_size=32", "+algo.policy_kwargs.net_arch=[32,32]"]
+OFF = ["algo.learning_starts=200", "algo.buffer_size=5000", "algo.batch_size=32",
+       "+algo.policy_kwargs.net_arch=[32,32]"]
 ALGOS = {
     "ppo": ["+experiment=ch03_ppo_reach_dense", "total_steps=1024", "algo.n_steps=128", "algo.batch_size=64",
             "algo.n_epochs=2", "+algo.policy_kwargs.net_arch=[32,32]"],

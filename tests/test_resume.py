@@ -13,9 +13,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import FAST, ROOT, _env, ok, read_json, rlexp_cli, run_py
 
 from rlexp.rundir import RunDir
+
+from helpers import FAST, ROOT, _env, ok, read_json, rlexp_cli, run_py
 
 pytestmark = pytest.mark.slow
 

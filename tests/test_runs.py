@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST, ok, read_json, run_py
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from helpers import FAST, ok, read_json, run_py, scalars
 
 META_FIELDS = {"created_at", "algo", "env_id", "seed", "device", "n_envs", "total_steps", "checkpoint", "hyperparams",
                "her", "her_config", "training_time_sec", "steps_per_sec", "versions", "git", "config", "config_hash",
@@ -21,14 +21,6 @@ EPISODE_FIELDS = {"seed", "return", "length", "success", "final_distance", "time
 OFF_POLICY = ["total_steps=1600", "checkpoint_freq=800", "algo.learning_starts=400", "algo.buffer_size=4000",
               "algo.batch_size=64", "diagnostics.freq=800", "diagnostics.n_samples=200"]
 ON_POLICY = ["total_steps=4096", "checkpoint_freq=2048", "algo.n_steps=256"]
-
-
-def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    event_dirs = sorted((run_dir / "tb").iterdir())
-    assert [d.name for d in event_dirs] == ["run_1"], "one TensorBoard run per run directory"
-    acc = EventAccumulator(str(event_dirs[0]), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
 
 
 def check_artifacts(run_dir: Path, env_id: str, algo: str, total_steps: int, n_episodes: int = 3) -> dict:
@@ -57,6 +49,7 @@ def check_artifacts(run_dir: Path, env_id: str, algo: str, total_steps: int, n_e
     return meta
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,env_id,algo", [
     ("ch03_ppo_reach_dense", "FetchReachDense-v4", "ppo"),
     ("ch04_sac_reach_dense", "FetchReachDense-v4", "sac"),
@@ -86,6 +79,7 @@ def test_state_experiment_end_to_end(tmp_path: Path, name: str, env_id: str, alg
         assert (tmp_path / "checkpoints" / "replay.pkl").exists()
 
 
+@pytest.mark.slow
 def test_proof_of_life(tmp_path: Path) -> None:
     ok(run_py("+experiment=ch01_proof_of_life", *FAST, "total_steps=2048", "algo.n_steps=256", "render.width=120",
               "render.height=96", f"hydra.run.dir={tmp_path}"))

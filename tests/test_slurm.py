@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, _env, read_json
-from tests.test_sweeps import PPO_TINY, checkpoints, wait_for
+from helpers import PPO_TINY, ROOT, _env, checkpoints, read_json, wait_for
 
 SCRIPT = ROOT / "tools" / "slurm_local.sh"
+pytestmark = pytest.mark.slow  # a real SLURM sweep of training runs
 
 
 @pytest.fixture(scope="module")

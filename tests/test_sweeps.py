@@ -8,25 +8,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, _env, ok, read_json, rlexp_cli, run_py
-
-# Tiny PPO dense-Reach runs (add total_steps=N): a checkpoint every 128 steps, so a stop has one to
-# resume from.
-PPO_TINY = [
-    "+experiment=ch03_ppo_reach_dense",
-    "n_envs=2",
-    "algo.n_steps=64",
-    "algo.batch_size=64",
-    "checkpoint_freq=128",
-    "progress=false",
-    "eval.n_episodes=2",
-    "diagnostics.freq=0",
-]
+from helpers import PPO_TINY, ROOT, _env, checkpoints, ok, read_json, rlexp_cli, run_py, wait_for
 
 
 def job_dir(sweep: Path, seed: int) -> Path:
@@ -35,26 +21,6 @@ def job_dir(sweep: Path, seed: int) -> Path:
         f"expected one job dir for seed={seed} in {sweep}: {[p.name for p in sweep.iterdir()]}"
     )
     return found[0]
-
-
-def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(
-                f"process exited ({proc.returncode}) before {what}:\n{proc.stdout.read()[-4000:]}"
-            )
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def checkpoints(run_dir: Path) -> list[Path]:
-    """Periodic checkpoints of a run, oldest first (by step, not by name)."""
-    from rlexp.rundir import RunDir
-
-    return [c.zip for c in RunDir(run_dir).checkpoints()]
 
 
 def test_grid_expands_to_the_books_120_runs() -> None:
@@ -90,6 +56,7 @@ def test_grid_config_is_the_books_recipe() -> None:
     assert cfg.buffer.goal_selection_strategy == "future"
 
 
+@pytest.mark.slow
 def test_kill_and_rerun_skips_finished_and_resumes_interrupted(tmp_path: Path) -> None:
     """Basic launcher: SIGTERM during the 2nd job checkpoints and stops the sweep (exit 3); the same command
     again skips job 1 (eval.json with the same config hash) and resumes job 2 from its checkpoint."""
@@ -164,6 +131,7 @@ def test_launcher_names_pick_rlexp_launchers(name: str) -> None:
     assert launcher.cpus_per_task == (1 if kind == "Local" else 2)
 
 
+@pytest.mark.slow
 def test_local_launcher_requeues_after_signal_and_resumes(tmp_path: Path) -> None:
     """hydra/launcher=submitit_local (our local launcher under the plugin's name): SIGUSR2 (what SLURM sends
     before a time limit) makes the run checkpoint and stop;

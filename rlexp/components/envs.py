@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -40,7 +40,12 @@ def check_env_id(env_id: str) -> None:
     raise ConfigError(f"unknown env id {env_id!r}.{hint} Fetch envs: {', '.join(fetch)}")
 
 
-def _wrap(env: gym.Env, wrappers: Sequence[Any]) -> gym.Env:
+def _wrap(env: gym.Env, wrappers: Sequence[Any], pixels: Mapping[str, Any] | None = None) -> gym.Env:
+    """Pixel observations first (they need the raw goal-env Dict), then the configured wrappers in order."""
+    if pixels is not None:
+        from rlexp.components.pixels import PixelObservation
+
+        env = PixelObservation(env, **dict(pixels))
     for spec in wrappers or ():
         with unwrap_config_errors():
             env = instantiate(spec, env=env)
@@ -52,32 +57,37 @@ def make_env(
     kwargs: dict[str, Any] | None = None,
     wrappers: Sequence[Any] = (),
     render_mode: str | None = None,
+    pixels: Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> gym.Env:
-    """One env as evaluation sees it: gymnasium.make + the configured wrappers, no Monitor."""
+    """One env as evaluation sees it: gymnasium.make + pixel observations + the configured wrappers, no Monitor."""
     check_env_id(id)
     make_kwargs = dict(kwargs or {})
     if render_mode is not None:
         make_kwargs["render_mode"] = render_mode
     make_kwargs.update(extra)
-    return _wrap(gym.make(id, **make_kwargs), wrappers)
+    return _wrap(gym.make(id, **make_kwargs), wrappers, pixels)
 
 
 def make_env_from_cfg(env_cfg: Any, **extra: Any) -> gym.Env:
-    """One env from an `env:` config node (kwargs and wrappers included), e.g. for evaluation."""
+    """One env from an `env:` config node (kwargs, pixels and wrappers included), e.g. for evaluation.
+
+    Also reads configs of older runs, where the pixel wrapper was an entry of `wrappers` and `pixels` absent.
+    """
     from omegaconf import OmegaConf
 
     node = OmegaConf.to_container(env_cfg, resolve=True) if OmegaConf.is_config(env_cfg) else dict(env_cfg)
-    return make_env(node["id"], node.get("kwargs"), node.get("wrappers") or (), **extra)
+    return make_env(node["id"], node.get("kwargs"), node.get("wrappers") or (), pixels=node.get("pixels"), **extra)
 
 
 def env_factory(
     id: str,  # noqa: A002
     kwargs: dict[str, Any] | None = None,
     wrappers: Sequence[Any] = (),
+    pixels: Mapping[str, Any] | None = None,
 ) -> Callable[[], gym.Env]:
     def _make() -> gym.Env:
-        return make_env(id, kwargs, wrappers)
+        return make_env(id, kwargs, wrappers, pixels=pixels)
 
     return _make
 
@@ -89,6 +99,7 @@ def make_vec_env(
     vec_env: str = "dummy",
     kwargs: dict[str, Any] | None = None,
     wrappers: Sequence[Any] = (),
+    pixels: Mapping[str, Any] | None = None,
     monitor_keywords: Sequence[str] = ("is_success",),
 ) -> VecEnv:
     """Vectorised training env (Monitor records is_success so SB3 logs rollout/success_rate)."""
@@ -96,7 +107,7 @@ def make_vec_env(
     if vec_env not in ("dummy", "subproc"):
         raise ConfigError(f"env.vec_env must be 'dummy' or 'subproc', got {vec_env!r}")
     return sb3_make_vec_env(
-        env_factory(id, kwargs, wrappers),
+        env_factory(id, kwargs, wrappers, pixels),
         n_envs=n_envs,
         seed=seed,
         vec_env_cls=SubprocVecEnv if vec_env == "subproc" else DummyVecEnv,

@@ -1,6 +1,7 @@
 """Pixel observations for Fetch: rendered frames (stacked) plus proprioception and the goal vectors HER needs.
 
-Used through `env.wrappers` in config, so training and evaluation build exactly the same observation.
+Used through `env.pixels` in config (rlexp.components.envs wraps every env with it), so training and evaluation
+build exactly the same observation.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from rlexp.errors import ConfigError
 
 # FetchPush/PickAndPlace 25-D observation: grip_pos [0:3], gripper_state [9:11], grip_velp [20:23],
 # gripper_vel [23:25] -- what the robot knows about itself, nothing about the puck (book_facts §5.2).
+# The one place these indices are written: configs name them (`proprio_indices: push`).
 PUSH_PROPRIO = (0, 1, 2, 9, 10, 20, 21, 22, 23, 24)
+PROPRIO_PRESETS: dict[str, tuple[int, ...]] = {"push": PUSH_PROPRIO}
 GOAL_MODES = ("none", "desired", "both")
 
 
@@ -51,7 +54,7 @@ class PixelObservation(gym.ObservationWrapper):
         image_size: int | Sequence[int] = 84,
         frame_stack: int = 4,
         goal_mode: str = "both",
-        proprio_indices: Sequence[int] | None = PUSH_PROPRIO,
+        proprio_indices: str | Sequence[int] | None = PUSH_PROPRIO,
         resize: bool = False,
     ) -> None:
         super().__init__(env)
@@ -88,6 +91,13 @@ class PixelObservation(gym.ObservationWrapper):
         spaces: dict[str, gym.Space] = {
             "pixels": gym.spaces.Box(0, 255, (3 * self.frame_stack, *self.size), np.uint8)
         }
+        if isinstance(proprio_indices, str):
+            if proprio_indices not in PROPRIO_PRESETS:
+                raise ConfigError(
+                    f"proprio_indices {proprio_indices!r}: expected one of {', '.join(PROPRIO_PRESETS)}, "
+                    "a list of observation indices or null"
+                )
+            proprio_indices = PROPRIO_PRESETS[proprio_indices]
         self.proprio_indices: np.ndarray | None = None
         if proprio_indices is not None and len(proprio_indices):
             idx = np.asarray(list(proprio_indices), dtype=np.int64)

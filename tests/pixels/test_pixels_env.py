@@ -10,7 +10,8 @@ import rlexp  # noqa: F401  - MUJOCO_GL=egl before mujoco loads
 from rlexp.components.envs import register_robotics
 from rlexp.components.pixels import PUSH_PROPRIO, PixelObservation
 from rlexp.errors import ConfigError
-from tests.conftest import ok, rlexp_cli
+
+from helpers import ok, rlexp_cli
 
 
 def push(**kw: object) -> gym.Env:
@@ -95,6 +96,16 @@ def test_bad_wrapper_configs() -> None:
         push(goal_mode="all")
     with pytest.raises(ConfigError, match="out of range"):
         push(proprio_indices=[0, 25])
+    with pytest.raises(ConfigError, match="expected one of push"):
+        push(proprio_indices="pusj")
+
+
+def test_proprio_preset_by_name() -> None:
+    e = push(proprio_indices="push")
+    try:
+        assert e.proprio_indices.tolist() == list(PUSH_PROPRIO)
+    finally:
+        e.close()
 
 
 def test_resize_path_when_asked() -> None:

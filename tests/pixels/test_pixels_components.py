@@ -280,6 +280,7 @@ class TinyPixelGoalEnv(gym.Env):
         return -(np.linalg.norm(achieved - desired, axis=-1) > 0.05).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_critic_routing_trains_saves_and_loads(tmp_path) -> None:  # noqa: ANN001
     from rlexp.components.pixel_buffer import PixelHerReplayBuffer
 

@@ -5,18 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import imageio.v3 as iio
-from conftest import ok, rlexp_cli, run_py
+import pytest
 from omegaconf import OmegaConf
 
 from rlexp.config import compose
 from rlexp.evaluate import run_episodes
 from rlexp.tasks import RandomPolicy
 
+from helpers import ok, rlexp_cli, run_py
+
 
 def test_final_distance_without_goal_keys() -> None:
     cfg = compose("+experiment=ch09_step1_manipulation", "n_envs=1")
-    OmegaConf.update(cfg, "env.wrappers.0.goal_mode", "none")
-    OmegaConf.update(cfg, "env.wrappers.0.frame_stack", 2)
+    OmegaConf.update(cfg, "env.pixels.goal_mode", "none")
+    OmegaConf.update(cfg, "env.pixels.frame_stack", 2)
     from rlexp.components.envs import make_env_from_cfg
 
     env = make_env_from_cfg(cfg.env)
@@ -27,6 +29,7 @@ def test_final_distance_without_goal_keys() -> None:
     assert episode["final_distance"] is not None and 0 < episode["final_distance"] < 1
 
 
+@pytest.mark.slow
 def test_video_of_a_pixel_policy(tmp_path: Path) -> None:
     ok(run_py("+experiment=ch09_step1_manipulation", "total_steps=100", "n_envs=1", "algo.learning_starts=50",
               "algo.batch_size=8", "algo.buffer_size=500", "eval.n_episodes=1", "checkpoint_freq=0",
