@@ -1,4 +1,6 @@
-"""Files a run leaves behind: atomic JSON/zip writes, the meta record, library versions, git state."""
+"""Writing a run's files: atomic JSON/zip writes, library versions and git state for the meta record.
+
+Where the files go is rlexp.rundir's business."""
 
 from __future__ import annotations
 
@@ -12,11 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-MODEL = "model.zip"
-META = "model.meta.json"
-EVAL = "eval.json"
-CKPT_DIR = "checkpoints"
-TB_DIR = "tb"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

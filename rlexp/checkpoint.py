@@ -40,6 +40,7 @@ from rlexp.rundir import Checkpoint
 log = logging.getLogger("rlexp")
 FORMAT = 1
 STATE_KEY = "resume_state_json"  # the JSON side of the state, stored inside the .npz as bytes
+mid_write_hook: Callable[[], None] | None = None  # set by rlexp.faults only
 # What SB3 keeps on the model between steps, besides weights and the env.
 RUNTIME_SCALARS = ("num_timesteps", "_n_updates", "_episode_num", "_current_progress_remaining")
 RUNTIME_ARRAYS = ("_last_obs", "_last_original_obs", "_last_episode_starts")
@@ -173,8 +174,14 @@ def _chain(env: gym.Env) -> list[gym.Env]:
     return chain
 
 
+# mjData arrays in MuJoCo's arena, sized by this step's constraints: scratch that mj_step recomputes before
+# reading (warm starts come from qacc_warmstart, which is saved), and whose unused tail is uninitialised.
+_MJ_SCRATCH = ("efc_", "iefc_", "efm_", "map_efc2iefc", "map_iefc2efc")
+
+
 def _mj_fields(data: Any) -> list[str]:
-    return [n for n in dir(data) if not n.startswith("_") and isinstance(getattr(data, n, None), np.ndarray)]
+    return [n for n in dir(data) if not n.startswith(("_", *_MJ_SCRATCH))
+            and isinstance(getattr(data, n, None), np.ndarray)]
 
 
 def env_state(env: gym.Env, arrays: _Arrays) -> dict[str, Any]:
@@ -376,7 +383,13 @@ def save(model: BaseAlgorithm, ckpt: Checkpoint, write_meta: Callable[[Path, dic
         arrays = _Arrays()
         resume_state = runtime_state(model, arrays)
         blob = np.frombuffer(json.dumps(resume_state).encode(), dtype=np.uint8)
-        artifacts.atomic_write(ckpt.state, lambda tmp: np.savez(tmp, **arrays.data, **{STATE_KEY: blob}))
+
+        def write_state(tmp: Path) -> None:
+            np.savez(tmp, **arrays.data, **{STATE_KEY: blob})
+            if mid_write_hook is not None:  # rlexp.faults: a signal while the unit is half written
+                mid_write_hook()
+
+        artifacts.atomic_write(ckpt.state, write_state)
         manifest: dict[str, Any] = {"format": FORMAT, "step": step, "zip": _part(ckpt.zip),
                                     "state": _part(ckpt.state), "replay": None}
         buf = getattr(model, "replay_buffer", None)

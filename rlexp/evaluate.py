@@ -60,8 +60,6 @@ def inference_config(cfg: DictConfig, device: str) -> DictConfig:
     small.resume = None
     if "buffer_size" in small.algo:
         small.algo.buffer_size = 1000
-    if "learning_starts" in small.algo:
-        small.algo.learning_starts = 0
     return small
 
 

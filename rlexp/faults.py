@@ -2,9 +2,10 @@
 
 `RLEXP_FAULT=SIGNAL@STEP[:WHERE]` (e.g. `SIGTERM@1600:update`) sends SIGNAL to the training process
 itself once `num_timesteps >= STEP`, WHERE being `step` (right after that env step, the default),
-`update` (inside the next gradient step: the critic's forward pass), `checkpoint` (while the next
-checkpoint is being written) or `eval` (during the final evaluation). An environment variable, not
-config: it never enters a run's config, hash or meta record, so the resumed run is the same run.
+`update` (inside the next gradient step: the critic's forward pass), `checkpoint` (in the middle of
+writing the next checkpoint unit: its zip written, its state file half-way) or `eval` (during the final
+evaluation). An environment variable, not config: it never enters a run's config, hash or meta
+record, so the resumed run is the same run.
 """
 
 from __future__ import annotations
@@ -59,15 +60,15 @@ class FaultInjector(BaseCallback):
         self._hook = net.register_forward_hook(hook)
 
     def _arm_checkpoint(self) -> None:
-        zip_save = self.model.save  # the first part written of the next checkpoint unit
+        from rlexp import checkpoint
 
-        def save(*args: Any, **kwargs: Any) -> Any:
+        def hook() -> None:  # called with the zip written and the state's temp file on disk
             if not self.fired:
                 self.fired = True
+                checkpoint.mid_write_hook = None
                 _fire(self.signum)
-            return zip_save(*args, **kwargs)
 
-        self.model.save = save
+        checkpoint.mid_write_hook = hook
 
     def before_eval_episode(self) -> None:
         if self.where == "eval" and not self.fired:
@@ -82,7 +83,7 @@ class FaultInjector(BaseCallback):
             _fire(self.signum)
         elif self.where == "update" and self._hook is None:
             self._arm_update()
-        elif self.where == "checkpoint" and "save" not in vars(self.model):
+        elif self.where == "checkpoint":
             self._arm_checkpoint()
         return True
 

@@ -116,6 +116,10 @@ class RunDir:
         found = self.checkpoints()
         return found[-1] if found else None
 
+    def is_run(self) -> bool:
+        """A directory rlexp trained (or is training) in: it has a meta record, a config or an evaluation."""
+        return self.meta.is_file() or (self.hydra / "config.yaml").is_file() or self.eval.is_file()
+
     def is_finished(self) -> bool:
         return self.eval.exists()
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -21,6 +22,19 @@ ROOT = Path(__file__).resolve().parent.parent
 FAST = ["progress=false", "eval.n_episodes=3", "diagnostics.freq=0"]
 # Tiny PPO dense-Reach runs (add total_steps=N): a checkpoint every 128 steps, so a stop has one to
 # resume from.
+# Tiny SAC+HER on sparse Reach: 2 envs, small networks, updates from step 100 (first episodes end at 100).
+HER_TINY = [
+    "+experiment=ch05_her_reach",
+    "n_envs=2",
+    "algo.learning_starts=100",
+    "algo.buffer_size=5000",
+    "algo.batch_size=32",
+    "+algo.policy_kwargs.net_arch=[32,32]",
+    "checkpoint_freq=200",
+    "progress=false",
+    "eval.n_episodes=2",
+    "diagnostics.freq=0",
+]
 PPO_TINY = [
     "+experiment=ch03_ppo_reach_dense",
     "n_envs=2",
@@ -106,3 +120,57 @@ class PixelsOnly(gym.ObservationWrapper):
 
     def observation(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         return observation["pixels"]
+
+
+# ------------------------------------------------------------------ comparing runs bit for bit
+def tensors(zip_path: Path) -> dict[str, Any]:
+    """Every tensor of an SB3 zip (policy, optimizer states, log_ent_coef), flattened, read without unpickling."""
+    import torch
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    _, params, variables = load_from_zip_file(str(zip_path), load_data=False, device="cpu")
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(value, list | tuple):
+            for i, v in enumerate(value):
+                walk(f"{prefix}.{i}", v)
+        elif torch.is_tensor(value):
+            out[prefix] = value
+        else:
+            out[prefix] = torch.tensor(float(value)) if isinstance(value, int | float) else value
+
+    walk("", params)
+    walk("vars", variables or {})
+    return out
+
+
+def assert_same_tensors(a: Path, b: Path) -> None:
+    import torch
+
+    ta, tb = tensors(a), tensors(b)
+    assert ta.keys() == tb.keys()
+    differ = [k for k in ta if not (torch.equal(ta[k], tb[k]) if torch.is_tensor(ta[k]) else ta[k] == tb[k])]
+    assert not differ, f"{len(differ)} tensors differ between {a} and {b}, e.g. {differ[:4]}"
+
+
+def assert_same_final(a: Path, b: Path) -> None:
+    assert_same_tensors(a / "model.zip", b / "model.zip")
+    assert read_json(a / "eval.json")["per_episode"] == read_json(b / "eval.json")["per_episode"]
+
+
+def assert_tb_monotonic(run_dir: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = run_dir / "tb"
+    assert [p.name for p in tb.iterdir()] == ["run_1"], "one TensorBoard run, no stale folders"
+    acc = EventAccumulator(str(tb / "run_1"), size_guidance={"scalars": 0})
+    acc.Reload()
+    for tag in acc.Tags()["scalars"]:
+        steps = [e.step for e in acc.Scalars(tag)]
+        assert steps == sorted(set(steps)), f"{tag}: repeated or backward steps {steps}"
+
+

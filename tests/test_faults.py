@@ -17,13 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from stable_baselines3.common.save_util import load_from_zip_file
 
 from rlexp.checkpoint import STATE_KEY, verify
 from rlexp.rundir import RunDir
 
-from helpers import ROOT, _env, ok, read_json, run_py
+from helpers import ROOT, _env, assert_same_final, assert_same_tensors, assert_tb_monotonic, ok, read_json, run_py
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +36,7 @@ ALGOS = {
     "her": ["+experiment=ch05_her_reach", "total_steps=800", *OFF],
     "pixel": ["+experiment=ch09_step2_critic_encoder", "total_steps=240", "algo.learning_starts=100",
               "algo.buffer_size=1000", "algo.batch_size=8", "env.kwargs.width=32", "env.kwargs.height=32",
-              "env.wrappers.0.image_size=32", "env.wrappers.0.frame_stack=2"],
+              "env.pixels.image_size=32", "env.pixels.frame_stack=2"],
 }
 # The reference run checkpoints every FREQ steps, keeping every replay buffer, so each stop has a twin.
 FREQ = {"ppo": 256, "sac": 100, "td3": 100, "her": 100, "pixel": 20}
@@ -67,35 +65,6 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             return run_dir
 
     return Refs()
-
-
-def tensors(zip_path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of an SB3 zip (policy, optimizer states, log_ent_coef), flattened, read without unpickling."""
-    _, params, variables = load_from_zip_file(str(zip_path), load_data=False, device="cpu")
-    out: dict[str, torch.Tensor] = {}
-
-    def walk(prefix: str, value: object) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}", v)
-        elif isinstance(value, list | tuple):
-            for i, v in enumerate(value):
-                walk(f"{prefix}.{i}", v)
-        elif torch.is_tensor(value):
-            out[prefix] = value
-        else:
-            out[prefix] = torch.tensor(float(value)) if isinstance(value, int | float) else value
-
-    walk("", params)
-    walk("vars", variables or {})
-    return out
-
-
-def assert_same_tensors(a: Path, b: Path) -> None:
-    ta, tb = tensors(a), tensors(b)
-    assert ta.keys() == tb.keys()
-    differ = [k for k in ta if not (torch.equal(ta[k], tb[k]) if torch.is_tensor(ta[k]) else ta[k] == tb[k])]
-    assert not differ, f"{len(differ)} tensors differ between {a} and {b}, e.g. {differ[:4]}"
 
 
 def _state(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -130,23 +99,6 @@ def assert_same_checkpoint(a: RunDir, b: RunDir, step: int) -> None:
         assert files == sorted(p.name for p in ca.replay.glob("*.npy"))
         for name in files:
             assert np.array_equal(np.load(ca.replay / name), np.load(cb.replay / name)), name
-
-
-def assert_same_final(a: Path, b: Path) -> None:
-    assert_same_tensors(a / "model.zip", b / "model.zip")
-    assert read_json(a / "eval.json")["per_episode"] == read_json(b / "eval.json")["per_episode"]
-
-
-def assert_tb_monotonic(run_dir: Path) -> None:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tb = run_dir / "tb"
-    assert [p.name for p in tb.iterdir()] == ["run_1"], "one TensorBoard run, no stale folders"
-    acc = EventAccumulator(str(tb / "run_1"), size_guidance={"scalars": 0})
-    acc.Reload()
-    for tag in acc.Tags()["scalars"]:
-        steps = [e.step for e in acc.Scalars(tag)]
-        assert steps == sorted(set(steps)), f"{tag}: repeated or backward steps {steps}"
 
 
 def interrupted_step(proc: subprocess.CompletedProcess) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PPO_TINY, ROOT, _env, checkpoints, read_json, wait_for
+from helpers import PPO_TINY, ROOT, _env, assert_same_final, checkpoints, ok, read_json, run_py, wait_for
 
 SCRIPT = ROOT / "tools" / "slurm_local.sh"
 pytestmark = pytest.mark.slow  # a real SLURM sweep of training runs
@@ -95,6 +95,7 @@ def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) 
         "-m",
         *PPO_TINY,
         "total_steps=2048,200000",
+        "threads=1",  # the reference run below uses one torch thread too: same float reductions
         "hydra/launcher=submitit_slurm",
         "hydra.launcher.partition=debug",
         "hydra.launcher.cpus_per_task=1",
@@ -151,6 +152,10 @@ def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) 
     meta = read_json(run / "model.meta.json")
     assert (run / "eval.json").exists() and meta["total_steps"] >= 2048  # PPO ends on a whole rollout
     assert "/checkpoints/step_" in meta["resumed_from"]
+    # The requeued run ends bitwise equal to the same run never interrupted.
+    reference = tmp_path / "reference"
+    ok(run_py(*PPO_TINY, "total_steps=2048", "threads=1", f"hydra.run.dir={reference}"))
+    assert_same_final(run, reference)
     cancelled = run_of(1)
     assert not (cancelled / "eval.json").exists() and checkpoints(cancelled)
     logs = {

@@ -12,7 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PPO_TINY, ROOT, _env, checkpoints, ok, read_json, rlexp_cli, run_py, wait_for
+from helpers import (
+    HER_TINY,
+    PPO_TINY,
+    ROOT,
+    _env,
+    assert_same_final,
+    checkpoints,
+    ok,
+    read_json,
+    rlexp_cli,
+    run_py,
+    wait_for,
+)
 
 
 def job_dir(sweep: Path, seed: int) -> Path:
@@ -134,11 +146,12 @@ def test_launcher_names_pick_rlexp_launchers(name: str) -> None:
 @pytest.mark.slow
 def test_local_launcher_requeues_after_signal_and_resumes(tmp_path: Path) -> None:
     """hydra/launcher=submitit_local (our local launcher under the plugin's name): SIGUSR2 (what SLURM sends
-    before a time limit) makes the run checkpoint and stop;
-    our launcher hands over to submitit, which requeues the job; the new attempt resumes the checkpoint.
-    Jobs get cpus_per_task (1) torch threads, not one per core of the machine."""
+    before a time limit) makes an off-policy (SAC+HER) run checkpoint and stop; our launcher hands over to
+    submitit, which requeues the job; the new attempt resumes the checkpoint, replay buffer included, and
+    ends equal to an uninterrupted run. Jobs get cpus_per_task (1) torch threads, not one per core."""
     sweep = tmp_path / "local_sweep"
-    args = [*PPO_TINY, "total_steps=1536", "seed=3", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}"]
+    her = [*HER_TINY, "total_steps=1600", "seed=3"]
+    args = [*her, "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}"]
     env = {k: v for k, v in _env().items() if k != "OMP_NUM_THREADS"}
     proc = subprocess.Popen(
         [sys.executable, "run.py", "-m", *args],
@@ -166,7 +179,12 @@ def test_local_launcher_requeues_after_signal_and_resumes(tmp_path: Path) -> Non
     run = job_dir(sweep, 3)
     meta = read_json(run / "model.meta.json")
     assert meta["resumed_from"] and "/checkpoints/step_" in meta["resumed_from"], meta["resumed_from"]
-    assert meta["total_steps"] >= 1536 and (run / "eval.json").exists()
+    assert meta["total_steps"] == 1600 and (run / "eval.json").exists()
     assert meta["torch_threads"] == 1
     logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.out"))
     assert "asking submitit to requeue" in logs and "Requeued job" in logs, logs[-3000:]
+    assert "replay buffer restored" in logs
+    # The requeued SAC+HER run ends bitwise equal to the same run never interrupted.
+    reference = tmp_path / "reference"
+    ok(run_py(*her, f"hydra.run.dir={reference}"))
+    assert_same_final(run, reference)

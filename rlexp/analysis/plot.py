@@ -19,6 +19,7 @@ from rlexp.analysis.runs import Group, default_out, group_runs, level, load_runs
 from rlexp.analysis.stats import CI_BOOTSTRAP, bootstrap_mean_band, describe_metric
 from rlexp.analysis.tb import read_scalars
 from rlexp.errors import ConfigError
+from rlexp.rundir import RunDir
 
 DEFAULT_TAG = "rollout/success_rate"
 FEW_POINTS = 20  # a curve with at most this many logged points is drawn through them, with markers
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     fig, ax = plt.subplots(figsize=(9, 5.5))
     plotted, no_data, seeds = 0, [], []
     for g, name in zip(groups, names, strict=True):
-        series = [read_scalars(r.path / artifacts.TB_DIR, [args.tag])[args.tag] for r in g.runs]
+        series = [read_scalars(RunDir(r.path).tb, [args.tag])[args.tag] for r in g.runs]
         series = [(s, v) for s, v in series if s.size > 0]
         if not series:
             no_data.append(g.label)

@@ -23,6 +23,7 @@ from rlexp.analysis.stats import (
     marginal_effects,
 )
 from rlexp.errors import ConfigError
+from rlexp.rundir import EVAL
 
 METRICS = ("success_rate", "return_mean", "final_distance_mean")
 
@@ -50,7 +51,7 @@ def build_report(paths: list[str], reps: int = 2000) -> dict[str, Any]:
     missing = [r for r in runs if r.eval is None]
     if not finished:
         raise ConfigError(
-            f"none of the {len(runs)} runs found has {artifacts.EVAL} yet (unfinished: "
+            f"none of the {len(runs)} runs found has {EVAL} yet (unfinished: "
             + "; ".join(_missing_line(r) for r in missing[:10])
             + (" ..." if len(missing) > 10 else "")
             + ")"
@@ -229,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path}", file=sys.stderr)
     if report["missing"]:
         print(
-            f"warning: {len(report['missing'])} of {report['n_runs']} runs have no {artifacts.EVAL}; "
+            f"warning: {len(report['missing'])} of {report['n_runs']} runs have no {EVAL}; "
             "the report uses the finished ones",
             file=sys.stderr,
         )

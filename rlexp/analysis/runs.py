@@ -16,6 +16,7 @@ from typing import Any
 from rlexp import artifacts
 from rlexp.config import RUN_ONLY_KEYS
 from rlexp.errors import ConfigError
+from rlexp.rundir import CKPT_DIR, HYDRA, META, RunDir
 
 # Keys that identify a repetition (seed): not part of a "config".
 SEED_KEYS = ("seed", "env.seed")
@@ -60,11 +61,7 @@ class LoadedRun:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (
-        (path / artifacts.META).is_file()
-        or (path / ".hydra" / "config.yaml").is_file()
-        or (path / artifacts.EVAL).is_file()
-    )
+    return RunDir(path).is_run()
 
 
 def default_out(paths: list[str], out: Path | None) -> Path:
@@ -85,11 +82,11 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
         if is_run_dir(path):
             found.append(path.resolve())
             continue
-        for marker in sorted(path.rglob(".hydra")):
-            if marker.is_dir() and "checkpoints" not in marker.parts and is_run_dir(marker.parent):
+        for marker in sorted(path.rglob(HYDRA)):
+            if marker.is_dir() and CKPT_DIR not in marker.parts and is_run_dir(marker.parent):
                 found.append(marker.parent.resolve())
-        for meta in sorted(path.rglob(artifacts.META)):
-            if meta.parent.name != artifacts.CKPT_DIR:
+        for meta in sorted(path.rglob(META)):
+            if meta.parent.name != CKPT_DIR:
                 found.append(meta.parent.resolve())
     unique = sorted(set(found))
     if not unique:
@@ -113,7 +110,7 @@ def _experiment_of(run_dir: Path) -> str | None:
 
 def run_config(run_dir: Path) -> dict[str, Any]:
     """Resolved config of a run: model.meta.json's record, else the .hydra/config.yaml Hydra saved."""
-    meta = run_dir / artifacts.META
+    meta = RunDir(run_dir).meta
     if meta.is_file():
         return artifacts.read_json(meta)["config"]
     cfg_file = run_dir / ".hydra" / "config.yaml"
@@ -128,16 +125,13 @@ def run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def load_run(run_dir: Path) -> LoadedRun:
-    from rlexp.rundir import RunDir
-
-
     run = LoadedRun(run_dir, flatten(run_config(run_dir)), _experiment_of(run_dir))
-    eval_file = run_dir / artifacts.EVAL
+    eval_file = RunDir(run_dir).eval
     if eval_file.is_file():
         result = artifacts.read_json(eval_file)
         run.eval = result["aggregate"]
         run.n_episodes = result.get("n_episodes")
-        meta = run_dir / artifacts.META
+        meta = RunDir(run_dir).meta
         if meta.is_file():
             meta_hash = artifacts.read_json(meta).get("config_hash")
             if result.get("config_hash") and meta_hash and result["config_hash"] != meta_hash:
