@@ -136,3 +136,21 @@ def validate(cfg: DictConfig) -> None:
         if key in cfg.algo and (cfg.algo[key] is None or cfg.algo[key] < 0 or (key != "learning_starts"
                                                                               and cfg.algo[key] == 0)):
             raise ConfigError(f"algo.{key} must be positive, got {cfg.algo[key]!r}")
+
+
+# Modules whose classes a recorded config (a meta file beside a model someone hands you) may name.
+TRUSTED_TARGETS = ("rlexp.", "stable_baselines3.", "sb3_contrib.", "gymnasium.", "gymnasium_robotics.")
+
+
+def check_recorded_targets(data: Any, source: Path | str) -> None:
+    """Refuse a recorded config whose `_target_`s name anything outside rlexp/SB3: building it would call them."""
+    if isinstance(data, dict):
+        target = data.get("_target_")
+        if target is not None and not (isinstance(target, str) and target.startswith(TRUSTED_TARGETS)):
+            raise ConfigError(f"{source} names _target_ {target!r}; a recorded config may only name classes from "
+                              f"{', '.join(t.rstrip('.') for t in TRUSTED_TARGETS)}: refusing to build it")
+        for value in data.values():
+            check_recorded_targets(value, source)
+    elif isinstance(data, list):
+        for value in data:
+            check_recorded_targets(value, source)

@@ -12,6 +12,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from tqdm import tqdm
 
 from rlexp import artifacts
+from rlexp.config import check_recorded_targets
 from rlexp.errors import ConfigError
 from rlexp.rundir import RunDir, meta_of
 
@@ -46,6 +47,7 @@ def load_run_config(zip_path: Path) -> DictConfig:
         raise ConfigError(f"{meta} is not valid JSON ({exc})") from None
     if not isinstance(data, dict) or "config" not in data:
         raise ConfigError(f"{meta} has no 'config' entry; was it written by rlexp?")
+    check_recorded_targets(data["config"], meta)
     return OmegaConf.create(data["config"])
 
 

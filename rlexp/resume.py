@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rlexp import artifacts, checkpoint
-from rlexp.config import CONF_DIR, RUN_ONLY_KEYS, config_hash, to_container
+from rlexp.config import CONF_DIR, RUN_ONLY_KEYS, check_recorded_targets, config_hash, to_container
 from rlexp.errors import ConfigError
 from rlexp.rundir import Checkpoint, RunDir
 
@@ -107,6 +107,7 @@ def config_for_resume(cfg: DictConfig, meta: dict[str, Any], overrides: list[str
     recorded = meta.get("config")
     if not isinstance(recorded, dict):
         raise ConfigError("resume: the checkpoint's meta record has no config; was it written by rlexp?")
+    check_recorded_targets(recorded, "resume: the checkpoint's meta record")
     given = override_keys(overrides) if overrides is not None else None
     old, new = _flat(recorded), _flat(to_container(cfg))
     if given is None or any((CONF_DIR / k).is_dir() for k in given):  # a group choice: compare everything

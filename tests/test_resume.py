@@ -167,6 +167,21 @@ def test_files_a_user_is_handed_never_run_code(finished: Path, tmp_path: Path) -
     assert not marker.exists()
 
 
+def test_recorded_config_naming_other_code_is_refused(finished: Path, tmp_path: Path) -> None:
+    """A .meta.json whose _target_ names arbitrary code: eval and resume refuse before building anything."""
+    run = tmp_path / "hostile"
+    run.mkdir()
+    (run / "model.zip").write_bytes((finished / "model.zip").read_bytes())
+    meta = read_json(finished / "model.meta.json")
+    marker = tmp_path / "pwned"
+    meta["config"]["env"]["wrappers"] = [{"_target_": "pathlib.Path.touch", "self": str(marker)}]
+    (run / "model.meta.json").write_text(json.dumps(meta))
+    for proc in (rlexp_cli("eval", str(run), "--episodes", "1"),
+                 run_py(f"resume={run}", "total_steps=600", f"hydra.run.dir={tmp_path / 'cont'}")):
+        assert proc.returncode == 2 and "refusing to build" in proc.stderr, proc.stderr[-2000:]
+    assert not marker.exists()
+
+
 def test_eval_seeds_must_match_episodes(finished: Path) -> None:
     proc = rlexp_cli("eval", str(finished), "--episodes", "2", "--seeds", "0-4")
     assert proc.returncode == 2 and "5 seeds" in proc.stderr and "Traceback" not in proc.stderr
