@@ -13,12 +13,13 @@ from omegaconf import DictConfig
 
 import rlexp  # noqa: F401  - sets MUJOCO_GL before any env is created
 from rlexp.errors import ConfigError
+from rlexp.status import Exit, Summary
 
 log = logging.getLogger("rlexp")
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig) -> Summary:
     from rlexp.runner import run_task
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -26,14 +27,12 @@ def main(cfg: DictConfig) -> dict:
         summary = run_task(cfg, run_dir)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    status = summary.get("status")
-    if status == "interrupted":
-        sys.exit(3)
-    if status == "failed":
-        sys.exit(1)
-    if status == "busy" and HydraConfig.get().mode != RunMode.MULTIRUN:
-        sys.exit(4)  # a sweep goes on with its other jobs; a single command says it did not run
+        sys.exit(Exit.BAD_INPUT)
+    code = summary.status.exit_code
+    if code == Exit.BUSY and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return summary  # a sweep goes on with its other jobs; a single command says it did not run
+    if code != Exit.OK:
+        sys.exit(code)
     return summary
 
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 
 from rlexp.config import validate
+from rlexp.status import Summary
 
 log = logging.getLogger("rlexp")
 
 
-def run_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def run_task(cfg: DictConfig, run_dir: Path) -> Summary:
     from rlexp import tasks
 
     validate(cfg)

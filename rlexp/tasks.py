@@ -7,6 +7,7 @@ registered here plus a YAML in conf/task/ (tests keep the two sets equal).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from rlexp import artifacts
 from rlexp.components.envs import make_env_from_cfg, register_robotics
 from rlexp.errors import ConfigError
 from rlexp.evaluate import aggregate, run_episodes
+from rlexp.status import Status, Summary
 
 log = logging.getLogger("rlexp")
 # Approximate Fetch goal workspace (book ch2): x, y, z in metres.
@@ -89,8 +91,8 @@ def proof_of_life(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     log.info("rendered frame: %s", report["render"]["path"])
     artifacts.write_json(run_dir / "proof_of_life.json", report)
     summary = train(cfg, run_dir)
-    report["smoke_run"] = summary
-    report["passed"] = summary["status"] == "done"
+    report["smoke_run"] = dataclasses.asdict(summary)
+    report["passed"] = summary.status == Status.DONE
     artifacts.write_json(run_dir / "proof_of_life.json", report)
     return summary
 
@@ -178,27 +180,27 @@ def env_anatomy(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 "versions": artifacts.versions()}
     artifacts.write_json(run_dir / "random_baseline.json", baseline)
     agg = baseline["aggregate"]
-    return {"status": "done" if check["ok"] else "failed", "run_dir": str(run_dir), "reward_check": check,
-            "random_success_rate": agg["success_rate"], "random_return_mean": agg["return_mean"],
-            "random_final_distance_mean": agg["final_distance_mean"]}
+    return Summary(Status.DONE if check["ok"] else Status.FAILED, str(run_dir), extra={
+        "reward_check": check, "random_success_rate": agg["success_rate"], "random_return_mean": agg["return_mean"],
+        "random_final_distance_mean": agg["final_distance_mean"]})
 
 
-def env_anatomy_line(summary: dict[str, Any]) -> str:
-    check = summary["reward_check"]
+def env_anatomy_line(summary: Summary) -> str:
+    check, extra = summary.extra["reward_check"], summary.extra
     verdict = "OK" if check["ok"] else f"FAILED ({len(check['mismatches'])} mismatches)"
     return (f"reward check {verdict}: {check['n_checks']} checks over {check['n_steps']} steps, "
             f"{check['reward_type']} reward, threshold {check['threshold']}, atol {check['atol']} | random policy: "
-            f"success {summary['random_success_rate']:.0%}, return {summary['random_return_mean']:.2f} | "
-            f"artifacts: {summary['run_dir']}")
+            f"success {extra['random_success_rate']:.0%}, return {extra['random_return_mean']:.2f} | "
+            f"artifacts: {summary.run_dir}")
 
 
-def train_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def train_task(cfg: DictConfig, run_dir: Path) -> Summary:
     from rlexp import train
 
     return train.train(cfg, run_dir)
 
 
-def train_line(summary: dict[str, Any]) -> str:
+def train_line(summary: Summary) -> str:
     from rlexp import train
 
     return train.summary_line(summary)
@@ -206,10 +208,10 @@ def train_line(summary: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Task:
-    """A task: run(cfg, run_dir) -> summary dict (its "status" decides the exit code), and its summary line."""
+    """A task: run(cfg, run_dir) -> Summary (its status decides the exit code), and its summary line."""
 
-    run: Callable[[DictConfig, Path], dict[str, Any]]
-    summary_line: Callable[[dict[str, Any]], str]
+    run: Callable[[DictConfig, Path], Summary]
+    summary_line: Callable[[Summary], str]
 
 
 REGISTRY: dict[str, Task] = {

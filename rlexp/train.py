@@ -23,6 +23,7 @@ from rlexp.components.callbacks import CheckpointCallback, ReplayDiagnosticsCall
 from rlexp.config import config_hash, parse_seeds, to_container
 from rlexp.evaluate import EvaluationStopped, evaluate
 from rlexp.rundir import RunDir, meta_of
+from rlexp.status import Status, Summary
 
 log = logging.getLogger("rlexp")
 
@@ -116,8 +117,8 @@ def _restore(model: BaseAlgorithm, start: resume.Start) -> None:
                     "uninterrupted run", start.checkpoint.zip.name)
 
 
-def _summary(status: str, run_dir: RunDir, **fields: Any) -> dict[str, Any]:
-    return {"status": status, "run_dir": str(run_dir.root), **fields}
+def _summary(status: Status, run_dir: RunDir, **fields: Any) -> Summary:
+    return Summary(status, str(run_dir.root), **fields)
 
 
 def _metrics(agg: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +146,7 @@ def _hydra_context() -> tuple[list[str] | None, bool, Callable[[RunDir, DictConf
     return list(hc.overrides.task), explicit, record
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: str | Path) -> Summary:
     """Train to total_steps, then save model.zip/meta and eval.json into the run directory.
 
     Under run.py the command line's overrides and whether it set hydra.run.dir decide how `resume=`
@@ -159,7 +160,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     run = start.run_dir
     lock = run.lock()
     if not lock.acquire():
-        return _summary("busy", run, holder=lock.holder())
+        return _summary(Status.BUSY, run, holder=lock.holder())
     try:
         with StopFlag() as stop:
             start = resume.plan(cfg, RunDir(run_dir), overrides, explicit_dir)  # again, now that we hold it
@@ -174,14 +175,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         lock.release()
 
 
-def _skipped(start: resume.Start) -> dict[str, Any]:
+def _skipped(start: resume.Start) -> Summary:
     assert start.finished is not None
     meta = start.finished["meta"]
-    return _summary("skipped", start.run_dir, step=meta.get("total_steps"), steps_per_sec=meta.get("steps_per_sec"),
-                    **_metrics(start.finished["eval"]["aggregate"]))
+    return _summary(Status.SKIPPED, start.run_dir, step=meta.get("total_steps"),
+                    steps_per_sec=meta.get("steps_per_sec"), **_metrics(start.finished["eval"]["aggregate"]))
 
 
-def _run(start: resume.Start, stop: StopFlag) -> dict[str, Any]:
+def _run(start: resume.Start, stop: StopFlag) -> Summary:
     cfg, run = start.cfg, start.run_dir
     fault = faults.injector()
     if start.kind == "evaluate":
@@ -211,7 +212,7 @@ def _run(start: resume.Start, stop: StopFlag) -> dict[str, Any]:
         if ckpt.stopping:
             model.get_env().close()
             latest = run.latest_checkpoint()
-            return _summary("interrupted", run, step=ckpt.stopped_at, signal=stop.name,
+            return _summary(Status.INTERRUPTED, run, step=ckpt.stopped_at, signal=stop.name,
                             saved=latest is not None and latest.step == ckpt.stopped_at,
                             checkpoint=str(latest.zip) if latest else None)
         artifacts.atomic_write(run.model, lambda tmp: model.save(tmp))
@@ -222,37 +223,33 @@ def _run(start: resume.Start, stop: StopFlag) -> dict[str, Any]:
         result = evaluate(model, cfg, seeds, cfg.eval.deterministic, checkpoint=run.model, progress=bool(cfg.progress),
                           stop=lambda: (fault.before_eval_episode() if fault else None, stop.requested)[1])
     except EvaluationStopped:
-        return _summary("interrupted", run, step=int(model.num_timesteps), signal=stop.name, saved=True,
+        return _summary(Status.INTERRUPTED, run, step=int(model.num_timesteps), signal=stop.name, saved=True,
                         checkpoint=str(run.model), during="evaluation")
     finally:
         model.get_env().close()
     artifacts.write_json(run.eval, result)
-    return _summary("done", run, step=int(model.num_timesteps), steps_per_sec=steps_per_sec,
+    return _summary(Status.DONE, run, step=int(model.num_timesteps), steps_per_sec=steps_per_sec,
                     **_metrics(result["aggregate"]))
 
 
-def summary_line(summary: dict[str, Any]) -> str:
-    status = summary["status"]
-    if status == "skipped":
-        return (f"skipped: {summary['run_dir']} already has eval.json for this config "
-                f"(success {summary['success_rate']:.0%})")
-    if status == "busy":
-        return f"skipped: {summary['run_dir']} is in use: running in {summary['holder']}"
-    if status == "interrupted":
-        cont = f"Continue with: python run.py resume={summary['run_dir']}"
-        if summary.get("during") == "evaluation":
-            return (f"interrupted by {summary['signal']} during evaluation: {summary['checkpoint']} is saved at step "
-                    f"{summary['step']}. {cont} (it evaluates)")
-        if summary["saved"]:
-            return (f"interrupted by {summary['signal']} at step {summary['step']}: "
-                    f"checkpoint {summary['checkpoint']}. {cont}")
-        if summary["checkpoint"]:
-            return (f"interrupted by {summary['signal']} at step {summary['step']}, but its checkpoint could not be "
-                    f"written; the last complete one is {summary['checkpoint']}. {cont}")
-        return (f"interrupted by {summary['signal']} at step {summary['step']}; no checkpoint could be written. "
+def summary_line(summary: Summary) -> str:
+    s = summary
+    if s.status == Status.SKIPPED:
+        return f"skipped: {s.run_dir} already has eval.json for this config (success {s.success_rate:.0%})"
+    if s.status == Status.BUSY:
+        return f"skipped: {s.run_dir} is in use: running in {s.holder}"
+    if s.status == Status.INTERRUPTED:
+        cont = f"Continue with: python run.py resume={s.run_dir}"
+        if s.during == "evaluation":
+            return (f"interrupted by {s.signal} during evaluation: {s.checkpoint} is saved at step {s.step}. "
+                    f"{cont} (it evaluates)")
+        if s.saved:
+            return f"interrupted by {s.signal} at step {s.step}: checkpoint {s.checkpoint}. {cont}"
+        if s.checkpoint:
+            return (f"interrupted by {s.signal} at step {s.step}, but its checkpoint could not be written; the last "
+                    f"complete one is {s.checkpoint}. {cont}")
+        return (f"interrupted by {s.signal} at step {s.step}; no checkpoint could be written. "
                 "Re-run the same command to start again")
-    dist = summary["final_distance_mean"]
-    dist_s = f" | final distance {dist * 1000:.1f} mm" if dist is not None else ""
-    return (f"success {summary['success_rate']:.0%} | return {summary['return_mean']:.2f} "
-            f"± {summary['return_std']:.2f}{dist_s} | {summary['step']} steps at "
-            f"{summary['steps_per_sec']} steps/s | artifacts: {summary['run_dir']}")
+    dist = f" | final distance {s.final_distance_mean * 1000:.1f} mm" if s.final_distance_mean is not None else ""
+    return (f"success {s.success_rate:.0%} | return {s.return_mean:.2f} ± {s.return_std:.2f}{dist} | {s.step} steps "
+            f"at {s.steps_per_sec} steps/s | artifacts: {s.run_dir}")

@@ -43,7 +43,7 @@ def test_env_anatomy_without_its_experiment(tmp_path: Path) -> None:
     """task=env_anatomy brings its own settings: it runs on the default env (FetchReachDense-v4)."""
     cfg = rlexp.compose("task=env_anatomy", "anatomy.reward_check_steps=20", "anatomy.random_episodes=1")
     summary = run_task(cfg, tmp_path)
-    assert summary["status"] == "done" and summary["reward_check"]["ok"]
+    assert summary.status == "done" and summary.extra["reward_check"]["ok"]
     assert tasks.REGISTRY["env_anatomy"].summary_line(summary).startswith("reward check OK: ")
     assert read_json(tmp_path / "describe.json")["env_id"] == "FetchReachDense-v4"
     assert read_json(tmp_path / "random_baseline.json")["n_episodes"] == 1

@@ -1,0 +1,51 @@
+"""How a command ended: the status of a run and the exit code that goes with it.
+
+Shared by run.py (its exit code), the tasks (their summaries) and the launchers (a stopped job is requeued).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import Any
+
+
+class Exit(IntEnum):
+    OK = 0
+    FAILED = 1
+    BAD_INPUT = 2  # one line on stderr, nothing written
+    INTERRUPTED = 3  # stopped by a signal after checkpointing: resume it
+    BUSY = 4  # another process trains in that run directory
+
+
+class Status(StrEnum):
+    DONE = "done"
+    SKIPPED = "skipped"  # already finished for this config
+    INTERRUPTED = "interrupted"
+    BUSY = "busy"
+    FAILED = "failed"
+
+    @property
+    def exit_code(self) -> Exit:
+        return {Status.INTERRUPTED: Exit.INTERRUPTED, Status.BUSY: Exit.BUSY,
+                Status.FAILED: Exit.FAILED}.get(self, Exit.OK)
+
+
+@dataclass
+class Summary:
+    """What a task reports: its status, where it wrote, and for training the headline numbers."""
+
+    status: Status
+    run_dir: str
+    step: int | None = None
+    steps_per_sec: float | None = None
+    success_rate: float | None = None
+    return_mean: float | None = None
+    return_std: float | None = None
+    final_distance_mean: float | None = None
+    checkpoint: str | None = None  # interrupted: the checkpoint to resume from
+    saved: bool = False  # interrupted: the stop's own checkpoint was written
+    signal: str | None = None
+    during: str | None = None  # interrupted during "evaluation"
+    holder: str | None = None  # busy: who holds the run directory
+    extra: dict[str, Any] = field(default_factory=dict)  # task-specific fields (env_anatomy's checks)
