@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rlexp.rundir import RunDir
+
 from helpers import FAST, ok, read_json, run_py, scalars
 
 META_FIELDS = {"created_at", "algo", "env_id", "seed", "device", "n_envs", "total_steps", "checkpoint", "hyperparams",
@@ -76,7 +78,9 @@ def test_state_experiment_end_to_end(tmp_path: Path, name: str, env_id: str, alg
             assert tag in tags, tag
         if "push" in name or "pick" in name:  # fixed alpha stays exactly 0.05
             assert {round(v, 6) for _, v in tags["replay/ent_coef"]} == {0.05}
-        assert (tmp_path / "checkpoints" / "replay.pkl").exists()
+        ckpts = RunDir(tmp_path).checkpoints()  # the latest checkpoint keeps the replay buffer, older ones drop it
+        assert (ckpts[-1].replay / "replay.json").exists() and not any(c.replay.exists() for c in ckpts[:-1])
+        assert not list(tmp_path.rglob("*.pkl"))
 
 
 @pytest.mark.slow
