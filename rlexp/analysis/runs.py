@@ -41,7 +41,7 @@ def is_run_only(key: str) -> bool:
 
 @dataclass
 class LoadedRun:
-    """One run directory as the analysis sees it (not `rlexp.train.Run`, which trains)."""
+    """One run directory as the analysis sees it (not `rlexp.training.train.Run`, which trains)."""
 
     path: Path
     config: dict[str, Any]  # flattened resolved config

@@ -10,9 +10,9 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.sac.policies import MultiInputPolicy
 
-from rlexp.components.augment import augment_batch, random_shift
+from rlexp.components.buffers import augment_batch, random_shift
 from rlexp.components.encoders import ManipulationCNN, ManipulationExtractor, SpatialSoftmax
-from rlexp.components.routing import CriticEncoderMultiInputPolicy, routing_kwargs
+from rlexp.components.policies import CriticEncoderMultiInputPolicy, routing_kwargs
 from rlexp.errors import ConfigError
 
 
@@ -282,7 +282,7 @@ class TinyPixelGoalEnv(gym.Env):
 
 @pytest.mark.slow
 def test_critic_routing_trains_saves_and_loads(tmp_path) -> None:  # noqa: ANN001
-    from rlexp.components.pixel_buffer import PixelHerReplayBuffer
+    from rlexp.components.buffers import PixelHerReplayBuffer
 
     model = SAC(
         CriticEncoderMultiInputPolicy,
