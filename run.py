@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 import rlexp  # noqa: F401  - sets MUJOCO_GL before any env is created
 from rlexp.errors import ConfigError
+from rlexp.status import BUSY_EXIT, CONFIG_ERROR_EXIT, FAILED_EXIT, INTERRUPTED_EXIT
 
 log = logging.getLogger("rlexp")
 
@@ -26,14 +27,14 @@ def main(cfg: DictConfig) -> dict:
         summary = run_task(cfg, run_dir)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(CONFIG_ERROR_EXIT)
     status = summary.get("status")
     if status == "interrupted":
-        sys.exit(3)
+        sys.exit(INTERRUPTED_EXIT)
     if status == "failed":
-        sys.exit(1)
+        sys.exit(FAILED_EXIT)
     if status == "busy" and HydraConfig.get().mode != RunMode.MULTIRUN:
-        sys.exit(4)  # a sweep goes on with its other jobs; a single command says it did not run
+        sys.exit(BUSY_EXIT)  # a sweep goes on with its other jobs; a single command says it did not run
     return summary
 
 
