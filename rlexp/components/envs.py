@@ -130,7 +130,7 @@ def is_goal_env(observation_space: gym.Space) -> bool:
 # Pixel observations (env.pixels)
 
 # FetchPush/PickAndPlace 25-D observation: grip_pos [0:3], gripper_state [9:11], grip_velp [20:23],
-# gripper_vel [23:25] -- what the robot knows about itself, nothing about the puck (book_facts §5.2).
+# gripper_vel [23:25] -- what the robot knows about itself, nothing about the puck (book ch9, pixel wrapper lab).
 # The one place these indices are written: configs name them (`proprio_indices: push`).
 PUSH_PROPRIO = (0, 1, 2, 9, 10, 20, 21, 22, 23, 24)
 PROPRIO_PRESETS: dict[str, tuple[int, ...]] = {"push": PUSH_PROPRIO}

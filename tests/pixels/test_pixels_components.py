@@ -1,4 +1,4 @@
-"""Pixel Push components: the checks the book's labs run (book_facts §5.2-5.7), on small inputs."""
+"""Pixel Push components: the checks the book's labs run (book ch9 labs), on small inputs."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def test_random_shift_properties() -> None:
     assert a.shape == b.shape == (8, 3, 84, 84)
 
 
-# ---------------------------------------------------------------- routing (book lab §5.7)
+# ---------------------------------------------------------------- routing (book ch9, critic-encoder lab)
 
 
 def small_policy(routing: str) -> th.nn.Module:

@@ -18,7 +18,7 @@ STEPS = [
     "ch09_step2_critic_encoder",
     "ch09_step4_drq",
 ]
-# What the book says changed from the previous step (book_facts §1.8).
+# What the book says changed from the previous step (book ch9).
 CHANGES = {
     "ch09_step0_nature_cnn": {
         "env.kwargs.render_mode",
