@@ -24,8 +24,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from docsection import write_section  # noqa: E402
 
 import rlexp  # noqa: E402
-from rlexp import artifacts, checkpoint  # noqa: E402
+from rlexp import artifacts  # noqa: E402
 from rlexp.rundir import RunDir, meta_of  # noqa: E402
+from rlexp.training import checkpoint  # noqa: E402
 
 
 def fill(buf, rows: int, rng: np.random.Generator) -> None:  # noqa: ANN001

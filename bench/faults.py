@@ -6,7 +6,7 @@ compared bit for bit with the same run never interrupted.
 Per algorithm (PPO, SAC, SAC+HER, a tiny pixel SAC+HER run): one uninterrupted reference, then `--trials`
 faults at random steps (half SIGTERM, at a random env step or inside a gradient step; half SIGKILL, at a
 random env step or in the middle of a checkpoint write), each re-run with the same command until it
-finishes. Faults come from RLEXP_FAULT (rlexp/faults.py): the run signals itself at the chosen moment.
+finishes. Faults come from RLEXP_FAULT (rlexp/training/faults.py): the run signals itself at the chosen moment.
 """
 
 from __future__ import annotations

@@ -31,8 +31,7 @@ def env_steps_per_sec(render_size: int, steps: int) -> float:
     """One FetchPush-v4 + PixelObservation(84x84, 4 frames): native render, or render_size + PIL resize."""
     import gymnasium as gym
 
-    from rlexp.components.envs import register_robotics
-    from rlexp.components.pixels import PixelObservation
+    from rlexp.components.envs import PixelObservation, register_robotics
 
     register_robotics()
     base = gym.make("FetchPush-v4", render_mode="rgb_array", width=render_size, height=render_size)
@@ -56,7 +55,7 @@ def bytes_per_transition(size: int = 1000, n_envs: int = 4) -> tuple[float, floa
     import gymnasium as gym
     from stable_baselines3 import HerReplayBuffer
 
-    from rlexp.components.pixel_buffer import PixelHerReplayBuffer, dict_buffer_nbytes
+    from rlexp.components.buffers import PixelHerReplayBuffer, dict_buffer_nbytes
 
     space = gym.spaces.Dict(
         {

@@ -16,6 +16,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
+from rlexp.components import current_target, with_current_target
 from rlexp.config import CONF_DIR, validate
 from rlexp.errors import ConfigError, unwrap_config_errors
 
@@ -30,7 +31,7 @@ def resolve_class(node: DictConfig, group: str) -> type | None:
     if target is None:
         return None
     try:
-        return get_class(target)
+        return get_class(current_target(target))
     except Exception as exc:  # hydra wraps ImportError/AttributeError in its own types
         raise ConfigError(
             f"{group}._target_={target!r} cannot be imported ({exc.__class__.__name__}). "
@@ -56,7 +57,7 @@ def algo_class(cfg: DictConfig) -> type[BaseAlgorithm]:
 def make_train_env(cfg: DictConfig) -> VecEnv:
     with unwrap_config_errors():
         # not recursive: env.wrappers are specs that make_env instantiates with env=...
-        return instantiate(cfg.env, _convert_="all", _recursive_=False)
+        return instantiate(with_current_target(cfg.env), _convert_="all", _recursive_=False)
 
 
 def check_buffer(cfg: DictConfig, algo_cls: type, env: VecEnv) -> tuple[type | None, dict[str, Any]]:
@@ -111,7 +112,7 @@ def replay_bytes(buffer_cls: type | None, kwargs: dict[str, Any], env: VecEnv, b
     image_key = kwargs.get("image_key") if buffer_cls is not None and "image_key" in kwargs else None
     per = 0
     for key, space in parts.items():
-        if key == image_key:  # frame store: one frame per transition (rlexp.components.pixel_buffer)
+        if key == image_key:  # frame store: one frame per transition (rlexp.components.buffers)
             per += nbytes(space) // max(1, int(kwargs.get("frame_stack") or space.shape[0] // 3))
         else:
             per += nbytes(space) * (1 if kwargs.get("optimize_memory_usage") else 2)
@@ -154,14 +155,14 @@ def check_encoder(cfg: DictConfig, env: VecEnv) -> tuple[type, dict[str, Any]]:
 def algo_kwargs(cfg: DictConfig, env: VecEnv) -> dict[str, Any]:
     """Everything the algorithm constructor gets beyond conf/algo: env, seed, encoder, buffer.
 
-    No TensorBoard path: training attaches its logger to the run directory itself (rlexp.train).
+    No TensorBoard path: training attaches its logger to the run directory itself (rlexp.training.train).
     """
     algo_cls = algo_class(cfg)
     buffer_cls, buffer_kwargs = check_buffer(cfg, algo_cls, env)
     enc_cls, enc_kwargs = check_encoder(cfg, env)
     policy_kwargs = dict(cfg.algo.get("policy_kwargs") or {})
     policy_kwargs.update(features_extractor_class=enc_cls, features_extractor_kwargs=enc_kwargs)
-    from rlexp.components.routing import routing_kwargs
+    from rlexp.components.policies import routing_kwargs
 
     routed = routing_kwargs(cfg.get("routing"), algo_cls)  # who trains the encoder: actor | separate | critic
     policy_kwargs.update(routed.pop("policy_kwargs", {}))
@@ -186,7 +187,7 @@ def build(cfg: DictConfig) -> BaseAlgorithm:
     try:
         kwargs = algo_kwargs(cfg, env)
         with unwrap_config_errors():  # e.g. a replay buffer that rejects the observation space
-            return instantiate(cfg.algo, **kwargs, _convert_="all")
+            return instantiate(with_current_target(cfg.algo), **kwargs, _convert_="all")
     except BaseException:
         env.close()
         raise

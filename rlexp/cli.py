@@ -8,6 +8,7 @@ import logging
 import sys
 
 from rlexp.errors import ConfigError
+from rlexp.status import Exit
 
 # name -> (module with add_args(parser) and run(args) -> int, one-line help). A module is imported only
 # when its command runs, so `--help` stays fast and matplotlib/rliable/torch load only where needed.
@@ -61,4 +62,4 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(args.func(args))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(Exit.BAD_INPUT)

@@ -69,10 +69,10 @@ def load_model(zip_path: Path, cfg: DictConfig, device: str = "auto") -> BaseAlg
     """Rebuild the model from its recorded config and load only tensors from the zip.
 
     Safe for files a user is handed: SB3's `load` would unpickle the zip's serialized fields (code runs);
-    here nothing is unpickled (`rlexp.checkpoint.load_weights`).
+    here nothing is unpickled (`rlexp.training.checkpoint.load_weights`).
     """
     from rlexp.builder import build
-    from rlexp.checkpoint import load_weights
+    from rlexp.training.checkpoint import load_weights
 
     model = build(inference_config(cfg, device))
     try:

@@ -76,7 +76,7 @@ def render_frame(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
 def proof_of_life(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Book ch1's four checks; the PPO smoke run is the ordinary training pipeline."""
-    from rlexp.train import train
+    from rlexp.training.train import train
 
     run_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"created_at": artifacts.utc_now(), "versions": artifacts.versions()}
@@ -195,13 +195,13 @@ def env_anatomy_line(summary: Summary) -> str:
 
 
 def train_task(cfg: DictConfig, run_dir: Path) -> Summary:
-    from rlexp import train
+    from rlexp.training import train
 
     return train.train(cfg, run_dir)
 
 
 def train_line(summary: Summary) -> str:
-    from rlexp import train
+    from rlexp.training import train
 
     return train.summary_line(summary)
 

@@ -1,5 +1,5 @@
 """`report`, `diff`, `plot`: on a real tiny sweep (local submitit launcher, 2 configs x 2 seeds) with numbers
-recomputed by hand from its eval.json files, and on the book's published 24-config table (book_facts §2)."""
+recomputed by hand from its eval.json files, and on the book's published 24-config table (book ch5)."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlexp.checkpoint import STATE_KEY, verify
 from rlexp.rundir import RunDir
+from rlexp.training.checkpoint import STATE_KEY, verify
 
 from helpers import ROOT, _env, assert_same_final, assert_same_tensors, assert_tb_monotonic, ok, read_json, run_py
 

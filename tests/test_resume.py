@@ -216,7 +216,7 @@ def test_full_disk_skips_the_checkpoint_and_keeps_training(tmp_path: Path) -> No
         out = "".join(lines) + proc.communicate(timeout=600)[0]
         assert proc.returncode == 0, out[-3000:]
         assert "checkpoint at step" in out and "No space left on device" in out
-        from rlexp.checkpoint import verify
+        from rlexp.training.checkpoint import verify
 
         for ckpt in RunDir(run).checkpoints():
             verify(ckpt)

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 import rlexp
 from rlexp import tasks
-from rlexp.components.routing import ROUTINGS
+from rlexp.components.policies import ROUTINGS
 from rlexp.config import CONF_DIR, TASKS
 from rlexp.errors import ConfigError
 from rlexp.runner import run_task

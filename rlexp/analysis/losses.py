@@ -1,6 +1,6 @@
 """`python -m rlexp losses RUN_DIR`: the book's step 3, reading a pixel run's loss curves.
 
-Sparse pixel Push shows three phases (book_facts §5.10): a plateau where success is flat and the critic
+Sparse pixel Push shows three phases (book ch9, step 3): a plateau where success is flat and the critic
 loss FALLS (it fits "failure everywhere" -- a red flag, not progress), a breakout where success climbs
 and both losses RISE (the critic now sees successes it cannot yet predict -- the green light), and
 mastery where success is high, the critic loss falls again and the actor loss turns negative.

@@ -3,7 +3,7 @@
 A run is a directory with model.meta.json, .hydra/config.yaml or eval.json; it is finished when it has
 eval.json. Runs are grouped by their resolved config minus the seed and the run-only keys
 (`rlexp.config.RUN_ONLY_KEYS`), so the seeds of one config form one group, as in the book's sweep
-analysis (book_facts §2).
+analysis (book ch5).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def is_run_only(key: str) -> bool:
 
 @dataclass
 class LoadedRun:
-    """One run directory as the analysis sees it (not `rlexp.train.Run`, which trains)."""
+    """One run directory as the analysis sees it (not `rlexp.training.train.Run`, which trains)."""
 
     path: Path
     config: dict[str, Any]  # flattened resolved config

@@ -8,7 +8,7 @@ import pytest
 import torch as th
 from stable_baselines3 import HerReplayBuffer
 
-from rlexp.components.pixel_buffer import PixelHerReplayBuffer, dict_buffer_nbytes
+from rlexp.components.buffers import PixelHerReplayBuffer, dict_buffer_nbytes
 from rlexp.errors import ConfigError
 
 N_STACK, C, H, W = 4, 3, 6, 5

@@ -1,4 +1,4 @@
-"""Pixel Push components: the checks the book's labs run (book_facts §5.2-5.7), on small inputs."""
+"""Pixel Push components: the checks the book's labs run (book ch9 labs), on small inputs."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.sac.policies import MultiInputPolicy
 
-from rlexp.components.augment import augment_batch, random_shift
+from rlexp.components.buffers import augment_batch, random_shift
 from rlexp.components.encoders import ManipulationCNN, ManipulationExtractor, SpatialSoftmax
-from rlexp.components.routing import CriticEncoderMultiInputPolicy, routing_kwargs
+from rlexp.components.policies import CriticEncoderMultiInputPolicy, routing_kwargs
 from rlexp.errors import ConfigError
 
 
@@ -95,7 +95,7 @@ def test_random_shift_properties() -> None:
     assert a.shape == b.shape == (8, 3, 84, 84)
 
 
-# ---------------------------------------------------------------- routing (book lab §5.7)
+# ---------------------------------------------------------------- routing (book ch9, critic-encoder lab)
 
 
 def small_policy(routing: str) -> th.nn.Module:
@@ -282,7 +282,7 @@ class TinyPixelGoalEnv(gym.Env):
 
 @pytest.mark.slow
 def test_critic_routing_trains_saves_and_loads(tmp_path) -> None:  # noqa: ANN001
-    from rlexp.components.pixel_buffer import PixelHerReplayBuffer
+    from rlexp.components.buffers import PixelHerReplayBuffer
 
     model = SAC(
         CriticEncoderMultiInputPolicy,

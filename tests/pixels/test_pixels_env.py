@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import rlexp  # noqa: F401  - MUJOCO_GL=egl before mujoco loads
-from rlexp.components.envs import register_robotics
-from rlexp.components.pixels import PUSH_PROPRIO, PixelObservation
+from rlexp.components.envs import PUSH_PROPRIO, PixelObservation, register_robotics
 from rlexp.errors import ConfigError
 
 from helpers import ok, rlexp_cli

@@ -18,7 +18,7 @@ STEPS = [
     "ch09_step2_critic_encoder",
     "ch09_step4_drq",
 ]
-# What the book says changed from the previous step (book_facts §1.8).
+# What the book says changed from the previous step (book ch9).
 CHANGES = {
     "ch09_step0_nature_cnn": {
         "env.kwargs.render_mode",
@@ -93,7 +93,7 @@ def test_book_values_of_the_winning_card() -> None:
     )
     pixels = cfg.env.pixels
     assert (pixels.image_size, pixels.frame_stack, pixels.goal_mode, pixels.proprio_indices) == (84, 4, "both", "push")
-    from rlexp.components.pixels import PUSH_PROPRIO
+    from rlexp.components.envs import PUSH_PROPRIO
 
     assert list(PUSH_PROPRIO) == [0, 1, 2, 9, 10, 20, 21, 22, 23, 24]
     assert cfg.buffer._target_.endswith("PixelHerReplayBuffer") and cfg.buffer.drq_pad == 0
@@ -111,7 +111,7 @@ def test_tiny_real_run(experiment: str, tmp_path: Path) -> None:
     meta = read_json(tmp_path / "model.meta.json")
     assert meta["config"]["routing"] == compose(f"+experiment={experiment}").routing
     if experiment == "ch09_step2_critic_encoder":
-        from rlexp.components.routing import CriticEncoderMultiInputPolicy
+        from rlexp.components.policies import CriticEncoderMultiInputPolicy
         from rlexp.evaluate import load_model, load_run_config
 
         zip_path = tmp_path / "model.zip"

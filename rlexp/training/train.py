@@ -17,13 +17,14 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from rlexp import artifacts, checkpoint, faults, resume, tblog
+from rlexp import artifacts
 from rlexp.builder import build
-from rlexp.components.callbacks import CheckpointCallback, ReplayDiagnosticsCallback, StopFlag
 from rlexp.config import config_hash, parse_seeds, to_container
 from rlexp.evaluate import EvaluationStopped, evaluate
 from rlexp.rundir import RunDir, meta_of
 from rlexp.status import Status, Summary
+from rlexp.training import checkpoint, faults, resume, tblog
+from rlexp.training.callbacks import CheckpointCallback, ReplayDiagnosticsCallback, StopFlag
 
 log = logging.getLogger("rlexp")
 
@@ -150,7 +151,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Summary:
     """Train to total_steps, then save model.zip/meta and eval.json into the run directory.
 
     Under run.py the command line's overrides and whether it set hydra.run.dir decide how `resume=`
-    continues (rlexp.resume). Returns a summary dict; raises ConfigError on bad input before anything
+    continues (rlexp.training.resume). Returns a summary dict; raises ConfigError on bad input before anything
     is written.
     """
     overrides, explicit_dir, record_config = _hydra_context()

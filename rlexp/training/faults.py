@@ -60,7 +60,7 @@ class FaultInjector(BaseCallback):
         self._hook = net.register_forward_hook(hook)
 
     def _arm_checkpoint(self) -> None:
-        from rlexp import checkpoint
+        from rlexp.training import checkpoint
 
         def hook() -> None:  # called with the zip written and the state's temp file on disk
             if not self.fired:

@@ -20,10 +20,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rlexp import artifacts, checkpoint
+from rlexp import artifacts
+from rlexp.components import current_target
 from rlexp.config import CONF_DIR, RUN_ONLY_KEYS, check_recorded_targets, config_hash, to_container
 from rlexp.errors import ConfigError
 from rlexp.rundir import Checkpoint, RunDir
+from rlexp.training import checkpoint
 
 # May differ between a checkpoint's recorded config and the command resuming it.
 RESUME_MAY_CHANGE = ("total_steps", *RUN_ONLY_KEYS)
@@ -89,6 +91,11 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: data}
 
 
+def _current_targets(flat: dict[str, Any]) -> dict[str, Any]:
+    """Moved classes under their current path, so a run recorded before a move compares equal."""
+    return {k: current_target(v) if k.rsplit(".", 1)[-1] == "_target_" else v for k, v in flat.items()}
+
+
 def _may_change(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE)
 
@@ -109,7 +116,7 @@ def config_for_resume(cfg: DictConfig, meta: dict[str, Any], overrides: list[str
         raise ConfigError("resume: the checkpoint's meta record has no config; was it written by rlexp?")
     check_recorded_targets(recorded, "resume: the checkpoint's meta record")
     given = override_keys(overrides) if overrides is not None else None
-    old, new = _flat(recorded), _flat(to_container(cfg))
+    old, new = _current_targets(_flat(recorded)), _current_targets(_flat(to_container(cfg)))
     if given is None or any((CONF_DIR / k).is_dir() for k in given):  # a group choice: compare everything
         differ = sorted(k for k in set(old) | set(new) if not _may_change(k) and old.get(k) != new.get(k))
     else:  # plain keys: compare what the command sets

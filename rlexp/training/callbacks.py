@@ -61,7 +61,7 @@ class StopFlag:
 
 
 class CheckpointCallback(BaseCallback):
-    """Every `freq` env steps, and when a stop is requested, save a checkpoint unit (rlexp.checkpoint).
+    """Every `freq` env steps, and when a stop is requested, save a checkpoint unit (rlexp.training.checkpoint).
 
     Saves happen at the start of a rollout, the one moment when weights, optimizer state, step counter,
     replay buffer, envs and random states all describe the same step: SB3 counts a step before `_on_step`
@@ -90,7 +90,7 @@ class CheckpointCallback(BaseCallback):
         self.next_at = (self.num_timesteps // self.freq + 1) * self.freq if self.freq else 0
 
     def save(self) -> bool:
-        from rlexp import checkpoint
+        from rlexp.training import checkpoint
 
         ckpt = self.run_dir.checkpoint(self.num_timesteps)
         try:

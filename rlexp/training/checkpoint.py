@@ -40,7 +40,7 @@ from rlexp.rundir import Checkpoint
 log = logging.getLogger("rlexp")
 FORMAT = 1
 STATE_KEY = "resume_state_json"  # the JSON side of the state, stored inside the .npz as bytes
-mid_write_hook: Callable[[], None] | None = None  # set by rlexp.faults only
+mid_write_hook: Callable[[], None] | None = None  # set by rlexp.training.faults only
 # What SB3 keeps on the model between steps, besides weights and the env.
 RUNTIME_SCALARS = ("num_timesteps", "_n_updates", "_episode_num", "_current_progress_remaining")
 RUNTIME_ARRAYS = ("_last_obs", "_last_original_obs", "_last_episode_starts")
@@ -386,7 +386,7 @@ def save(model: BaseAlgorithm, ckpt: Checkpoint, write_meta: Callable[[Path, dic
 
         def write_state(tmp: Path) -> None:
             np.savez(tmp, **arrays.data, **{STATE_KEY: blob})
-            if mid_write_hook is not None:  # rlexp.faults: a signal while the unit is half written
+            if mid_write_hook is not None:  # rlexp.training.faults: a signal while the unit is half written
                 mid_write_hook()
 
         artifacts.atomic_write(ckpt.state, write_state)
