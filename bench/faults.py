@@ -98,7 +98,7 @@ def one(algo: str, fault: str, out: Path, reference: Path) -> Trial:
     trial.attempts = 1
     text = proc.stdout + proc.stderr
     if fault.startswith("SIGTERM"):
-        stopped = _after(text, " at step ")
+        stopped = _after(text, "interrupted by SIGTERM at step ")
         if proc.returncode == 3 and stopped is not None:
             trial.waited = stopped - trigger
         else:
