@@ -32,11 +32,22 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file normal permissions
+        fsync(Path(tmp))  # durable before it is visible: a crash never leaves a named but empty file
         os.replace(tmp, path)
+        fsync(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def fsync(path: Path) -> None:
+    """Flush a file's or a folder's entries to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str | Path, data: Any) -> Path:
@@ -44,8 +55,6 @@ def write_json(path: str | Path, data: Any) -> Path:
         with open(tmp, "w") as fh:
             json.dump(data, fh, indent=2, sort_keys=True, default=str)
             fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
 
     return atomic_write(path, _write)
 

@@ -12,8 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from rlexp.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-# The one list of run-only keys: they change how a run is executed or shown, not what it computes (a run
-# stopped and resumed with any of them changed ends with the same weights). Left out of the config hash,
+# The one list of run-only keys: they change how a run is executed or shown, not which experiment it is
+# (device and threads may change float results; the others change nothing). Left out of the config hash,
 # of the analysis grouping and of Hydra's multirun directory names (conf/config.yaml repeats it for Hydra;
 # tests/test_configs.py keeps the two equal). `diagnostics` is not here: its sampling draws from NumPy's RNG.
 RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "checkpoint_replay", "tensorboard")
@@ -45,10 +45,13 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
     return data
 
 
-def config_hash(cfg: DictConfig | dict[str, Any]) -> str:
-    """Stable short hash of what a run computes: same hash, same experiment (resume/progress/threads excluded)."""
+def config_hash(cfg: DictConfig | dict[str, Any], lineage: bool = False) -> str:
+    """Stable short hash of what a run computes: same hash, same experiment (run-only keys excluded).
+
+    `lineage=True` leaves total_steps out too: a run extended to more steps is the same run continued.
+    """
     data = to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
-    for key in HASH_EXCLUDE:
+    for key in (*HASH_EXCLUDE, "total_steps") if lineage else HASH_EXCLUDE:
         data.pop(key, None)
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -138,19 +141,51 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"algo.{key} must be positive, got {cfg.algo[key]!r}")
 
 
-# Modules whose classes a recorded config (a meta file beside a model someone hands you) may name.
-TRUSTED_TARGETS = ("rlexp.", "stable_baselines3.", "sb3_contrib.", "gymnasium.", "gymnasium_robotics.")
+# What a recorded config (a meta file beside a model someone hands you) may name as `_target_`: classes of
+# these kinds from these packages, and the env factory. Building anything else could run arbitrary code.
+TRUSTED_PACKAGES = ("rlexp.", "stable_baselines3.", "sb3_contrib.", "gymnasium.", "gymnasium_robotics.")
+TRUSTED_FUNCTIONS = ("rlexp.components.envs.make_vec_env",)
+
+
+def _trusted_kinds() -> tuple[type, ...]:
+    import gymnasium as gym
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.buffers import ReplayBuffer
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+    return BaseAlgorithm, ReplayBuffer, BaseFeaturesExtractor, gym.Wrapper
 
 
 def check_recorded_targets(data: Any, source: Path | str) -> None:
-    """Refuse a recorded config whose `_target_`s name anything outside rlexp/SB3: building it would call them."""
+    """Refuse a recorded config whose `_target_`s name anything but rlexp/SB3/gymnasium algorithms, buffers,
+    encoders, wrappers or the env factory: instantiating it would call whatever it names."""
     if isinstance(data, dict):
         target = data.get("_target_")
-        if target is not None and not (isinstance(target, str) and target.startswith(TRUSTED_TARGETS)):
-            raise ConfigError(f"{source} names _target_ {target!r}; a recorded config may only name classes from "
-                              f"{', '.join(t.rstrip('.') for t in TRUSTED_TARGETS)}: refusing to build it")
+        if target is not None and not _trusted_target(target):
+            raise ConfigError(f"{source} names _target_ {target!r}, which is not an algorithm, replay buffer, "
+                              "encoder, env wrapper or env factory from rlexp, stable_baselines3, sb3_contrib or "
+                              "gymnasium: refusing to build it")
         for value in data.values():
             check_recorded_targets(value, source)
     elif isinstance(data, list):
         for value in data:
             check_recorded_targets(value, source)
+
+
+def _trusted_target(target: Any) -> bool:
+    from rlexp.components import current_target
+
+    if not isinstance(target, str):
+        return False
+    target = current_target(target)
+    if target in TRUSTED_FUNCTIONS:
+        return True
+    if not target.startswith(TRUSTED_PACKAGES):
+        return False
+    try:
+        from hydra._internal.utils import _locate
+
+        obj = _locate(target)
+    except Exception:  # noqa: BLE001 - not importable: refused
+        return False
+    return isinstance(obj, type) and issubclass(obj, _trusted_kinds())

@@ -123,10 +123,6 @@ class RunDir:
     def is_finished(self) -> bool:
         return self.eval.exists()
 
-    def has_run(self) -> bool:
-        """Anything a training run leaves: a fork or a fresh run must not land on top of it."""
-        return self.model.exists() or self.eval.exists() or bool(self.checkpoints())
-
     def remove_uncommitted(self) -> list[Path]:
         """Parts of checkpoints whose write was killed before the meta file: temp files and orphans.
 

@@ -76,18 +76,36 @@ def test_resume_in_place_refuses_an_old_checkpoint(finished: Path) -> None:
     assert snapshot(finished) == before
 
 
-def test_resume_dir_uses_the_runs_own_config(tmp_path: Path) -> None:
-    """`resume=DIR` alone continues toward the run's own total_steps with its own hyperparameters."""
-    env = {**_env(), "RLEXP_FAULT": "SIGTERM@200:step"}
-    cmd = [sys.executable, "run.py", *HER, "total_steps=400", "checkpoint_freq=0", f"hydra.run.dir={tmp_path}"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+def _faulty(fault: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**_env(), "RLEXP_FAULT": fault}
+    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=env)
+
+
+def test_resume_dir_uses_the_runs_own_config_and_extends_in_place(tmp_path: Path) -> None:
+    """`resume=DIR` alone continues with the run's own config (total_steps, hyperparameters, checkpoint_freq);
+    changed hyperparameters are refused by name; `total_steps=` extends an unfinished run in place."""
+    proc = _faulty("SIGTERM@100:step", *HER, "total_steps=400", "checkpoint_freq=0", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 3, proc.stderr[-2000:]
     refused = run_py(f"resume={tmp_path}", "algo.gamma=0.5", "algo.batch_size=16", "progress=false")
     assert refused.returncode == 2 and "algo.gamma" in refused.stderr and "algo.batch_size" in refused.stderr
-    ok(run_py(f"resume={tmp_path}", "progress=false"))
+    again = _faulty("SIGTERM@200:step", f"resume={tmp_path}", "progress=false")
+    assert again.returncode == 3, again.stderr[-2000:]
+    meta = read_json(RunDir(tmp_path).latest_checkpoint().meta)
+    assert meta["target_steps"] == 400 and meta["config"]["algo"]["batch_size"] == 32
+    assert meta["config"]["checkpoint_freq"] == 0
+    ok(run_py(f"resume={tmp_path}", "total_steps=600", "progress=false"))
     meta = read_json(tmp_path / "model.meta.json")
-    assert meta["total_steps"] == 400 and meta["target_steps"] == 400
-    assert meta["config"]["algo"]["batch_size"] == 32 and meta["config"]["checkpoint_freq"] == 0
+    assert meta["total_steps"] == 600 and meta["target_steps"] == 600 and meta["forked_from"] is None
+    assert meta["resumed_from"].endswith("step_200.zip")
+
+
+def test_resume_after_a_stop_during_evaluation_evaluates(tmp_path: Path) -> None:
+    proc = _faulty("SIGTERM@0:eval", *HER, "total_steps=200", "checkpoint_freq=0", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 3 and "during evaluation" in proc.stdout + proc.stderr
+    assert f"resume={tmp_path}" in proc.stdout + proc.stderr
+    ok(run_py(f"resume={tmp_path}", "progress=false"))
+    assert read_json(tmp_path / "eval.json")["n_episodes"] == 3
 
 
 def test_two_processes_one_run_directory(tmp_path: Path) -> None:

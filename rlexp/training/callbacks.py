@@ -103,7 +103,10 @@ class CheckpointCallback(BaseCallback):
         self.last_saved = ckpt.step
         if not self.keep_replay:  # the replay buffer can be GBs: keep the latest checkpoint's only
             for old in self.run_dir.checkpoints()[:-1]:
-                shutil.rmtree(old.replay, ignore_errors=True)
+                if old.replay.exists():  # renamed away first (atomic), so no half-deleted buffer stays named
+                    doomed = old.dir / f".pruned.{old.replay.name}"
+                    old.replay.rename(doomed)
+                    shutil.rmtree(doomed, ignore_errors=True)
         return True
 
     def _save_pending(self) -> None:

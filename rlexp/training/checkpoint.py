@@ -91,12 +91,14 @@ def _encode(value: Any, arrays: _Arrays) -> tuple[bool, Any]:
         return True, arrays.put(value)
     if isinstance(value, np.random.Generator):
         return True, {"__generator__": _generator_state(value)}
-    if isinstance(value, list | deque):
+    if isinstance(value, list | deque | tuple):
         items = [_encode(v, arrays) for v in value]
         if all(ok for ok, _ in items):
             out: dict[str, Any] = {"__list__": [v for _, v in items]}
             if isinstance(value, deque):
                 out["maxlen"] = value.maxlen
+            if isinstance(value, tuple):
+                out["tuple"] = True
             return True, out
         return False, None
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
@@ -114,6 +116,8 @@ def _decode(value: Any, arrays: _Arrays) -> Any:
             return _generator(value["__generator__"])
         if "__list__" in value:
             items = [_decode(v, arrays) for v in value["__list__"]]
+            if value.get("tuple"):
+                return tuple(items)
             return deque(items, maxlen=value["maxlen"]) if "maxlen" in value else items
         if "__dict__" in value:
             return {k: _decode(v, arrays) for k, v in value["__dict__"].items()}
@@ -263,13 +267,19 @@ def set_runtime_state(model: BaseAlgorithm, state: dict[str, Any], arrays: _Arra
 
 
 # -------------------------------------------------------------------------------------- replay buffer
+def _per_transition(buf: Any, arr: np.ndarray) -> bool:
+    """Arrays laid out (rows, envs, ...) hold one entry per transition; others (HER's per-env episode start) are
+    saved whole."""
+    return arr.ndim >= 2 and arr.shape[:2] == (buf.buffer_size, buf.n_envs)
+
+
 def _buffer_arrays(buf: Any) -> tuple[dict[str, np.ndarray], int]:
     """The filled rows of every per-transition array (views), plus whole small arrays."""
     n = buf.buffer_size if buf.full else buf.pos
     out: dict[str, np.ndarray] = {}
 
     def add(name: str, arr: np.ndarray) -> None:
-        out[name] = arr[:n] if arr.ndim and arr.shape[0] == buf.buffer_size else arr
+        out[name] = arr[:n] if _per_transition(buf, arr) else arr
 
     for name, value in vars(buf).items():
         if isinstance(value, np.ndarray) and value.dtype != object:
@@ -292,14 +302,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_replay(buf: Any, target: Path, step: int) -> dict[str, Any]:
     """Write the buffer into directory `target` through a temp directory; return its manifest."""
     arrays, n = _buffer_arrays(buf)
@@ -309,7 +311,7 @@ def write_replay(buf: Any, target: Path, step: int) -> dict[str, Any]:
         for name, arr in arrays.items():
             path = tmp / f"{name}.npy"
             np.save(path, np.ascontiguousarray(arr), allow_pickle=False)
-            _fsync(path)
+            artifacts.fsync(path)
             files[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
         infos = None
         if getattr(buf, "copy_info_dict", False) and hasattr(buf, "infos"):
@@ -322,6 +324,7 @@ def write_replay(buf: Any, target: Path, step: int) -> dict[str, Any]:
         artifacts.write_json(tmp / "replay.json", meta)
         os.chmod(tmp, 0o777 & ~artifacts._UMASK)
         os.replace(tmp, target)
+        artifacts.fsync(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -329,21 +332,32 @@ def write_replay(buf: Any, target: Path, step: int) -> dict[str, Any]:
             "sha256_replay_json": _sha256(target / "replay.json")}
 
 
-def read_replay(buf: Any, source: Path, step: int) -> int:
-    """Fill a freshly built buffer from `source`; returns the number of transitions restored."""
+def verify_replay(source: Path, step: int, replay_json_sha256: str | None = None) -> dict[str, Any]:
+    """replay.json (matching the checkpoint's record) and every array file it lists, by size and sha256."""
+    if replay_json_sha256 is not None and (not (source / "replay.json").exists()
+                                           or _sha256(source / "replay.json") != replay_json_sha256):
+        raise CheckpointError(f"{source / 'replay.json'} is missing or corrupted (sha256 differs from the record)")
     meta = artifacts.read_json(source / "replay.json")
     if meta.get("step") != step:
         raise CheckpointError(f"{source} holds the replay of step {meta.get('step')}, not {step}")
+    for fname, info in meta["files"].items():
+        path = source / fname
+        if not path.exists() or path.stat().st_size != info["bytes"] or _sha256(path) != info["sha256"]:
+            raise CheckpointError(f"{path} is missing or corrupted (size or sha256 differ from replay.json)")
+    return meta
+
+
+def read_replay(buf: Any, source: Path, step: int, verified: dict[str, Any] | None = None) -> int:
+    """Fill a freshly built buffer from `source`; returns the number of transitions restored."""
+    meta = verified or verify_replay(source, step)
     for key in ("buffer_size", "n_envs"):
         if meta[key] != int(getattr(buf, key)):
             raise CheckpointError(f"{source}: replay {key} {meta[key]} differs from this config's "
                                   f"{getattr(buf, key)}")
     arrays, _ = _buffer_arrays(buf)
     extra: dict[str, np.ndarray] = {}
-    for fname, info in meta["files"].items():
+    for fname in meta["files"]:
         path = source / fname
-        if not path.exists() or path.stat().st_size != info["bytes"] or _sha256(path) != info["sha256"]:
-            raise CheckpointError(f"{path} is missing or corrupted (size or sha256 differ from replay.json)")
         name = fname[: -len(".npy")]
         value = np.load(path, mmap_mode="r", allow_pickle=False)
         if name.startswith("extra."):
@@ -351,7 +365,7 @@ def read_replay(buf: Any, source: Path, step: int) -> int:
             continue
         obj, _, key = name.partition(".")
         target = getattr(buf, obj)[key] if key else getattr(buf, obj)
-        rows = meta["rows"] if target.ndim and target.shape[0] == buf.buffer_size else target.shape[0]
+        rows = meta["rows"] if _per_transition(buf, target) else target.shape[0]
         if target[:rows].shape != value.shape:
             raise CheckpointError(f"{path}: shape {value.shape} does not fit the buffer ({target[:rows].shape})")
         target[:rows] = value
@@ -406,8 +420,28 @@ def save(model: BaseAlgorithm, ckpt: Checkpoint, write_meta: Callable[[Path, dic
     return manifest
 
 
+_VERIFIED: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
 def verify(ckpt: Checkpoint) -> dict[str, Any]:
-    """The meta record of a committed checkpoint whose parts all exist, match their hashes and step."""
+    """The meta record of a committed checkpoint whose parts all exist, match their hashes and step.
+
+    Remembered per meta file (path, size, mtime) within a process: planning looks at a checkpoint twice.
+    """
+    try:
+        stat = ckpt.meta.stat()
+    except OSError:
+        stat = None
+    key = (str(ckpt.meta), stat.st_size, stat.st_mtime_ns) if stat else None
+    if key in _VERIFIED:
+        return _VERIFIED[key]
+    meta = _verify(ckpt)
+    if key is not None:
+        _VERIFIED[key] = meta
+    return meta
+
+
+def _verify(ckpt: Checkpoint) -> dict[str, Any]:
     try:
         meta = artifacts.read_json(ckpt.meta)
     except (OSError, ValueError) as exc:
@@ -421,6 +455,8 @@ def verify(ckpt: Checkpoint) -> dict[str, Any]:
         path = ckpt.dir / unit[key]["name"]
         if not path.exists() or path.stat().st_size != unit[key]["bytes"] or _sha256(path) != unit[key]["sha256"]:
             raise CheckpointError(f"{path} is missing or corrupted (size or sha256 differ from {ckpt.meta.name})")
+    if unit.get("replay") and ckpt.replay.exists():  # pruned (older checkpoints): resumable without a buffer
+        verify_replay(ckpt.replay, ckpt.step, unit["replay"].get("sha256_replay_json"))
     return meta
 
 
@@ -451,8 +487,9 @@ def restore(model: BaseAlgorithm, ckpt: Checkpoint, meta: dict[str, Any]) -> dic
     unit = meta.get("checkpoint_unit")
     buf = getattr(model, "replay_buffer", None)
     if isinstance(model, OffPolicyAlgorithm) and buf is not None:
-        if unit is not None and has_replay(ckpt, meta):
-            info["replay_transitions"] = read_replay(buf, ckpt.replay, ckpt.step)
+        if unit is not None and has_replay(ckpt, meta):  # verify() checked the files
+            info["replay_transitions"] = read_replay(buf, ckpt.replay, ckpt.step,
+                                                     artifacts.read_json(ckpt.replay / "replay.json"))
     if unit is None:
         model.num_timesteps = int(meta["total_steps"])
         return info

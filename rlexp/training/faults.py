@@ -46,6 +46,7 @@ class FaultInjector(BaseCallback):
         super().__init__()
         self.signum, self.step, self.where = parse(spec)
         self.fired = False
+        self.armed = False
         self._hook: Any = None
 
     def _arm_update(self) -> None:
@@ -83,7 +84,8 @@ class FaultInjector(BaseCallback):
             _fire(self.signum)
         elif self.where == "update" and self._hook is None:
             self._arm_update()
-        elif self.where == "checkpoint":
+        elif self.where == "checkpoint" and not self.armed:
+            self.armed = True
             self._arm_checkpoint()
         return True
 

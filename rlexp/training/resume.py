@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlexp import artifacts
 from rlexp.components import current_target
-from rlexp.config import CONF_DIR, RUN_ONLY_KEYS, check_recorded_targets, config_hash, to_container
+from rlexp.config import RUN_ONLY_KEYS, check_recorded_targets, config_hash, to_container
 from rlexp.errors import ConfigError
 from rlexp.rundir import Checkpoint, RunDir
 from rlexp.training import checkpoint
@@ -117,11 +117,11 @@ def config_for_resume(cfg: DictConfig, meta: dict[str, Any], overrides: list[str
     check_recorded_targets(recorded, "resume: the checkpoint's meta record")
     given = override_keys(overrides) if overrides is not None else None
     old, new = _current_targets(_flat(recorded)), _current_targets(_flat(to_container(cfg)))
-    if given is None or any((CONF_DIR / k).is_dir() for k in given):  # a group choice: compare everything
-        differ = sorted(k for k in set(old) | set(new) if not _may_change(k) and old.get(k) != new.get(k))
-    else:  # plain keys: compare what the command sets
-        differ = sorted(k for k in set(old) | set(new) if not _may_change(k) and old.get(k) != new.get(k)
-                        and any(k == g or k.startswith(g + ".") for g in given))
+    # Compare what the command sets: a key, or a group's whole node (`env=push` -> env.*); an experiment
+    # (or the Python API, with no override list) sets everything.
+    scopes = None if given is None or "experiment" in given else given
+    differ = sorted(k for k in set(old) | set(new) if not _may_change(k) and old.get(k) != new.get(k)
+                    and (scopes is None or any(k == g or k.startswith(g + ".") for g in scopes)))
     if differ:
         shown = "; ".join(f"{k}: run {old.get(k)!r} vs command {new.get(k)!r}" for k in differ[:8])
         more = f" (+{len(differ) - 8} more)" if len(differ) > 8 else ""
@@ -138,8 +138,11 @@ def config_for_resume(cfg: DictConfig, meta: dict[str, Any], overrides: list[str
     return merged
 
 
-def own_start(cfg: DictConfig, run: RunDir) -> Start | None:
-    """What a run directory that may already hold this config asks for, or None if it holds no run."""
+def own_start(cfg: DictConfig, run: RunDir, extend: bool = False) -> Start | None:
+    """What a run directory that may already hold this config asks for, or None if it holds no run.
+
+    `extend`: `resume=` may have raised total_steps, so its checkpoints match on everything but that.
+    """
     wanted = config_hash(cfg)
     if run.eval.exists():
         result = _read(run.eval, "evaluation")
@@ -155,7 +158,9 @@ def own_start(cfg: DictConfig, run: RunDir) -> Start | None:
     latest = run.latest_checkpoint()
     if latest is not None:
         meta = checkpoint.verify(latest)
-        if meta.get("config_hash") != wanted:
+        same = (config_hash(meta.get("config") or {}, lineage=True) == config_hash(cfg, lineage=True) if extend
+                else meta.get("config_hash") == wanted)
+        if not same:
             raise ConfigError(f"{run.root} holds checkpoints of a different config (hash {meta.get('config_hash')} "
                               f"vs {wanted}); choose another hydra.run.dir or pass resume= explicitly")
         return Start("resume", cfg, run, latest, meta)
@@ -173,6 +178,10 @@ def plan(cfg: DictConfig, out_dir: RunDir, overrides: list[str] | None = None, e
     meta = checkpoint.verify(source)
     cfg = config_for_resume(cfg, meta, overrides)
     src_run = source.run_dir
+    if source.stem == "model" and not src_run.is_finished() and (not explicit_dir or out_dir == src_run):
+        own = own_start(cfg, src_run, extend=True)  # stopped while evaluating: finish it
+        if own is not None and own.kind == "evaluate":
+            return own
     latest = src_run.latest_checkpoint()
     continuable = source.stem != "model" and source == latest and not src_run.is_finished()
     if not explicit_dir and continuable:
@@ -186,8 +195,8 @@ def plan(cfg: DictConfig, out_dir: RunDir, overrides: list[str] | None = None, e
             raise ConfigError(f"resume: {source.zip.name} is not the latest checkpoint of {src_run.root} ({newest} "
                               "is); continuing it in place would overwrite later ones. Set hydra.run.dir=NEW_DIR "
                               "to fork from it")
-        return own_start(cfg, out_dir) or Start("resume", cfg, out_dir, source, meta)
-    own = own_start(cfg, out_dir)
+        return own_start(cfg, out_dir, extend=True) or Start("resume", cfg, out_dir, source, meta)
+    own = own_start(cfg, out_dir, extend=True)
     if own is not None:  # the fork was started before: continue it
         return own
     if source.step >= int(cfg.total_steps):

@@ -20,6 +20,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from rlexp import artifacts
 from rlexp.builder import build
 from rlexp.config import config_hash, parse_seeds, to_container
+from rlexp.errors import ConfigError
 from rlexp.evaluate import EvaluationStopped, evaluate
 from rlexp.rundir import RunDir, meta_of
 from rlexp.status import Status, Summary
@@ -114,8 +115,9 @@ def _restore(model: BaseAlgorithm, start: resume.Start) -> None:
                     "empty buffer, updates from step %d", start.checkpoint.zip.name, model.learning_starts)
     if not info["exact"]:
         model.get_env().seed(int(start.cfg.seed) + step)  # new episodes, not a replay of the first ones
-        log.warning("resume: %s holds no env/random state; the continuation is not bitwise equal to an "
-                    "uninterrupted run", start.checkpoint.zip.name)
+        why = "holds weights only" if start.meta.get("checkpoint_unit") is None else "has no env state (subproc envs)"
+        log.warning("resume: %s %s; the envs start new episodes and the continuation is not bitwise equal to an "
+                    "uninterrupted run", start.checkpoint.zip.name, why)
 
 
 def _summary(status: Status, run_dir: RunDir, **fields: Any) -> Summary:
@@ -167,6 +169,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Summary:
             start = resume.plan(cfg, RunDir(run_dir), overrides, explicit_dir)  # again, now that we hold it
             if start.kind == "skip":
                 return _skipped(start)
+            if start.run_dir != run:  # what we locked finished meanwhile: the plan now points elsewhere
+                raise ConfigError(f"{run.root} changed while this command started (another process finished it); "
+                                  "run the command again")
             for path in run.remove_uncommitted():
                 log.info("removed %s (an interrupted checkpoint write)", path.name)
             if start.kind in ("fresh", "resume") and (start.kind == "fresh" or start.fork) and record_config:
@@ -220,6 +225,8 @@ def _run(start: resume.Start, stop: StopFlag) -> Summary:
         writer.write(run.model)
         steps_per_sec = writer.steps_per_sec()
     seeds = parse_seeds(cfg.eval.seeds, cfg.eval.n_episodes)
+    if not cfg.eval.deterministic:  # sampled actions: the same draws whether or not training ran in this process
+        torch.manual_seed(int(cfg.seed))
     try:
         result = evaluate(model, cfg, seeds, cfg.eval.deterministic, checkpoint=run.model, progress=bool(cfg.progress),
                           stop=lambda: (fault.before_eval_episode() if fault else None, stop.requested)[1])

@@ -1,0 +1,55 @@
+"""Checkpoint units in-process (no training): replay arrays round-trip exactly, config-only targets are checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rlexp
+from rlexp.config import check_recorded_targets, to_container
+from rlexp.errors import ConfigError
+from rlexp.training.checkpoint import read_replay, write_replay
+from rlexp.training.resume import config_for_resume
+
+
+def test_replay_round_trip_when_rows_equal_envs(tmp_path: Path) -> None:
+    """HER's per-env episode starts (n_envs,) are saved whole even when the buffer has n_envs rows."""
+    cfg = rlexp.compose("+experiment=ch05_her_reach", "n_envs=2", "algo.buffer_size=4", "algo.learning_starts=100")
+    model, fresh = rlexp.build(cfg), rlexp.build(cfg)
+    try:
+        buf = model.replay_buffer
+        assert buf.buffer_size == buf.n_envs == 2
+        rng = np.random.default_rng(0)
+        buf.observations["observation"][:1] = rng.standard_normal(buf.observations["observation"][:1].shape)
+        buf.actions[:1] = rng.uniform(-1, 1, buf.actions[:1].shape)
+        buf.pos, buf._current_ep_start[:] = 1, [1, 0]
+        write_replay(buf, tmp_path / "step_2.replay", 2)
+        assert read_replay(fresh.replay_buffer, tmp_path / "step_2.replay", 2) == 2
+        out = fresh.replay_buffer
+        assert out.pos == 1 and list(out._current_ep_start) == [1, 0]
+        assert np.array_equal(out.actions, buf.actions)
+        assert np.array_equal(out.observations["observation"], buf.observations["observation"])
+    finally:
+        model.get_env().close()
+        fresh.get_env().close()
+
+
+@pytest.mark.parametrize("target", ["stable_baselines3.common.save_util.load_from_pkl", "os.system",
+                                    "stable_baselines3.SAC.load", "gymnasium.utils.play.play"])
+def test_recorded_targets_must_be_classes_of_known_kinds(target: str) -> None:
+    with pytest.raises(ConfigError, match="refusing to build"):
+        check_recorded_targets({"env": {"_target_": target}}, "meta")
+    check_recorded_targets(to_container(rlexp.compose("+experiment=ch09_step2_critic_encoder")), "meta")
+
+
+def test_resume_compares_only_what_the_command_sets() -> None:
+    recorded = to_container(rlexp.compose("+experiment=ch05_her_reach", "algo.batch_size=32"))
+    meta = {"config": recorded}
+    same_env = rlexp.compose("env=reach", "resume=x")  # the run's env group again: accepted
+    assert config_for_resume(same_env, meta, ["env=reach", "resume=x"]).algo.batch_size == 32
+    with pytest.raises(ConfigError, match="algo.gamma"):
+        config_for_resume(rlexp.compose("algo.gamma=0.5"), meta, ["algo.gamma=0.5", "resume=x"])
+    extended = config_for_resume(rlexp.compose("total_steps=7"), meta, ["total_steps=7", "resume=x"])
+    assert extended.total_steps == 7 and extended.buffer.n_sampled_goal == 4
