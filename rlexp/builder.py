@@ -6,7 +6,7 @@ read the observation) run here, before any training, and fail with a ConfigError
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from hydra.utils import get_class, instantiate
@@ -17,8 +17,11 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from rlexp.components import current_target, with_current_target
-from rlexp.config import CONF_DIR, validate
+from rlexp.config import CONF_DIR
 from rlexp.errors import ConfigError, unwrap_config_errors
+
+if TYPE_CHECKING:
+    from rlexp.spec import RunSpec
 
 
 def _group_options(group: str) -> str:
@@ -152,12 +155,11 @@ def check_encoder(cfg: DictConfig, env: VecEnv) -> tuple[type, dict[str, Any]]:
     return enc_cls, kwargs
 
 
-def algo_kwargs(cfg: DictConfig, env: VecEnv) -> dict[str, Any]:
+def algo_kwargs(cfg: DictConfig, env: VecEnv, algo_cls: type[BaseAlgorithm]) -> dict[str, Any]:
     """Everything the algorithm constructor gets beyond conf/algo: env, seed, encoder, buffer.
 
     No TensorBoard path: training attaches its logger to the run directory itself (rlexp.training.train).
     """
-    algo_cls = algo_class(cfg)
     buffer_cls, buffer_kwargs = check_buffer(cfg, algo_cls, env)
     enc_cls, enc_kwargs = check_encoder(cfg, env)
     policy_kwargs = dict(cfg.algo.get("policy_kwargs") or {})
@@ -179,13 +181,18 @@ def algo_kwargs(cfg: DictConfig, env: VecEnv) -> dict[str, Any]:
     return kwargs
 
 
-def build(cfg: DictConfig) -> BaseAlgorithm:
-    """The SB3 model with its vectorised env and replay buffer, ready for `.learn`; nothing is trained."""
-    validate(cfg)
-    algo_class(cfg)
+def build(cfg: DictConfig | RunSpec) -> BaseAlgorithm:
+    """The SB3 model with its vectorised env and replay buffer, ready for `.learn`; nothing is trained.
+
+    Takes a RunSpec (validated) or a composed config (validated here, for notebooks and tests).
+    """
+    from rlexp.spec import RunSpec
+
+    spec = RunSpec.of(cfg)
+    cfg = spec.cfg
     env = make_train_env(cfg)
     try:
-        kwargs = algo_kwargs(cfg, env)
+        kwargs = algo_kwargs(cfg, env, spec.algo_cls)
         with unwrap_config_errors():  # e.g. a replay buffer that rejects the observation space
             return instantiate(with_current_target(cfg.algo), **kwargs, _convert_="all")
     except BaseException:

@@ -173,9 +173,10 @@ def evaluate(
     checkpoint: str | Path | None = None,
     progress: bool = False,
     stop: Callable[[], bool] | None = None,
+    config_hash: str | None = None,
 ) -> dict[str, Any]:
-    """The eval JSON (the book's ch3 schema plus time-to-success and the config hash)."""
-    from rlexp.config import config_hash
+    """The eval JSON (the book's ch3 schema plus time-to-success and the config hash, computed if not given)."""
+    from rlexp import config
 
     episodes = run_episodes(model, cfg, seeds, deterministic, progress, stop)
     return {
@@ -187,7 +188,7 @@ def evaluate(
         "n_episodes": len(seeds),
         "seeds": [int(s) for s in seeds],
         "deterministic": bool(deterministic),
-        "config_hash": config_hash(cfg),
+        "config_hash": config_hash or config.config_hash(cfg),
         "aggregate": aggregate(episodes),
         "per_episode": episodes,
         "versions": artifacts.versions(),

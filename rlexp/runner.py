@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from rlexp.config import validate
+from rlexp.spec import RunSpec
 from rlexp.status import Summary
 
 log = logging.getLogger("rlexp")
@@ -16,12 +16,12 @@ log = logging.getLogger("rlexp")
 def run_task(cfg: DictConfig, run_dir: Path) -> Summary:
     from rlexp import tasks
 
-    validate(cfg)
+    spec = RunSpec.of(cfg)
     task = tasks.get(cfg.task)
     if cfg.get("threads"):
         import torch
 
         torch.set_num_threads(int(cfg.threads))
-    summary = task.run(cfg, run_dir)
+    summary = task.run(spec, run_dir)
     log.info(task.summary_line(summary))
     return summary

@@ -22,6 +22,7 @@ from rlexp import artifacts
 from rlexp.components.envs import make_env_from_cfg, register_robotics
 from rlexp.errors import ConfigError
 from rlexp.evaluate import aggregate, run_episodes
+from rlexp.spec import RunSpec
 from rlexp.status import Status, Summary
 
 log = logging.getLogger("rlexp")
@@ -74,8 +75,9 @@ def render_frame(cfg: DictConfig, out: Path) -> dict[str, Any]:
     return {"path": str(out), "shape": list(frame.shape), "pixel_std": float(frame.std())}
 
 
-def proof_of_life(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def proof_of_life(spec: RunSpec, run_dir: Path) -> Summary:
     """Book ch1's four checks; the PPO smoke run is the ordinary training pipeline."""
+    cfg = spec.cfg
     from rlexp.training.train import train
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +92,7 @@ def proof_of_life(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     report["render"] = render_frame(cfg, run_dir / "smoke_frame.png")
     log.info("rendered frame: %s", report["render"]["path"])
     artifacts.write_json(run_dir / "proof_of_life.json", report)
-    summary = train(cfg, run_dir)
+    summary = train(spec, run_dir)
     report["smoke_run"] = dataclasses.asdict(summary)
     report["passed"] = summary.status == Status.DONE
     artifacts.write_json(run_dir / "proof_of_life.json", report)
@@ -159,8 +161,9 @@ def reward_check(env: gym.Env, cfg: DictConfig) -> dict[str, Any]:
             "n_checks": n_checks, "mismatches": mismatches}
 
 
-def env_anatomy(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def env_anatomy(spec: RunSpec, run_dir: Path) -> Summary:
     """Book ch2: describe.json, reward_check.json (status 'failed' -> non-zero exit), random_baseline.json."""
+    cfg = spec.cfg
     run_dir.mkdir(parents=True, exist_ok=True)
     env = make_env_from_cfg(cfg.env)  # as configured: wrappers must keep the reward invariant too
     try:
@@ -194,10 +197,10 @@ def env_anatomy_line(summary: Summary) -> str:
             f"artifacts: {summary.run_dir}")
 
 
-def train_task(cfg: DictConfig, run_dir: Path) -> Summary:
+def train_task(spec: RunSpec, run_dir: Path) -> Summary:
     from rlexp.training import train
 
-    return train.train(cfg, run_dir)
+    return train.train(spec, run_dir)
 
 
 def train_line(summary: Summary) -> str:
@@ -208,9 +211,9 @@ def train_line(summary: Summary) -> str:
 
 @dataclass(frozen=True)
 class Task:
-    """A task: run(cfg, run_dir) -> Summary (its status decides the exit code), and its summary line."""
+    """A task: run(spec, run_dir) -> Summary (its status decides the exit code), and its summary line."""
 
-    run: Callable[[DictConfig, Path], Summary]
+    run: Callable[[RunSpec, Path], Summary]
     summary_line: Callable[[Summary], str]
 
 

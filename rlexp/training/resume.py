@@ -25,6 +25,7 @@ from rlexp.components import current_target
 from rlexp.config import RUN_ONLY_KEYS, check_recorded_targets, config_hash, to_container
 from rlexp.errors import ConfigError
 from rlexp.rundir import Checkpoint, RunDir
+from rlexp.spec import RunSpec
 from rlexp.training import checkpoint
 
 # May differ between a checkpoint's recorded config and the command resuming it.
@@ -34,12 +35,16 @@ RESUME_MAY_CHANGE = ("total_steps", *RUN_ONLY_KEYS)
 @dataclass
 class Start:
     kind: str  # fresh | resume | evaluate | skip
-    cfg: DictConfig  # the config this run computes (a resumed run's own recorded one)
+    spec: RunSpec  # what this run computes (a resumed run's own recorded config)
     run_dir: RunDir  # where this run writes
     checkpoint: Checkpoint | None = None  # resume from this verified checkpoint ...
     meta: dict[str, Any] | None = None  # ... whose meta record this is
     fork: bool = False  # the checkpoint belongs to another run directory, which stays untouched
     finished: dict[str, Any] | None = None  # skip: the eval.json aggregate and meta of the finished run
+
+    @property
+    def cfg(self) -> DictConfig:
+        return self.spec.cfg
 
 
 def _read(path: Path, what: str) -> dict[str, Any]:
@@ -138,23 +143,23 @@ def config_for_resume(cfg: DictConfig, meta: dict[str, Any], overrides: list[str
     return merged
 
 
-def own_start(cfg: DictConfig, run: RunDir, extend: bool = False) -> Start | None:
+def own_start(spec: RunSpec, run: RunDir, extend: bool = False) -> Start | None:
     """What a run directory that may already hold this config asks for, or None if it holds no run.
 
     `extend`: `resume=` may have raised total_steps, so its checkpoints match on everything but that.
     """
-    wanted = config_hash(cfg)
+    cfg, wanted = spec.cfg, spec.hash
     if run.eval.exists():
         result = _read(run.eval, "evaluation")
         if result.get("config_hash") != wanted:
             raise ConfigError(f"{run.root} already holds a finished run of a different config (hash "
                               f"{result.get('config_hash')} vs {wanted}); choose another hydra.run.dir")
         meta = _read(run.meta, "meta record") if run.meta.exists() else {}
-        return Start("skip", cfg, run, finished={"eval": result, "meta": meta})
+        return Start("skip", spec, run, finished={"eval": result, "meta": meta})
     if run.model.exists():
         meta = _read(run.meta, "meta record") if run.meta.exists() else {}
         if meta.get("config_hash") == wanted and int(meta.get("total_steps") or 0) >= int(cfg.total_steps):
-            return Start("evaluate", cfg, run, meta=meta)
+            return Start("evaluate", spec, run, meta=meta)
     latest = run.latest_checkpoint()
     if latest is not None:
         meta = checkpoint.verify(latest)
@@ -163,23 +168,24 @@ def own_start(cfg: DictConfig, run: RunDir, extend: bool = False) -> Start | Non
         if not same:
             raise ConfigError(f"{run.root} holds checkpoints of a different config (hash {meta.get('config_hash')} "
                               f"vs {wanted}); choose another hydra.run.dir or pass resume= explicitly")
-        return Start("resume", cfg, run, latest, meta)
+        return Start("resume", spec, run, latest, meta)
     if run.model.exists():
         raise ConfigError(f"{run.root} holds a model.zip of a different config or step count; choose another "
                           "hydra.run.dir")
     return None
 
 
-def plan(cfg: DictConfig, out_dir: RunDir, overrides: list[str] | None = None, explicit_dir: bool = True) -> Start:
+def plan(spec: RunSpec, out_dir: RunDir, overrides: list[str] | None = None, explicit_dir: bool = True) -> Start:
     """Decide how this command starts. Reads only; raises ConfigError for anything it refuses."""
-    if not cfg.get("resume"):
-        return own_start(cfg, out_dir) or Start("fresh", cfg, out_dir)
-    source = find_checkpoint(cfg.resume)
+    if not spec.cfg.get("resume"):
+        return own_start(spec, out_dir) or Start("fresh", spec, out_dir)
+    source = find_checkpoint(spec.cfg.resume)
     meta = checkpoint.verify(source)
-    cfg = config_for_resume(cfg, meta, overrides)
+    spec = RunSpec.of(config_for_resume(spec.cfg, meta, overrides))
+    cfg = spec.cfg
     src_run = source.run_dir
     if source.stem == "model" and not src_run.is_finished() and (not explicit_dir or out_dir == src_run):
-        own = own_start(cfg, src_run, extend=True)  # stopped while evaluating: finish it
+        own = own_start(spec, src_run, extend=True)  # stopped while evaluating: finish it
         if own is not None and own.kind == "evaluate":
             return own
     latest = src_run.latest_checkpoint()
@@ -195,11 +201,11 @@ def plan(cfg: DictConfig, out_dir: RunDir, overrides: list[str] | None = None, e
             raise ConfigError(f"resume: {source.zip.name} is not the latest checkpoint of {src_run.root} ({newest} "
                               "is); continuing it in place would overwrite later ones. Set hydra.run.dir=NEW_DIR "
                               "to fork from it")
-        return own_start(cfg, out_dir, extend=True) or Start("resume", cfg, out_dir, source, meta)
-    own = own_start(cfg, out_dir, extend=True)
+        return own_start(spec, out_dir, extend=True) or Start("resume", spec, out_dir, source, meta)
+    own = own_start(spec, out_dir, extend=True)
     if own is not None:  # the fork was started before: continue it
         return own
     if source.step >= int(cfg.total_steps):
         raise ConfigError(f"resume: checkpoint is at step {source.step}, already >= total_steps {cfg.total_steps}; "
                           "raise total_steps to train further")
-    return Start("resume", cfg, out_dir, source, meta, fork=True)
+    return Start("resume", spec, out_dir, source, meta, fork=True)

@@ -19,10 +19,11 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from rlexp import artifacts
 from rlexp.builder import build
-from rlexp.config import config_hash, parse_seeds, to_container
+from rlexp.config import to_container
 from rlexp.errors import ConfigError
 from rlexp.evaluate import EvaluationStopped, evaluate
 from rlexp.rundir import RunDir, meta_of
+from rlexp.spec import RunSpec
 from rlexp.status import Status, Summary
 from rlexp.training import checkpoint, faults, resume, tblog
 from rlexp.training.callbacks import CheckpointCallback, ReplayDiagnosticsCallback, StopFlag
@@ -36,7 +37,7 @@ class MetaWriter:
     def __init__(self, start: resume.Start) -> None:
         self.cfg = start.cfg
         self.config = to_container(start.cfg)
-        self.hash = config_hash(start.cfg)
+        self.hash = start.spec.hash
         self.resumed_from = str(start.checkpoint.zip) if start.checkpoint else None
         self.forked_from = str(start.checkpoint.run_dir.root) if start.fork and start.checkpoint else None
         self.git = artifacts.git_state()
@@ -149,15 +150,16 @@ def _hydra_context() -> tuple[list[str] | None, bool, Callable[[RunDir, DictConf
     return list(hc.overrides.task), explicit, record
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> Summary:
+def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
     """Train to total_steps, then save model.zip/meta and eval.json into the run directory.
 
     Under run.py the command line's overrides and whether it set hydra.run.dir decide how `resume=`
     continues (rlexp.training.resume). Returns a summary dict; raises ConfigError on bad input before anything
     is written.
     """
+    spec = RunSpec.of(spec)
     overrides, explicit_dir, record_config = _hydra_context()
-    start = resume.plan(cfg, RunDir(run_dir), overrides, explicit_dir)
+    start = resume.plan(spec, RunDir(run_dir), overrides, explicit_dir)
     if start.kind == "skip":
         return _skipped(start)
     run = start.run_dir
@@ -166,7 +168,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Summary:
         return _summary(Status.BUSY, run, holder=lock.holder())
     try:
         with StopFlag() as stop:
-            start = resume.plan(cfg, RunDir(run_dir), overrides, explicit_dir)  # again, now that we hold it
+            start = resume.plan(spec, RunDir(run_dir), overrides, explicit_dir)  # again, now that we hold it
             if start.kind == "skip":
                 return _skipped(start)
             if start.run_dir != run:  # what we locked finished meanwhile: the plan now points elsewhere
@@ -198,7 +200,7 @@ def _run(start: resume.Start, stop: StopFlag) -> Summary:
         steps_per_sec = (start.meta or {}).get("steps_per_sec")
         log.info("%s holds model.zip at step %d without eval.json: evaluating it", run.root, model.num_timesteps)
     else:
-        model = build(cfg)
+        model = build(start.spec)
         if start.checkpoint is not None:
             _restore(model, start)
             log.info("resuming %s from step %d in %s", start.checkpoint.zip, model.num_timesteps, run.root)
@@ -224,12 +226,13 @@ def _run(start: resume.Start, stop: StopFlag) -> Summary:
         artifacts.atomic_write(run.model, lambda tmp: model.save(tmp))
         writer.write(run.model)
         steps_per_sec = writer.steps_per_sec()
-    seeds = parse_seeds(cfg.eval.seeds, cfg.eval.n_episodes)
+    seeds = list(start.spec.eval_seeds)
     if not cfg.eval.deterministic:  # sampled actions: the same draws whether or not training ran in this process
         torch.manual_seed(int(cfg.seed))
     try:
         result = evaluate(model, cfg, seeds, cfg.eval.deterministic, checkpoint=run.model, progress=bool(cfg.progress),
-                          stop=lambda: (fault.before_eval_episode() if fault else None, stop.requested)[1])
+                          stop=lambda: (fault.before_eval_episode() if fault else None, stop.requested)[1],
+                          config_hash=start.spec.hash)
     except EvaluationStopped:
         return _summary(Status.INTERRUPTED, run, step=int(model.num_timesteps), signal=stop.name, saved=True,
                         checkpoint=str(run.model), during="evaluation")
