@@ -184,7 +184,13 @@ def algo_kwargs(cfg: DictConfig, env: VecEnv, algo_cls: type[BaseAlgorithm]) -> 
 def build(cfg: DictConfig | RunSpec) -> BaseAlgorithm:
     """The SB3 model with its vectorised env and replay buffer, ready for `.learn`; nothing is trained.
 
-    Takes a RunSpec (validated) or a composed config (validated here, for notebooks and tests).
+    Args:
+        cfg: a RunSpec (already validated), or a composed config (validated here, for notebooks and tests).
+            `cfg.env` builds the VecEnv, `cfg.encoder` the features extractor (tried once on the real
+            observation space), `cfg.buffer` the replay buffer (checked against algo and env, and against
+            free RAM), `cfg.routing` who trains the encoder, `cfg.algo` the SB3 algorithm itself.
+
+    Raises ConfigError before allocating anything large when a piece cannot work with the others.
     """
     from rlexp.spec import RunSpec
 

@@ -175,7 +175,18 @@ def evaluate(
     stop: Callable[[], bool] | None = None,
     config_hash: str | None = None,
 ) -> dict[str, Any]:
-    """The eval JSON (the book's ch3 schema plus time-to-success and the config hash, computed if not given)."""
+    """The eval JSON: the book's ch3 schema plus time-to-success and the config hash.
+
+    Args:
+        model: the policy to act with (its `predict`); any SB3 algorithm.
+        cfg: the run's config; `cfg.env` builds the single evaluation env (no Monitor, same wrappers).
+        seeds: episode i is reset with seeds[i] (the book's protocol: 0..N-1).
+        deterministic: the policy's mean action (the book's default) or sampled actions.
+        checkpoint: the model file evaluated, recorded in the JSON.
+        progress: a tqdm bar over episodes.
+        stop: called before each episode; True raises EvaluationStopped (a signal arrived).
+        config_hash: the run's hash if the caller has it (RunSpec.hash), else computed from cfg.
+    """
     from rlexp import config
 
     episodes = run_episodes(model, cfg, seeds, deterministic, progress, stop)

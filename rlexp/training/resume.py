@@ -176,7 +176,14 @@ def own_start(spec: RunSpec, run: RunDir, extend: bool = False) -> Start | None:
 
 
 def plan(spec: RunSpec, out_dir: RunDir, overrides: list[str] | None = None, explicit_dir: bool = True) -> Start:
-    """Decide how this command starts. Reads only; raises ConfigError for anything it refuses."""
+    """Decide how this command starts. Reads only; raises ConfigError for anything it refuses.
+
+    Args:
+        spec: the command's validated config (its `resume` key names the checkpoint, if any).
+        out_dir: Hydra's run directory for this command.
+        overrides: the command line's overrides (None: the Python API; every key then counts as given).
+        explicit_dir: the command chose out_dir (hydra.run.dir, or a multirun job's directory).
+    """
     if not spec.cfg.get("resume"):
         return own_start(spec, out_dir) or Start("fresh", spec, out_dir)
     source = find_checkpoint(spec.cfg.resume)

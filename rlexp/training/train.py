@@ -153,9 +153,14 @@ def _hydra_context() -> tuple[list[str] | None, bool, Callable[[RunDir, DictConf
 def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
     """Train to total_steps, then save model.zip/meta and eval.json into the run directory.
 
-    Under run.py the command line's overrides and whether it set hydra.run.dir decide how `resume=`
-    continues (rlexp.training.resume). Returns a summary dict; raises ConfigError on bad input before anything
-    is written.
+    Args:
+        spec: the validated run (rlexp.spec.RunSpec); a composed config is validated into one.
+        run_dir: Hydra's output directory for this command. A resume in place writes into the checkpoint's
+            own run directory instead (rlexp.training.resume decides, from the command line's overrides and
+            whether it set hydra.run.dir).
+
+    Returns the Summary (status done/skipped/interrupted/busy). Raises ConfigError on bad input before
+    anything is written.
     """
     spec = RunSpec.of(spec)
     overrides, explicit_dir, record_config = _hydra_context()
