@@ -110,7 +110,7 @@ def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) 
 
     def run_of(task: int) -> Path:
         return sweep / (
-            "+experiment=ch03_ppo_reach_dense,algo.batch_size=64,algo.n_steps=64,checkpoint_freq=128,"
+            "+experiment=ch03_ppo_reach_dense,algo.batch_size=64,algo.n_steps=64,"
             f"diagnostics.freq=0,eval.n_episodes=2,n_envs=2,total_steps={(2048, 200000)[task]}"
         )
 

@@ -97,7 +97,7 @@ def test_kill_and_rerun_skips_finished_and_resumes_interrupted(tmp_path: Path) -
     assert proc.returncode == 3, out[-3000:]
     first, second = job_dir(sweep, 0), job_dir(sweep, 1)
     assert first.name == (
-        "+experiment=ch03_ppo_reach_dense,algo.batch_size=64,algo.n_steps=64,checkpoint_freq=128,"
+        "+experiment=ch03_ppo_reach_dense,algo.batch_size=64,algo.n_steps=64,"
         "diagnostics.freq=0,eval.n_episodes=2,n_envs=2,seed=0,total_steps=1536"
     )
     assert (first / "eval.json").exists() and not (second / "eval.json").exists()
