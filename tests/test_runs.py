@@ -65,6 +65,7 @@ def test_state_experiment_end_to_end(tmp_path: Path, name: str, env_id: str, alg
     extra = ON_POLICY if algo == "ppo" else OFF_POLICY
     proc = ok(run_py(f"+experiment={name}", *FAST, *extra, f"hydra.run.dir={tmp_path}"))
     assert "success" in proc.stderr + proc.stdout and str(tmp_path) in proc.stderr + proc.stdout
+    assert f"run directory  {tmp_path} (fresh)" in proc.stdout + proc.stderr  # the header, before training
     total = 4096 if algo == "ppo" else 1600
     meta = check_artifacts(tmp_path, env_id, algo, total)
     assert meta["her"] == ("her" in name)
@@ -125,3 +126,17 @@ def test_env_anatomy_fails_on_a_reward_mismatch(tmp_path: Path) -> None:
     assert "FAILED" in proc.stderr + proc.stdout
     check = read_json(tmp_path / "reward_check.json")
     assert not check["ok"] and check["mismatches"][0]["kind"] == "step_vs_compute_reward"
+
+
+def test_header_says_the_steps_actually_trained() -> None:
+    """PPO trains whole rollouts: total_steps=20000 with 8 envs x 1024 steps is 24,576 steps; the header says why."""
+    import rlexp
+    from rlexp.training.train import steps_trained
+
+    model = rlexp.build(rlexp.compose("+experiment=ch03_ppo_reach_dense"))
+    try:
+        assert steps_trained(model, 20_000) == (24_576, "20,000 asked: PPO trains whole rollouts of 1,024 steps x "
+                                                        "8 envs = 8,192")
+        assert steps_trained(model, 8_192) == (8_192, None)
+    finally:
+        model.get_env().close()

@@ -121,6 +121,47 @@ def _restore(model: BaseAlgorithm, start: resume.Start) -> None:
                     "uninterrupted run", start.checkpoint.zip.name, why)
 
 
+def steps_trained(model: BaseAlgorithm, total_steps: int) -> tuple[int, str | None]:
+    """The step count learn() will end at, and why it differs from total_steps (SB3 stops on whole rollouts)."""
+    n_envs = model.get_env().num_envs
+    if isinstance(model, OffPolicyAlgorithm):
+        chunk, why = n_envs, f"the {n_envs} envs step together"
+    else:
+        chunk = model.n_steps * n_envs
+        why = f"{type(model).__name__} trains whole rollouts of {model.n_steps:,} steps x {n_envs} envs = {chunk:,}"
+    start = model.num_timesteps
+    end = start + -(-(total_steps - start) // chunk) * chunk if total_steps > start else start
+    return end, (None if end == total_steps else f"{total_steps:,} asked: {why}")
+
+
+def _experiment() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.choices.get("experiment") if HydraConfig.initialized() else None
+
+
+def header(start: resume.Start, model: BaseAlgorithm) -> str:
+    """What this run is about to do, before the first step: where, what, how long, on what."""
+    cfg = start.cfg
+    end, why = steps_trained(model, int(cfg.total_steps))
+    begin = (f"resumed from {start.checkpoint.zip} at step {model.num_timesteps:,}" if start.checkpoint
+             else "fresh") + (f", a fork of {start.checkpoint.run_dir.root}" if start.fork else "")
+    buf = getattr(model, "replay_buffer", None)
+    storage = type(buf).__name__ if buf is not None else "rollout buffer"
+    experiment = _experiment()
+    ckpts = f"every {cfg.checkpoint_freq:,} steps and on a stop" if cfg.checkpoint_freq else "on a stop only"
+    return "\n".join([
+        f"run directory  {start.run_dir.root} ({begin})",
+        f"what           {type(model).__name__} + {storage} on {cfg.env.id} x {model.get_env().num_envs} envs"
+        + (f" (+experiment={experiment})" if experiment else "") + f", config hash {start.spec.hash}",
+        f"steps          {end:,}" + (f" ({why})" if why else ""),
+        f"device         {model.device} (torch threads: {torch.get_num_threads()}); seed {cfg.seed}; final eval "
+        f"{len(start.spec.eval_seeds)} episodes",
+        f"checkpoints    {ckpts}",
+        f"tensorboard    {f'tensorboard --logdir {start.run_dir.tb}' if cfg.tensorboard else 'off'}",
+    ])
+
+
 def _summary(status: Status, run_dir: RunDir, **fields: Any) -> Summary:
     return Summary(status, str(run_dir.root), **fields)
 
@@ -210,6 +251,7 @@ def _run(start: resume.Start, stop: StopFlag) -> Summary:
             _restore(model, start)
             log.info("resuming %s from step %d in %s", start.checkpoint.zip, model.num_timesteps, run.root)
         _attach_tensorboard(model, start)
+        log.info("%s", header(start, model))
         writer = MetaWriter(start)
         writer.model, writer.steps0 = model, model.num_timesteps
         ckpt = CheckpointCallback(run, cfg.checkpoint_freq, writer.write, stop,
