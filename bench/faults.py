@@ -98,7 +98,8 @@ def one(algo: str, fault: str, out: Path, reference: Path) -> Trial:
     trial.attempts = 1
     text = proc.stdout + proc.stderr
     if fault.startswith("SIGTERM"):
-        stopped = _after(text, "interrupted by SIGTERM at step ")
+        # A stop during the last rollout (PPO) lands in the final evaluation: model.zip is saved at the end.
+        stopped = _after(text, "interrupted by SIGTERM at step ") or _after(text, "is saved at step ")
         if proc.returncode == 3 and stopped is not None:
             trial.waited = stopped - trigger
         else:
@@ -109,7 +110,8 @@ def one(algo: str, fault: str, out: Path, reference: Path) -> Trial:
         proc = run(args, run_dir)
         trial.attempts += 1
         text = proc.stdout + proc.stderr
-        if trial.attempts == 2:  # the first re-run says where it resumed from (no line: it started over)
+        if trial.attempts == 2 and "without eval.json: evaluating it" not in text:
+            # the first re-run says where it resumed from (no line: it started over)
             trial.redone = max(0, trigger - (_after(text, "from step ") or 0))
         if proc.returncode == 0:
             break
@@ -183,9 +185,11 @@ def main() -> None:
         "step, SIGKILL at an env step or in the middle of a checkpoint write; the same command is then re-run "
         "until the run finishes. *Equal*: final weights, optimizer states and all eval episodes bitwise equal "
         "to the uninterrupted reference. *Redone*: steps trained again (fault step minus the step resumed "
-        "from), mean / max. *Waited*: SIGTERM only, steps from the signal to the checkpoint it saved (an "
-        "off-policy run finishes the current step; PPO the rollout in progress). Tiny runs: 2 envs, "
-        "checkpoints every 512 (PPO), 400 (SAC), 100 (pixel) steps.\n\n"
+        "from), mean / max. *Waited*: SIGTERM only, steps from the signal to the checkpoint it saved: an "
+        "off-policy run finishes the current step, PPO the rollout in progress (a signal in PPO's last rollout "
+        "is taken when training ends: model.zip is saved and the re-run only evaluates); a fault `inside a "
+        "gradient step` set before learning_starts fires at the first update, which shows as waiting. Tiny "
+        "runs: 2 envs, checkpoints every 512 (PPO), 400 (SAC), 100 (pixel) steps.\n\n"
         "| algo | fault | runs | completed | equal | JSON valid | redone (steps) | waited (steps) | disk (MB, max) |\n"
         "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
         + (f"\nNot equal or not completed: {[(t.algo, t.fault, t.notes) for t in failures]}\n" if failures else "")
