@@ -164,15 +164,21 @@ class RunLock:
             text = ""
         return text or "another process"
 
-    def acquire(self) -> bool:
-        """True if this process now holds the lock; False if another live process does."""
+    def acquire(self, shared: bool = False) -> bool:
+        """True if this process now holds the lock; False if another live process does.
+
+        `shared`: a reader's lock (a fork copying from this run): it excludes a trainer, not other readers.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return False
+        if shared:
+            self._fd = fd
+            return True
         since = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {since}\n".encode())

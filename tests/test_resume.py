@@ -69,6 +69,18 @@ def test_resume_from_an_older_checkpoint_is_a_fork(finished: Path, tmp_path: Pat
     assert "no replay buffer" in proc.stdout + proc.stderr
 
 
+def test_fork_from_a_run_in_use_is_refused(finished: Path, tmp_path: Path) -> None:
+    """A fork reads the source's replay buffer, which its own trainer may be pruning: refused while it trains."""
+    holder = RunDir(finished).lock()
+    assert holder.acquire()
+    try:
+        proc = run_py(f"resume={finished}/checkpoints/step_400.zip", "total_steps=600",
+                      f"hydra.run.dir={tmp_path / 'fork'}", "progress=false")
+    finally:
+        holder.release()
+    assert proc.returncode == 2 and "is in use: running in pid" in proc.stderr, proc.stderr[-2000:]
+
+
 def test_resume_in_place_refuses_an_old_checkpoint(finished: Path) -> None:
     before = snapshot(finished)
     proc = run_py(f"resume={finished}/checkpoints/step_200.zip", f"hydra.run.dir={finished}")

@@ -105,7 +105,14 @@ def _attach_tensorboard(model: BaseAlgorithm, start: resume.Start) -> None:
 
 def _restore(model: BaseAlgorithm, start: resume.Start) -> None:
     assert start.checkpoint is not None and start.meta is not None
-    info = checkpoint.restore(model, start.checkpoint, start.meta)
+    source = start.checkpoint.run_dir.lock()
+    if start.fork and not source.acquire(shared=True):  # its trainer could prune the replay we read
+        raise ConfigError(f"resume: {start.checkpoint.run_dir.root} is in use: running in {source.holder()}; "
+                          "fork from it once it stops")
+    try:
+        info = checkpoint.restore(model, start.checkpoint, start.meta)
+    finally:
+        source.release()
     step = model.num_timesteps
     if info["replay_transitions"] is not None:
         log.info("resume: replay buffer restored (%d transitions)", info["replay_transitions"])
