@@ -84,7 +84,7 @@ def same_final(a: Path, b: Path) -> bool:
 def _after(text: str, marker: str) -> int | None:
     for line in text.splitlines():
         if marker in line:
-            return int(line.split(marker, 1)[1].split()[0].strip(":,"))
+            return int(line.split(marker, 1)[1].split()[0].strip(":,."))
     return None
 
 
