@@ -53,3 +53,36 @@ def test_resume_compares_only_what_the_command_sets() -> None:
         config_for_resume(rlexp.compose("algo.gamma=0.5"), meta, ["algo.gamma=0.5", "resume=x"])
     extended = config_for_resume(rlexp.compose("total_steps=7"), meta, ["total_steps=7", "resume=x"])
     assert extended.total_steps == 7 and extended.buffer.n_sampled_goal == 4
+
+
+def test_env_state_round_trip_includes_wrapper_spaces_and_warns_on_unsaved_attributes(caplog) -> None:  # noqa: ANN001
+    """A wrapper with its own action space (RescaleAction) gets its RNG saved; an attribute that cannot be
+    saved is named in a warning instead of being dropped silently."""
+    import gymnasium as gym
+
+    from rlexp.components.envs import register_robotics
+    from rlexp.training.checkpoint import _Arrays, env_state, set_env_state
+
+    class Opaque(gym.Wrapper):
+        def __init__(self, env: gym.Env) -> None:
+            super().__init__(env)
+            self.thing = object()
+
+    def make() -> gym.Env:
+        register_robotics()
+        return Opaque(gym.wrappers.RescaleAction(gym.make("FetchReach-v4"), -0.5, 0.5))
+
+    a, b = make(), make()
+    a.reset(seed=1)
+    a.action_space.seed(3)
+    a.action_space.sample()
+    arrays = _Arrays()
+    with caplog.at_level("WARNING", logger="rlexp"):
+        state = env_state(a, arrays)
+    assert "Opaque.thing" in caplog.text
+    b.reset(seed=2)
+    set_env_state(b, state, arrays)
+    assert np.array_equal(a.action_space.sample(), b.action_space.sample())
+    action = a.action_space.sample()
+    b.action_space.sample()
+    assert np.array_equal(a.step(action)[0]["observation"], b.step(action)[0]["observation"])

@@ -188,6 +188,18 @@ def _mj_fields(data: Any) -> list[str]:
             and isinstance(getattr(data, n, None), np.ndarray)]
 
 
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_unsaved(layer: gym.Env, name: str, value: Any) -> None:
+    """A wrapper attribute that is neither plain data, arrays nor a generator: say once that it is not saved."""
+    key = (type(layer).__name__, name)
+    if key not in _WARNED and not callable(value):
+        _WARNED.add(key)
+        log.warning("checkpoint: %s.%s (%s) is not saved; if it changes during an episode, a resumed run can "
+                    "differ from an uninterrupted one", key[0], name, type(value).__name__)
+
+
 def env_state(env: gym.Env, arrays: _Arrays) -> dict[str, Any]:
     """Everything an env (with its wrappers) needs to continue the episode in progress exactly."""
     layers = []
@@ -199,7 +211,11 @@ def env_state(env: gym.Env, arrays: _Arrays) -> dict[str, Any]:
             ok, enc = _encode(value, arrays)
             if ok:
                 attrs[name] = enc
-        layers.append({"class": type(layer).__name__, "attrs": attrs})
+            elif isinstance(layer, gym.Wrapper):
+                _warn_unsaved(layer, name, value)
+        own_spaces = {k: _space_rngs(getattr(layer, k)) for k in ("_action_space", "_observation_space")
+                      if isinstance(layer, gym.Wrapper) and getattr(layer, k, None) is not None}
+        layers.append({"class": type(layer).__name__, "attrs": attrs, "spaces": own_spaces})
     base = env.unwrapped
     out: dict[str, Any] = {"layers": layers, "spaces": {"action": _space_rngs(base.action_space),
                                                         "observation": _space_rngs(base.observation_space)}}
@@ -220,6 +236,8 @@ def set_env_state(env: gym.Env, state: dict[str, Any], arrays: _Arrays) -> None:
     for layer, saved_layer in zip(chain, state["layers"], strict=True):
         for name, enc in saved_layer["attrs"].items():
             setattr(layer, name, _decode(enc, arrays))
+        for name, rngs in saved_layer.get("spaces", {}).items():  # a wrapper's own (rescaled) spaces
+            _set_space_rngs(getattr(layer, name), rngs)
     base = env.unwrapped
     _set_space_rngs(base.action_space, state["spaces"]["action"])
     _set_space_rngs(base.observation_space, state["spaces"]["observation"])
