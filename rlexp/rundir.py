@@ -41,6 +41,14 @@ def meta_of(zip_path: Path) -> Path:
     return zip_path.parent / (zip_path.name[: -len(".zip")] + ".meta.json")
 
 
+def remove(path: Path) -> None:
+    """A file or a folder (a replay buffer), if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """The files of one checkpoint unit; it exists only once its meta file (written last) does."""
@@ -136,7 +144,7 @@ class RunDir:
             m = _STEP_PART.match(path.name)
             orphan = m is not None and int(m.group(1)) not in committed
             if path.name.startswith(".") or orphan:
-                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+                remove(path)
                 removed.append(path)
         return removed
 

@@ -35,7 +35,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from rlexp import artifacts
 from rlexp.errors import ConfigError
-from rlexp.rundir import Checkpoint
+from rlexp.rundir import Checkpoint, remove
 
 log = logging.getLogger("rlexp")
 FORMAT = 1
@@ -320,6 +320,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _part(path: Path) -> dict[str, Any]:
+    """A part's record in a manifest: what verification compares the file against."""
+    return {"name": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def _check_part(path: Path, record: dict[str, Any], manifest: str) -> None:
+    if not path.exists() or path.stat().st_size != record["bytes"] or _sha256(path) != record["sha256"]:
+        raise CheckpointError(f"{path} is missing or corrupted (size or sha256 differ from {manifest})")
+
+
 def write_replay(buf: Any, target: Path, step: int) -> dict[str, Any]:
     """Write the buffer into directory `target` through a temp directory; return its manifest."""
     arrays, n = _buffer_arrays(buf)
@@ -330,7 +340,7 @@ def write_replay(buf: Any, target: Path, step: int) -> dict[str, Any]:
             path = tmp / f"{name}.npy"
             np.save(path, np.ascontiguousarray(arr), allow_pickle=False)
             artifacts.fsync(path)
-            files[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+            files[path.name] = _part(path)
         infos = None
         if getattr(buf, "copy_info_dict", False) and hasattr(buf, "infos"):
             infos = json.loads(json.dumps(buf.infos[:n].tolist(), default=lambda o: o.item()
@@ -358,10 +368,8 @@ def verify_replay(source: Path, step: int, replay_json_sha256: str | None = None
     meta = artifacts.read_json(source / "replay.json")
     if meta.get("step") != step:
         raise CheckpointError(f"{source} holds the replay of step {meta.get('step')}, not {step}")
-    for fname, info in meta["files"].items():
-        path = source / fname
-        if not path.exists() or path.stat().st_size != info["bytes"] or _sha256(path) != info["sha256"]:
-            raise CheckpointError(f"{path} is missing or corrupted (size or sha256 differ from replay.json)")
+    for fname, record in meta["files"].items():
+        _check_part(source / fname, record, "replay.json")
     return meta
 
 
@@ -400,12 +408,7 @@ def read_replay(buf: Any, source: Path, step: int, verified: dict[str, Any] | No
 
 
 # ------------------------------------------------------------------------------------ the whole unit
-def _part(path: Path) -> dict[str, Any]:
-    return {"name": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}
-
-
-def save(model: BaseAlgorithm, ckpt: Checkpoint, write_meta: Callable[[Path, dict[str, Any]], None],
-         with_replay: bool = True) -> dict[str, Any]:
+def save(model: BaseAlgorithm, ckpt: Checkpoint, write_meta: Callable[[Path, dict[str, Any]], None]) -> dict[str, Any]:
     """Write every part, then the meta file that commits the unit. On failure nothing of this step
     stays behind (the previous checkpoint is untouched) and the exception propagates."""
     step = int(model.num_timesteps)
@@ -425,15 +428,12 @@ def save(model: BaseAlgorithm, ckpt: Checkpoint, write_meta: Callable[[Path, dic
         manifest: dict[str, Any] = {"format": FORMAT, "step": step, "zip": _part(ckpt.zip),
                                     "state": _part(ckpt.state), "replay": None}
         buf = getattr(model, "replay_buffer", None)
-        if isinstance(model, OffPolicyAlgorithm) and buf is not None and with_replay:
+        if isinstance(model, OffPolicyAlgorithm) and buf is not None:
             manifest["replay"] = {"name": ckpt.replay.name, **write_replay(buf, ckpt.replay, step)}
         write_meta(ckpt.zip, {"checkpoint": str(ckpt.zip), "total_steps_done": step, "checkpoint_unit": manifest})
     except BaseException:
         for part in ckpt.parts():
-            if part.is_dir():
-                shutil.rmtree(part, ignore_errors=True)
-            else:
-                part.unlink(missing_ok=True)
+            remove(part)
         raise
     return manifest
 
@@ -470,9 +470,7 @@ def _verify(ckpt: Checkpoint) -> dict[str, Any]:
     if unit.get("step") != ckpt.step or meta.get("total_steps") != ckpt.step:
         raise CheckpointError(f"{ckpt.meta} describes step {unit.get('step')}, not {ckpt.step}")
     for key in ("zip", "state"):
-        path = ckpt.dir / unit[key]["name"]
-        if not path.exists() or path.stat().st_size != unit[key]["bytes"] or _sha256(path) != unit[key]["sha256"]:
-            raise CheckpointError(f"{path} is missing or corrupted (size or sha256 differ from {ckpt.meta.name})")
+        _check_part(ckpt.dir / unit[key]["name"], unit[key], ckpt.meta.name)
     if unit.get("replay") and ckpt.replay.exists():  # pruned (older checkpoints): resumable without a buffer
         verify_replay(ckpt.replay, ckpt.step, unit["replay"].get("sha256_replay_json"))
     return meta
