@@ -1,40 +1,9 @@
-"""rlexp entry point: `python run.py +experiment=NAME [overrides]` (add -m for sweeps)."""
+"""rlexp entry point in a checkout: `python run.py +experiment=NAME [overrides]` (add -m for sweeps).
 
-from __future__ import annotations
+The same app as the installed `rlexp-train` command (rlexp/app.py); configs live in rlexp/conf/.
+"""
 
-import logging
-import sys
-from pathlib import Path
-
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
-
-import rlexp  # noqa: F401  - sets MUJOCO_GL before any env is created
-from rlexp.errors import ConfigError
-from rlexp.status import Exit, Summary
-
-log = logging.getLogger("rlexp")
-
-
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> Summary:
-    from rlexp.runner import run_task
-
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        summary = run_task(cfg, run_dir)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(Exit.BAD_INPUT)
-    code = summary.status.exit_code
-    if code == Exit.BUSY and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return summary  # a sweep goes on with its other jobs; a single command says it did not run
-    if code != Exit.OK:
-        sys.exit(code)
-    return summary
-
+from rlexp.app import main
 
 if __name__ == "__main__":
     main()

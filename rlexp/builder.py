@@ -38,7 +38,7 @@ def resolve_class(node: DictConfig, group: str) -> type | None:
     except Exception as exc:  # hydra wraps ImportError/AttributeError in its own types
         raise ConfigError(
             f"{group}._target_={target!r} cannot be imported ({exc.__class__.__name__}). "
-            f"Presets in conf/{group}/: {_group_options(group)}"
+            f"Presets in rlexp/conf/{group}/: {_group_options(group)}"
         ) from None
 
 
@@ -156,7 +156,7 @@ def check_encoder(cfg: DictConfig, env: VecEnv) -> tuple[type, dict[str, Any]]:
 
 
 def algo_kwargs(cfg: DictConfig, env: VecEnv, algo_cls: type[BaseAlgorithm]) -> dict[str, Any]:
-    """Everything the algorithm constructor gets beyond conf/algo: env, seed, encoder, buffer.
+    """Everything the algorithm constructor gets beyond rlexp/conf/algo: env, seed, encoder, buffer.
 
     No TensorBoard path: training attaches its logger to the run directory itself (rlexp.training.train).
     """

@@ -11,19 +11,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlexp.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 # The one list of run-only keys: they change how a run is executed or shown, not which experiment it is
 # (device and threads may change float results; the others change nothing). Left out of the config hash,
-# of the analysis grouping and of Hydra's multirun directory names (conf/config.yaml repeats it for Hydra;
+# of the analysis grouping and of Hydra's multirun directory names (rlexp/conf/config.yaml repeats it for Hydra;
 # tests/test_configs.py keeps the two equal). `diagnostics` is not here: its sampling draws from NumPy's RNG.
 RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "checkpoint_replay", "tensorboard")
 HASH_EXCLUDE = (*RUN_ONLY_KEYS, "hydra")
-# The options of the conf/task/ group; rlexp.tasks.REGISTRY implements each one (tests keep them equal).
+# The options of the rlexp/conf/task/ group; rlexp.tasks.REGISTRY implements each one (tests keep them equal).
 TASKS = tuple(sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml")))
 
 
 def compose(*overrides: str) -> DictConfig:
-    """Compose conf/config.yaml with overrides, as `python run.py OVERRIDES` would."""
+    """Compose rlexp/conf/config.yaml with overrides, as `python run.py OVERRIDES` would."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

@@ -1,8 +1,8 @@
 """What run.py can do with a composed config: the task registry, and the book's first two chapters.
 
-`conf/task/NAME.yaml` selects a task (`task=NAME`) and holds the settings only that task reads; REGISTRY maps
+`rlexp/conf/task/NAME.yaml` selects a task (`task=NAME`) and holds the settings only that task reads; REGISTRY maps
 NAME to the function that runs it and the one-line summary printed at the end. A new task is a function
-registered here plus a YAML in conf/task/ (tests keep the two sets equal).
+registered here plus a YAML in rlexp/conf/task/ (tests keep the two sets equal).
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def test_bad_input_on_the_command_line(tmp_path: Path, overrides: list[str], cod
 
 @pytest.mark.parametrize("override,group", [("task=fly", "task"), ("routing=both", "routing")])
 def test_unknown_group_option_lists_the_options(override: str, group: str) -> None:
-    """Hydra's own message, as for algo=nope on the command line (exit 1): the options in conf/GROUP/."""
+    """Hydra's own message, as for algo=nope on the command line (exit 1): the options in rlexp/conf/GROUP/."""
     from hydra.errors import MissingConfigException
 
     with pytest.raises(MissingConfigException, match=f"Available options in '{group}'"):

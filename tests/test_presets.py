@@ -1,6 +1,6 @@
-"""Every preset in conf/ composes and builds: each option of each group, in a valid combination, untrained.
+"""Every preset in rlexp/conf/ composes and builds: each option of each group, in a valid combination, untrained.
 
-Options are discovered from the files, so a new YAML in conf/algo, env, encoder, buffer, routing or task is
+Options are discovered from the files, so a new YAML in rlexp/conf/algo, env, encoder, buffer, routing or task is
 covered without touching this file; NEEDS lists what an option needs besides the group defaults.
 """
 
@@ -13,7 +13,7 @@ from rlexp.config import CONF_DIR
 
 GROUPS = ("algo", "env", "encoder", "buffer", "routing", "task")
 PIXELS = ["env=push_pixels"]
-# (group, option) -> overrides that make a valid combination with it (everything else: conf/config.yaml).
+# (group, option) -> overrides that make a valid combination with it (everything else: rlexp/conf/config.yaml).
 NEEDS: dict[tuple[str, str], list[str]] = {
     ("encoder", "flatten"): ["env.id=Pendulum-v1", "algo.policy=MlpPolicy"],  # a Box observation
     ("encoder", "nature_cnn"): [*PIXELS, "algo.policy=CnnPolicy", "env.pixels.goal_mode=none",  # one image Box

@@ -134,7 +134,7 @@ def test_launcher_names_pick_rlexp_launchers(name: str) -> None:
     """The plugin's own names must not fall back to its stock launchers (no requeue-with-resume, no bound)."""
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(ROOT / "rlexp" / "conf"), version_base="1.3"):
         cfg = compose("config", [f"hydra/launcher={name}"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
     kind = "Local" if "local" in name else "Slurm"

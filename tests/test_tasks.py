@@ -1,4 +1,4 @@
-"""Tasks and routing are config groups: their options in conf/ match the code that runs them."""
+"""Tasks and routing are config groups: their options in rlexp/conf/ match the code that runs them."""
 
 from __future__ import annotations
 

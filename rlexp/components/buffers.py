@@ -1,4 +1,4 @@
-"""Replay buffers of the `buffer` group (conf/buffer/): HER for stacked pixels, DrQ augmentation.
+"""Replay buffers of the `buffer` group (rlexp/conf/buffer/): HER for stacked pixels, DrQ augmentation.
 
 DrQ random-shift augmentation is applied when a batch is sampled (never to what is stored). With HER the batch
 is relabelled (new goals, recomputed rewards) first and augmented after; only the image key changes, so rewards

@@ -1,4 +1,4 @@
-"""Environments of the `env` group: the factories every `conf/env/*.yaml` targets, and the pixel wrapper.
+"""Environments of the `env` group: the factories every `rlexp/conf/env/*.yaml` targets, and the pixel wrapper.
 
 Pixel observations for Fetch (PixelObservation: rendered frames, stacked, plus proprioception and the goal
 vectors HER needs) are configured through `env.pixels`; make_env wraps every env with it, so training and

@@ -1,7 +1,7 @@
-"""Which loss trains the pixel encoder: one config choice, the `routing` group (conf/routing/), three options.
+"""Which loss trains the pixel encoder: one config choice, the `routing` group (rlexp/conf/routing/), three options.
 
-`routing=actor|separate|critic` selects conf/routing/NAME.yaml, which sets `cfg.routing` to NAME; the default
-option (conf/routing/default.yaml) sets it to null and leaves SB3's choice. routing_kwargs reads that value.
+`routing=actor|separate|critic` selects rlexp/conf/routing/NAME.yaml, which sets `cfg.routing` to NAME; the default
+option (rlexp/conf/routing/default.yaml) sets it to null and leaves SB3's choice. routing_kwargs reads that value.
 
 - actor:    SB3 share_features_extractor=True. One encoder, in the actor optimizer; the critic sees it
             without gradient, so the encoder learns only from the policy loss.
@@ -23,7 +23,7 @@ from stable_baselines3.sac.policies import Actor, MultiInputPolicy, SACPolicy
 
 from rlexp.errors import ConfigError
 
-ROUTINGS = ("actor", "separate", "critic")  # = conf/routing/*.yaml but default.yaml (tests keep them equal)
+ROUTINGS = ("actor", "separate", "critic")  # = rlexp/conf/routing/*.yaml but default.yaml (tests keep them equal)
 
 
 class DetachedEncoderActor(Actor):
