@@ -122,6 +122,7 @@ class _Sweep:
         root.mkdir(parents=True, exist_ok=True)
         if self.config.hydra.sweep.get("mode") is not None:
             os.chmod(root, mode=int(str(self.config.hydra.sweep.mode), 8))
+        self.sweep_root = str(root.resolve())  # travels with the pickled launcher to the jobs
         return SweepDir(root)
 
     def _plan(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[PlannedJob]:
@@ -240,7 +241,7 @@ class _JobSide:
 
         assert self.config is not None
         env_id = submitit.JobEnvironment().job_id
-        sweep = SweepDir(str(self.config.hydra.sweep.dir))
+        sweep = SweepDir(self.sweep_root)  # type: ignore[attr-defined]  # set by launch()
         plan = sweep.read_plan()
         subdir = next((j.subdir for j in plan[0] if j.num == job_num), None) if plan else None
         _record(sweep, JobEvent(num=job_num, event="started", subdir=subdir, job_id=env_id))
