@@ -5,7 +5,8 @@ Works while the sweep runs, after it ended, and for a SLURM array whose launchin
 `DIR/.rlexp/` (rlexp/sweepdir.py, written by our launchers and the jobs), and in each run directory the lock
 (who trains there, since when), checkpoints, eval.json and logs (rlexp/rundir.py). A job is
 
-    done         eval.json exists (success rate, return; "resumed" if it continued from a checkpoint)
+    done         eval.json exists (success rate, return; "resumed" if it continued from a checkpoint), or the
+                 job recorded that it ended well (a task that writes no eval.json)
     running      its run directory's lock is held (host, pid, since when, step reached), or it has started
                  and its process is alive (before it takes the lock)
     interrupted  stopped with a checkpoint (or a trained model without evaluation): the same command resumes it
@@ -200,6 +201,10 @@ def job_state(sweep: SweepDir | None, run: RunDir, num: int | None = None, subdi
         js.resumed = bool((_read_json(run.meta) or {}).get("resumed_from"))
         ret = f"  return {js.return_mean:.2f}" if js.return_mean is not None else ""
         js.detail = f"success {percent(js.success_rate)}{ret}" + ("  (resumed)" if js.resumed else "")
+        return js
+    if event is not None and event.event in ("done", "skipped"):  # a job without eval.json (not a training task)
+        js.state, js.success_rate, js.return_mean = "done", event.success_rate, event.return_mean
+        js.detail = f"success {percent(js.success_rate)}" if js.success_rate is not None else ""
         return js
     if not run.root.is_dir():
         js.detail = f"SLURM {queued.lower()}" if queued else ""
