@@ -19,6 +19,7 @@ unpickle rlexp. Their configs (`hydra/launcher=sequential|local|slurm|submitit_*
 
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Sequence
@@ -127,28 +128,42 @@ class _Sweep:
 
     def _plan(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[PlannedJob]:
         """The jobs with the run directory each will write to (hydra.sweep.subdir resolved per job)."""
+        return [PlannedJob(num=initial_job_idx + i, subdir=self._subdir(list(o), initial_job_idx + i),
+                           overrides=list(o)) for i, o in enumerate(job_overrides)]
+
+    def _subdir(self, overrides: list[str], idx: int) -> str | None:
+        """Job idx's `hydra.sweep.subdir`. A subdir made of `hydra.job.*` keys only (the default, and rlexp's
+        `${hydra.job.override_dirname}`) is resolved as Hydra will, from the overrides alone (~1 ms); anything
+        else composes the job's config (~0.3 s a job). None if it cannot be resolved (the job will say why)."""
+        from hydra._internal.config_loader_impl import get_overrides_dirname
         from hydra.core.hydra_config import HydraConfig
+        from hydra.core.override_parser.overrides_parser import OverridesParser
 
         assert self.config is not None and self.hydra_context is not None
+        raw = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")
+        if isinstance(raw, str) and all(r.startswith("hydra.job.") for r in re.findall(r"\$\{([^}]*)\}", raw)):
+            try:
+                job = OmegaConf.to_container(self.config.hydra.job, resolve=False)
+                od = self.config.hydra.job.config.override_dirname
+                parsed = [o for o in OverridesParser.create().parse_overrides(overrides) if not o.is_hydra_override()]
+                job.update(num=idx, id=f"job_id_for_{idx}", override_dirname=get_overrides_dirname(
+                    overrides=parsed, exclude_keys=list(od.exclude_keys), item_sep=od.item_sep, kv_sep=od.kv_sep))
+                return str(OmegaConf.create({"hydra": {"job": job, "sweep": {"subdir": raw}}}).hydra.sweep.subdir)
+            except Exception as exc:  # an interpolation outside hydra.job: compose below
+                log.debug("job #%d: subdir from the overrides failed: %s", idx, exc)
         saved = HydraConfig.instance().cfg
-        jobs = []
         try:
-            for i, overrides in enumerate(job_overrides):
-                idx = initial_job_idx + i
-                subdir = None
-                try:
-                    cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-                    with open_dict(cfg.hydra.job):
-                        cfg.hydra.job.num, cfg.hydra.job.id = idx, f"job_id_for_{idx}"
-                    HydraConfig.instance().set_config(cfg)
-                    subdir = str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
-                except Exception as exc:  # the job itself will report it; the plan just lacks its directory
-                    log.debug("job #%d: no run directory name: %s", idx, exc)
-                jobs.append(PlannedJob(num=idx, subdir=subdir, overrides=list(overrides)))
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+            with open_dict(cfg.hydra.job):
+                cfg.hydra.job.num, cfg.hydra.job.id = idx, f"job_id_for_{idx}"
+            HydraConfig.instance().set_config(cfg)
+            return str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+        except Exception as exc:
+            log.debug("job #%d: no run directory name: %s", idx, exc)
+            return None
         finally:
             if saved is not None:
                 HydraConfig.instance().set_config(saved)
-        return jobs
 
     def _write_plan(self, sweep: SweepDir, jobs: list[PlannedJob], **info: Any) -> None:
         try:
