@@ -164,13 +164,17 @@ def slurm_queue(array: str | None) -> dict[str, str]:
     return dict(line.split(None, 1) for line in out.splitlines() if len(line.split()) == 2)
 
 
-def _ago(iso: str | None) -> str:
+def _since(iso: str | None) -> str:
+    """"2026-11-23T00:08:38+00:00" -> "00:08:38 UTC (4m02s ago)" (the date too if not today)."""
     try:
-        then = _dt.datetime.fromisoformat(str(iso))
+        then = _dt.datetime.fromisoformat(str(iso)).astimezone(_dt.UTC)
     except ValueError:
-        return ""
-    s = int((_dt.datetime.now(_dt.UTC) - then).total_seconds())
-    return f"{s // 3600}h{s % 3600 // 60:02d}m ago" if s >= 3600 else f"{s // 60}m{s % 60:02d}s ago"
+        return str(iso)
+    now = _dt.datetime.now(_dt.UTC)
+    s = max(0, int((now - then).total_seconds()))
+    ago = f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+    day = "" if then.date() == now.date() else f"{then:%Y-%m-%d} "
+    return f"{day}{then:%H:%M:%S} UTC ({ago} ago)"
 
 
 def job_state(sweep: SweepDir | None, run: RunDir, num: int | None = None, subdir: str | None = None,
@@ -192,7 +196,7 @@ def job_state(sweep: SweepDir | None, run: RunDir, num: int | None = None, subdi
         at = "starting" if holder is None else (
             f"step {js.step:,}" if js.step is not None else "step 0") + (
             f"/{js.total_steps:,}" if js.total_steps else "")
-        js.detail = f"{at} on {js.host} pid {js.pid} since {js.since} ({_ago(js.since)})"
+        js.detail = f"{at} on {js.host} pid {js.pid} since {_since(js.since)}"
         return js
     if run.eval.exists():
         js.state = "done"
@@ -287,8 +291,10 @@ def render(path: Path, states: list[JobState], info: dict[str, Any], only: set[s
             lines.append(f"{num:>4}  {j.state:<11}  {j.detail:<{width}}  {j.subdir or ''}".rstrip())
     elif rows:
         lines.append(f"{rows[0].state}: {rows[0].detail}".rstrip(": "))
-    if c["interrupted"] or c["failed"]:
-        lines.append("interrupted jobs resume (and failed ones start over) when the sweep's command runs again")
+    again = [w for n, w in ((c["interrupted"], "interrupted jobs resume from their checkpoints"),
+                            (c["failed"], "failed jobs start over")) if n]
+    if again:
+        lines.append(f"{' and '.join(again)} when the sweep's command runs again")
     return "\n".join(lines)
 
 
