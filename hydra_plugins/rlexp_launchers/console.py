@@ -108,6 +108,10 @@ class SweepConsole:
         print("  ".join(parts), flush=True)
 
     def close(self) -> None:
+        """The closing table; none for a launch of one job (a sweeper like Optuna launches trial by trial),
+        whose line says it all."""
+        if self.n_jobs < 2:
+            return
         counts = {k: 0 for k in ORDER}
         rates: dict[str, list[float]] = {k: [] for k in ORDER}
         for ev in self.ended:
