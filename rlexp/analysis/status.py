@@ -11,7 +11,7 @@ Works while the sweep runs, after it ended, and for a SLURM array whose launchin
                  and its process is alive (before it takes the lock)
     interrupted  stopped with a checkpoint (or a trained model without evaluation): the same command resumes it
     failed       it recorded a failure, or its logs end with an error; the last error line is shown
-    pending      planned but not started (for SLURM, still in the queue)
+    pending      planned but not started; for SLURM, waiting in the queue (also when requeued after a time limit)
 
 Whether a lock is held is read from /proc/locks (this host) without touching the lock: trying it could make
 a starting job find its run directory busy and skip it.
@@ -110,6 +110,8 @@ def lock_holder(run: RunDir, flocks: dict[tuple[int, int, int], int] | None) -> 
         return info
     if info and info["host"] != socket.gethostname():
         return {**info, "unsure": True}  # another host's lock: its kernel knows; the caller weighs the events
+    if flocks is None and info and _alive(info["pid"]):  # no /proc/locks: a live holder on this host
+        return info
     return None
 
 
@@ -213,6 +215,10 @@ def job_state(sweep: SweepDir | None, run: RunDir, num: int | None = None, subdi
     if not run.root.is_dir():
         js.detail = f"SLURM {queued.lower()}" if queued else ""
         return js
+    if queued and queued != "RUNNING":  # requeued after a time limit, waiting for its next start
+        ckpt = run.latest_checkpoint()
+        js.detail = f"SLURM {queued.lower()} (requeued" + (f"; resumes from step {ckpt.step:,})" if ckpt else ")")
+        return js
     if event is not None and event.event == "failed":
         js.state, js.error = "failed", log_error(sweep, run, js.job_id) if "exit code" in (event.error or "") else None
         js.error = js.error or event.error
@@ -227,9 +233,6 @@ def job_state(sweep: SweepDir | None, run: RunDir, num: int | None = None, subdi
         return js
     if (err := log_error(sweep, run, js.job_id)) is not None:
         js.state, js.error, js.detail = "failed", err, err
-        return js
-    if queued:  # requeued by SLURM, waiting to run again
-        js.detail = f"SLURM {queued.lower()}"
         return js
     js.state, js.detail = "interrupted", "stopped before its first checkpoint (the same command starts it over)"
     return js
