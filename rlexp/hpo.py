@@ -31,6 +31,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from rlexp.errors import ConfigError
+from rlexp.rundir import RunLock
 from rlexp.status import Exit
 
 log = logging.getLogger("rlexp")
@@ -93,26 +94,34 @@ def _storage_url(storage: Any) -> str | None:
     return None if storage is None else str(storage)
 
 
-def trials_so_far(storage: str, study_name: str) -> int:
-    """How many trials (any state) the study already holds; 0 if there is no such study yet."""
-    import optuna
+class StudyLock(RunLock):
+    """One sweep process per study file (`<db>.lock`, flock as for run directories): trials that a study
+    holds as running while nobody holds the lock were left by a command that stopped."""
 
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        return 0
-    return len(study.get_trials(deepcopy=False))
+    def __init__(self, db: Path) -> None:
+        self.path = db.with_name(db.name + ".lock")
+        self._fd = None
 
 
 class ContinueStudy(Callback):
-    """What re-running a search command does: it continues the study with new trials.
+    """What re-running a search command does to its study (a Hydra callback of the hparams_search presets).
 
-    hydra-optuna-sweeper re-creates its sampler from the configured seed on every command, so a continued
-    study would be proposed its first trials again (while TPE is still sampling at random). Before the sweeper
-    starts, this shifts the sampler's seed by the number of trials the study already holds: the same command
-    on the same study proposes the same trials (reproducible), and the next command proposes new ones. It also
-    checks `objective` once, before the study is touched (exit 2 with one line, as every bad input).
+    - New trials: hydra-optuna-sweeper re-creates its sampler from the configured seed on every command, so a
+      continued study would be proposed its first trials again (while TPE still samples at random). The seed
+      is shifted by the number of trials the study already holds: the same command on the same study proposes
+      the same trials (reproducible), the next command new ones.
+    - Stopped trials: a trial whose command was stopped (Ctrl-C, SIGTERM: its run checkpointed, exit 3) stays
+      "running" in the study. It is marked failed and asked again first, with the same values, so its run
+      folder resumes from the checkpoint and the study gets its result; once only (a retried trial that is
+      left running again is only marked failed).
+    - One command per study file: a second one exits with code 4 (BUSY) while the first runs, as for a run
+      directory, so "running" trials are known to be stale. SQLite studies only; other storages are left as
+      they are.
+    - `objective` is checked once, before the study is touched (exit 2 with one line, as every bad input).
     """
+
+    def __init__(self) -> None:
+        self.lock: StudyLock | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -122,11 +131,55 @@ class ContinueStudy(Callback):
             sys.exit(Exit.BAD_INPUT)
         sweeper = config.hydra.sweeper
         url, name = _storage_url(sweeper.get("storage")), sweeper.get("study_name")
-        seed = OmegaConf.select(sweeper, "sampler.seed")
-        if url is None or name is None or seed is None:
-            return  # an in-memory or unnamed study, or an unseeded sampler: nothing to continue or shift
+        if url is None or name is None:
+            return  # an in-memory or unnamed study: nothing to continue
+        if url.startswith(SQLITE):
+            self.lock = StudyLock(Path(url[len(SQLITE):]))
+            if not self.lock.acquire():
+                print(f"skipped: study {url} is in use: {self.lock.holder()}", file=sys.stderr)
+                sys.exit(Exit.BUSY)
+            _retry_stopped(url, name)
         done = trials_so_far(url, name)
-        if done:
+        seed = OmegaConf.select(sweeper, "sampler.seed")
+        if done and seed is not None:
             with read_write(sweeper):
                 sweeper.sampler.seed = int(seed) + done
             log.info("study %s holds %d trials: continuing it, sampler seed %d + %d", name, done, seed, done)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+SQLITE = "sqlite:///"
+
+
+def _load(storage: str, study_name: str) -> Any:
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return None
+
+
+def trials_so_far(storage: str, study_name: str) -> int:
+    """How many trials (any state) the study already holds; 0 if there is no such study yet."""
+    study = _load(storage, study_name)
+    return 0 if study is None else len(study.get_trials(deepcopy=False))
+
+
+def _retry_stopped(storage: str, study_name: str) -> None:
+    """Trials left running by a stopped command: failed, and asked again (once) with the same values."""
+    import optuna
+
+    study = _load(storage, study_name)
+    if study is None:
+        return
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study._storage.set_trial_state(trial._trial_id, optuna.trial.TrialState.FAIL)
+        if "fixed_params" in trial.system_attrs:  # already a retry
+            log.warning("trial %d of study %s stopped again: marked failed", trial.number, study_name)
+            continue
+        study.enqueue_trial(trial.params)
+        log.info("trial %d of study %s was stopped: asked again first, its run resumes", trial.number, study_name)

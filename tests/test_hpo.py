@@ -6,6 +6,9 @@ and network fixed small so every trial takes seconds.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ import pytest
 from rlexp import hpo
 from rlexp.status import Status, Summary
 
-from helpers import HER_TINY, ok, read_json, run_py
+from helpers import HER_TINY, ROOT, _env, ok, read_json, run_py, wait_for
 
 STUDY = "her_push_optuna"  # the preset's study_name
 # optuna 2.10 (the newest hydra-optuna-sweeper allows) on its pinned SQLAlchemy 1.4: a notice about 2.0, not a fault.
@@ -63,48 +66,55 @@ def _run_of(trial, runs: dict[str, Path]) -> Path:  # noqa: ANN001 - an optuna F
 
 @pytest.mark.slow
 def test_optuna_study_in_the_sweep_dir_continues_on_rerun(tmp_path: Path) -> None:
+    """A stopped search resumes its stopped trial and reports its finished one; the next command adds new trials."""
     import optuna
 
     sweep = tmp_path / "hpo"
     tiny = [o for o in HER_TINY if "net_arch" not in o]
-    command = ["hparams_search=her_push_optuna", *tiny, "total_steps=200", "++algo.policy_kwargs.net_arch=[32,32]",
-               "algo.batch_size=32", "checkpoint_freq=0", f"hydra.sweep.dir={sweep}"]
+    command = ["hparams_search=her_push_optuna", *tiny, "total_steps=400", "++algo.policy_kwargs.net_arch=[32,32]",
+               "algo.batch_size=32", "checkpoint_freq=0", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}"]
     storage = f"sqlite:///{sweep / 'optuna.db'}"
 
-    def check_values(study: optuna.Study, runs: dict[str, Path]) -> None:
-        for trial in study.trials:
+    def study() -> list[optuna.trial.FrozenTrial]:
+        return optuna.load_study(study_name=STUDY, storage=storage).trials
+
+    def check_values(trials: list[optuna.trial.FrozenTrial], runs: dict[str, Path]) -> None:
+        for trial in trials:
             assert trial.state == optuna.trial.TrialState.COMPLETE, trial
-            run = _run_of(trial, runs)
-            agg = read_json(run / "eval.json")["aggregate"]
-            assert trial.value == hpo.objective("success_rate", agg), (trial.number, run)
+            agg = read_json(_run_of(trial, runs) / "eval.json")["aggregate"]
+            assert trial.value == hpo.objective("success_rate", agg), (trial.number, trial.params)
 
-    ok(run_py(*command, "hydra.sweeper.n_trials=2", multirun=True))
-    study = optuna.load_study(study_name=STUDY, storage=storage)
-    assert len(study.trials) == 2
+    # 1. Ctrl-C while the second trial trains: its run checkpoints, the command exits 3.
+    proc = subprocess.Popen([sys.executable, "run.py", "-m", *command], cwd=ROOT, env=_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: len(list(sweep.glob("trial-*/.hydra/config.yaml"))) == 2, 300, proc, "the second trial")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, out[-3000:]
+    assert [t.state for t in study()] == [optuna.trial.TrialState.RUNNING] * 2  # told only after the batch
+
+    # 2. The same command: both trials asked again first, the finished run skipped with its eval.json, the
+    #    stopped one resumed from its checkpoint; the study (in the sweep dir) now holds 4 trials.
+    rerun = ok(run_py(*command, multirun=True))
+    log = rerun.stdout + rerun.stderr
+    assert "skipped:" in log and "resuming" in log, log[-3000:]
+    trials = study()
+    assert [t.state for t in trials[:2]] == [optuna.trial.TrialState.FAIL] * 2
+    assert [t.params for t in trials[2:]] == [t.params for t in trials[:2]]
     runs = _trial_runs(sweep)
-    assert len(runs) == 2 and all((r / "eval.json").exists() for r in runs.values())
-    check_values(study, runs)
-    best = (sweep / "optimization_results.yaml").read_text()
-    assert "best_params" in best and "algo.learning_rate" in best
+    assert len(trials) == 4 and len(runs) == 2
+    check_values(trials[2:], runs)
+    assert "best_params" in (sweep / "optimization_results.yaml").read_text()
 
-    # The same command again continues the study with two new trials (not the first two proposed again).
-    rerun = ok(run_py(*command, "hydra.sweeper.n_trials=2", multirun=True))
-    assert f"study {STUDY} holds 2 trials" in rerun.stdout + rerun.stderr
-    study = optuna.load_study(study_name=STUDY, storage=storage)
-    assert len(study.trials) == 4
-    assert study.trials[2].params != study.trials[0].params and study.trials[3].params != study.trials[1].params
+    # 3. Again: the study continues with two new points (the sampler's seed moves on with the study).
+    again = ok(run_py(*command, multirun=True))
+    assert f"study {STUDY} holds 4 trials" in again.stdout + again.stderr
+    trials = study()
+    assert len(trials) == 6 and all(t.params not in [u.params for u in trials[:4]] for t in trials[4:])
     runs = _trial_runs(sweep)
     assert len(runs) == 4
-    check_values(study, runs)
-
-    # A trial that samples a finished point is skipped and reports that run's eval.json (here a fresh study
-    # with the same seed proposes study 1's first trial), with the objective this command chooses.
-    replay = ok(run_py(*command, "hydra.sweeper.study_name=replay", "hydra.sweeper.n_trials=1",
-                       "objective=neg_final_distance", multirun=True))
-    assert "skipped:" in replay.stdout + replay.stderr
-    assert len(_trial_runs(sweep)) == 4
-    again = optuna.load_study(study_name="replay", storage=storage).trials
-    first = optuna.load_study(study_name=STUDY, storage=storage).trials[0]
-    assert len(again) == 1 and again[0].params == first.params
-    agg = read_json(_run_of(first, runs) / "eval.json")["aggregate"]
-    assert again[0].value == -agg["final_distance_mean"]
+    check_values(trials[2:], runs)
