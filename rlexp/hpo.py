@@ -1,4 +1,4 @@
-"""Hyperparameter search with hydra-optuna-sweeper: the number a run reports and where the study lives.
+"""Hyperparameter search with hydra-optuna-sweeper: the number a run reports, where a study lives, what a re-run does.
 
 Optuna's sweeper reads each job's result as `float(return_value)`. The app returns the run's Summary, which
 carries the objective chosen by the config key `objective` (rlexp.status.Summary.__float__), so every other
@@ -37,6 +37,7 @@ from rlexp.status import Exit
 log = logging.getLogger("rlexp")
 
 TIE_BREAK = 1e6  # success_rate + return_mean / TIE_BREAK
+SQLITE = "sqlite:///"
 
 OBJECTIVES: dict[str, Callable[[Mapping[str, Any]], float]] = {
     "success_rate": lambda m: float(m["success_rate"]) + float(m["return_mean"]) / TIE_BREAK,
@@ -149,9 +150,6 @@ class ContinueStudy(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.lock is not None:
             self.lock.release()
-
-
-SQLITE = "sqlite:///"
 
 
 def _load(storage: str, study_name: str) -> Any:
