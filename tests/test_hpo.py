@@ -39,11 +39,15 @@ def test_objective_is_float_of_a_finished_run_only() -> None:
             float(Summary(status, "d"))
 
 
-def test_unknown_objective_is_bad_input() -> None:
-    proc = run_py("objective=accuracy", "total_steps=100")
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == [
-        "error: unknown objective 'accuracy'; choose one of: success_rate, return, neg_final_distance"]
+def test_unknown_objective_is_bad_input(tmp_path: Path) -> None:
+    """Refused with one line and exit 2: by a run before training, by a search before its study is opened."""
+    line = "error: unknown objective 'accuracy'; choose one of: success_rate, return, neg_final_distance"
+    proc = run_py("objective=accuracy", "total_steps=100", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [line], proc.stderr
+    search = run_py("hparams_search=her_push_optuna", "+experiment=ch05_her_reach", "objective=accuracy",
+                    f"hydra.sweep.dir={tmp_path / 'hpo'}", multirun=True)
+    assert search.returncode == 2 and search.stderr.strip().splitlines() == [line], search.stderr
+    assert not (tmp_path / "hpo").exists()
 
 
 def _trial_runs(sweep: Path) -> dict[str, Path]:
