@@ -16,7 +16,8 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # (device and threads may change float results; the others change nothing). Left out of the config hash,
 # of the analysis grouping and of Hydra's multirun directory names (rlexp/conf/config.yaml repeats it for Hydra;
 # tests/test_configs.py keeps the two equal). `diagnostics` is not here: its sampling draws from NumPy's RNG.
-RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "checkpoint_replay", "tensorboard")
+RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "checkpoint_replay", "tensorboard",
+                 "objective")
 HASH_EXCLUDE = (*RUN_ONLY_KEYS, "hydra")
 # The options of the rlexp/conf/task/ group; rlexp.tasks.REGISTRY implements each one (tests keep them equal).
 TASKS = tuple(sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml")))
