@@ -17,6 +17,7 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,29 @@ from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, Launche
 from helpers import ROOT
 
 
-@pytest.fixture(autouse=True)
-def _this_checkout_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Apps the suites start in temp dirs must find this checkout's launchers (the editable install may
-    point at another checkout)."""
+@pytest.fixture
+def _suite_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """What Hydra's suites assume of the process they run in, whatever ran before them in this pytest session.
+
+    Apps started in temp dirs must find this checkout's launchers (the editable install may point at another
+    checkout). The in-process tests expect Hydra's compatibility defaults (the app's `version_base`
+    unspecified: jobs chdir into their directory), but `version_base` is process-wide state that any earlier
+    test composing rlexp's config (version_base="1.3") leaves set; Hydra runs each plugin's tests in its own
+    process, where that cannot happen.
+    """
+    from hydra.core.singleton import Singleton
+    from hydra.version import VersionBase
+
     parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), *parts]))
+    saved = Singleton._instances.pop(VersionBase, None)  # type: ignore[attr-defined]
+    yield
+    Singleton._instances.pop(VersionBase, None)  # type: ignore[attr-defined]
+    if saved is not None:
+        Singleton._instances[VersionBase] = saved  # type: ignore[attr-defined]
+
+
+pytestmark = pytest.mark.usefixtures("_suite_environment")
 
 
 @pytest.mark.parametrize("launcher_name, overrides", [("sequential", [])])

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from hydra.test_utils.launcher_common_tests import LauncherTestSuite
+from test_launcher_suites import _suite_environment  # noqa: F401  - Hydra's suites' process assumptions
 
 from rlexp.analysis.status import sweep_status
 
@@ -207,7 +208,7 @@ def test_slurm_wait_false_returns_at_once_and_status_follows(slurm_conf: str, tm
     assert "2 jobs, SLURM array " in shown and "1 done, 1 failed" in shown, shown
 
 
-@pytest.mark.usefixtures("slurm_conf")
+@pytest.mark.usefixtures("slurm_conf", "_suite_environment")
 @pytest.mark.parametrize("launcher_name, overrides", [("slurm", SLURM_FLAGS)])
 class TestSlurmLauncherSuite(LauncherTestSuite):
     """Hydra's LauncherTestSuite on the SLURM launcher: 1 and 2 jobs, per-job config merging, refused Hydra
