@@ -137,7 +137,7 @@ def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) 
             "task 0 to be requeued",
         )
         requeued = {j.num: j for j in sweep_status(sweep)[0]}[0]  # as `rlexp status` sees it meanwhile
-        assert requeued.state == "pending" and "(requeued; resumes from step" in requeued.detail, requeued
+        assert requeued.state == "pending" and "pending (resumes from step" in requeued.detail, requeued
         # SLURM holds a requeued job for ~120 s (BeginTime); start it sooner to keep the test short.
         wait_for(starter(slurm_conf, t0), 120, proc, "task 0 to start again")
         wait_for(lambda: ckpt(1), 400, proc, "a checkpoint of task 1")

@@ -215,9 +215,9 @@ def job_state(sweep: SweepDir | None, run: RunDir, num: int | None = None, subdi
     if not run.root.is_dir():
         js.detail = f"SLURM {queued.lower()}" if queued else ""
         return js
-    if queued and queued != "RUNNING":  # requeued after a time limit, waiting for its next start
+    if queued and queued != "RUNNING":  # waiting for its (next) start: requeued, or a re-launched sweep's job
         ckpt = run.latest_checkpoint()
-        js.detail = f"SLURM {queued.lower()} (requeued" + (f"; resumes from step {ckpt.step:,})" if ckpt else ")")
+        js.detail = f"SLURM {queued.lower()}" + (f" (resumes from step {ckpt.step:,})" if ckpt else "")
         return js
     if event is not None and event.event == "failed":
         js.state, js.error = "failed", log_error(sweep, run, js.job_id) if "exit code" in (event.error or "") else None
