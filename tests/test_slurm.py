@@ -137,7 +137,7 @@ def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) 
             "task 0 to be requeued",
         )
         requeued = {j.num: j for j in sweep_status(sweep)[0]}[0]  # as `rlexp status` sees it meanwhile
-        assert requeued.state == "pending" and "pending (resumes from step" in requeued.detail, requeued
+        assert requeued.state == "pending" and "(resumes from step" in requeued.detail, requeued  # PENDING/COMPLETING
         # SLURM holds a requeued job for ~120 s (BeginTime); start it sooner to keep the test short.
         wait_for(starter(slurm_conf, t0), 120, proc, "task 0 to start again")
         wait_for(lambda: ckpt(1), 400, proc, "a checkpoint of task 1")
@@ -148,6 +148,9 @@ def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) 
             proc.send_signal(signal.SIGINT)
             time.sleep(2)
             proc.kill()
+        if "array" in locals():  # a failed check must not leave the 200000-step task running
+            subprocess.run(["scancel", array], capture_output=True, timeout=60,
+                           env={**os.environ, "SLURM_CONF": slurm_conf})
     # Task 1 was cancelled, so the sweep as a whole reports a failure, after the other tasks completed.
     assert proc.returncode != 0, out[-3000:]
     assert "UncompletedJobError" in out or "CANCELLED" in out, out[-3000:]
