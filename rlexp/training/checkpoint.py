@@ -46,7 +46,8 @@ RUNTIME_SCALARS = ("num_timesteps", "_n_updates", "_episode_num", "_current_prog
 RUNTIME_ARRAYS = ("_last_obs", "_last_original_obs", "_last_episode_starts")
 # Wrapper attributes that are configuration or references, not state.
 _SKIP_ATTRS = {"env", "_saved_kwargs", "_action_space", "_observation_space", "_metadata", "_cached_spec",
-               "_reward_range", "spec", "model", "data", "mujoco_renderer", "_ezpickle_args", "_ezpickle_kwargs"}
+               "_reward_range", "spec", "model", "data", "mujoco_renderer", "_ezpickle_args", "_ezpickle_kwargs",
+               "results_writer"}  # Monitor's open monitor.csv: a resumed run reopens it (rlexp.training.logs)
 
 
 class CheckpointError(ConfigError):
