@@ -8,6 +8,7 @@ and an evaluation every 200: evaluations at 600 and 800 come after the last chec
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlexp.rundir import RunDir
+from rlexp.rundir import RunDir, meta_of
 from rlexp.training import logs
 
 from helpers import (
@@ -30,8 +31,6 @@ from helpers import (
     rlexp_cli,
     run_py,
 )
-
-pytestmark = pytest.mark.slow
 
 BASE = ["+experiment=ch05_her_reach", "env=reach_dense", "n_envs=2", "algo.learning_starts=100",
         "algo.buffer_size=5000", "algo.batch_size=32", "+algo.policy_kwargs.net_arch=[32,32]", "progress=false",
@@ -82,6 +81,7 @@ def assert_same_logs(a: Path, b: Path) -> None:
     assert {**best_a, "sha256": None} == {**best_b, "sha256": None}  # zip bytes differ (SB3's pickled fields)
 
 
+@pytest.mark.slow
 def test_periodic_eval_leaves_training_bitwise_unchanged(runs: dict[str, Path]) -> None:
     assert_same_final(runs["eval"], runs["plain"])
     assert_same_tensors(runs["eval"] / "checkpoints" / "step_500.zip", runs["plain"] / "checkpoints" / "step_500.zip")
@@ -93,6 +93,7 @@ def test_periodic_eval_leaves_training_bitwise_unchanged(runs: dict[str, Path]) 
         read_json(runs["plain"] / "model.meta.json")["config_hash"], "eval.freq is run-only"
 
 
+@pytest.mark.slow
 def test_monitor_progress_and_evaluations_content(runs: dict[str, Path]) -> None:
     run = runs["eval"]
     monitor = (run / "monitor" / "0.monitor.csv").read_text().splitlines()
@@ -124,6 +125,7 @@ def test_monitor_progress_and_evaluations_content(runs: dict[str, Path]) -> None
     assert [e.step for e in acc.Scalars("eval/success_rate")] == [200, 400, 600, 800]
 
 
+@pytest.mark.slow
 def test_kill_then_resume_equals_uninterrupted_logs(runs: dict[str, Path], tmp_path: Path) -> None:
     """Killed at 700 (checkpoint 500, evaluations up to 600): the resumed run redoes 600 and ends equal."""
     proc = train(tmp_path, *EVAL, fault="SIGKILL@700:step")
@@ -137,6 +139,7 @@ def test_kill_then_resume_equals_uninterrupted_logs(runs: dict[str, Path], tmp_p
     assert_tb_monotonic(tmp_path)
 
 
+@pytest.mark.slow
 def test_fork_copies_logs_up_to_its_checkpoint(runs: dict[str, Path], tmp_path: Path) -> None:
     """A fork from step 500 of the finished run: its logs up to 500 are copied, the rest redone -- equal to the
     original, best model included (recovered from checkpoints/ when a later one replaced best_model.zip)."""
@@ -147,3 +150,74 @@ def test_fork_copies_logs_up_to_its_checkpoint(runs: dict[str, Path], tmp_path: 
     assert_same_final(fork, src)
     assert_same_logs(fork, src)
     assert read_json(src / "checkpoints" / "best_model.meta.json")["best"]["step"] <= 500
+
+
+# ------------------------------------------------------------------- the files' rules, without training
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_monitor_and_progress_are_cut_at_the_step_and_lose_a_half_written_row(tmp_path: Path) -> None:
+    src = _write(tmp_path / "0.monitor.csv", '#{"t_start": 1.0, "env_id": "X"}\nr,l,t,is_success\n'
+                 + "".join(f"-5.0,50,{i}.0,0.0\n" for i in range(4)) + "-5.0,5")
+    assert logs.keep_monitor(src, tmp_path / "m" / "0.monitor.csv", 149, {}, []) == 2  # episodes ending at 50, 100
+    kept = (tmp_path / "m" / "0.monitor.csv").read_text().splitlines()
+    assert kept[0] == '#{"t_start": 1.0, "env_id": "X"}' and len(kept) == 4
+    assert logs.keep_monitor(tmp_path / "none.csv", tmp_path / "new.csv", 100, {"t_start": 2.0}, ["r", "l"]) == 0
+    assert (tmp_path / "new.csv").read_text() == '#{"t_start": 2.0}\nr,l\n'
+    progress = _write(tmp_path / "progress.csv", "a,time/total_timesteps\n1,100\n,200\n2,300\n3,3")
+    assert logs.keep_progress(progress, progress, 200) == 2
+    writer = logs.ProgressCSV(progress)  # continues the file; a new key pads the earlier rows
+    writer.write({"a": 4, "time/total_timesteps": 400, "b": 5}, {}, 400)
+    writer.close()
+    assert progress.read_text() == "a,time/total_timesteps,b\n1,100,\n,200,\n4,400,5\n"
+
+
+def _best(run: RunDir, step: int, content: bytes, path: Path | None = None) -> None:
+    path = path or run.best
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    _write(meta_of(path), json.dumps({"best": {"step": step, "sha256": logs.sha256(path)}}))
+
+
+def test_resume_keeps_the_best_model_of_its_step(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """best_model.zip was replaced after the checkpoint (step 600 > 500): checkpoints/best_model.zip holds 400's."""
+    run = RunDir(tmp_path)
+    rows = [{"step": s, "success_rate": r, "return_mean": -s / 100, "n_episodes": 2} for s, r in
+            ((200, 0.5), (400, 0.5), (600, 1.0))]
+    rows[1]["return_mean"] = 0.0  # 400 beats 200 on return
+    logs.write_evaluations(run.evaluations, rows)
+    _best(run, 600, b"six hundred")
+    _best(run, 400, b"four hundred", run.best_committed)
+    kept = logs.prepare("resume", run, run, 500, 1, "X", ["r", "l", "t"])
+    assert [r["step"] for r in kept] == [200, 400] and run.best.read_bytes() == b"four hundred"
+    assert logs.best_step(run.best) == 400
+    run.best_committed.write_bytes(b"changed")  # no copy of step 400 left: dropped, with a warning
+    _best(run, 600, b"six hundred")
+    logs.prepare("resume", run, run, 500, 1, "X", ["r", "l", "t"])
+    assert not run.best.exists() and "could not be recovered" in caplog.text
+    logs.prepare("fresh", run, None, 0, 1, "X", [])
+    assert not [p for p in (run.evaluations, run.best, run.best_committed, run.monitor_dir) if p.exists()]
+
+
+def test_steps_to_a_success_rate(tmp_path: Path) -> None:
+    from rlexp.analysis.runs import evaluations, first_reaching
+
+    logs.write_evaluations(RunDir(tmp_path).evaluations, [
+        {"step": 1000, "train_time_s": 10.5, "success_rate": 0.5}, {"step": 2000, "train_time_s": 21.25,
+                                                                   "success_rate": 0.95}])
+    row = first_reaching(evaluations(tmp_path), 0.9)
+    assert (row["step"], row["train_time_s"]) == (2000, 21.25)
+    assert first_reaching(evaluations(tmp_path), 1.0) is None
+
+
+@pytest.mark.parametrize(("override", "message"), [("eval.freq=-1", "eval.freq must be"),
+                                                   ("eval.freq_episodes=4", "eval.freq_episodes must be")])
+def test_bad_eval_freq_is_one_line(override: str, message: str) -> None:
+    from rlexp.config import compose, validate
+    from rlexp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        validate(compose("+experiment=ch05_her_reach", "eval.n_episodes=3", override))
