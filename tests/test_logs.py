@@ -221,3 +221,21 @@ def test_bad_eval_freq_is_one_line(override: str, message: str) -> None:
 
     with pytest.raises(ConfigError, match=message):
         validate(compose("+experiment=ch05_her_reach", "eval.n_episodes=3", override))
+
+
+def test_checkpoints_leave_the_monitor_file_attached(tmp_path: Path) -> None:
+    """Monitor's open file is not env state: not saved, and not overwritten by older checkpoints (None there)."""
+    from stable_baselines3.common.monitor import Monitor
+
+    from rlexp.components.envs import make_env
+    from rlexp.training.checkpoint import _Arrays, env_state, set_env_state
+
+    env = Monitor(make_env("FetchReachDense-v4"), str(tmp_path / "0"))
+    env.reset(seed=0)
+    arrays = _Arrays()
+    state = env_state(env, arrays)
+    assert "results_writer" not in state["layers"][0]["attrs"] and "t_start" in state["layers"][0]["attrs"]
+    state["layers"][0]["attrs"]["results_writer"] = None  # as checkpoints before monitor files saved it
+    set_env_state(env, state, arrays)
+    assert env.results_writer is not None
+    env.close()

@@ -236,7 +236,8 @@ def set_env_state(env: gym.Env, state: dict[str, Any], arrays: _Arrays) -> None:
         raise CheckpointError(f"env wrappers differ from the checkpoint's: {saved} vs {classes}")
     for layer, saved_layer in zip(chain, state["layers"], strict=True):
         for name, enc in saved_layer["attrs"].items():
-            setattr(layer, name, _decode(enc, arrays))
+            if name not in _SKIP_ATTRS:  # older checkpoints saved Monitor's results_writer (None then)
+                setattr(layer, name, _decode(enc, arrays))
         for name, rngs in saved_layer.get("spaces", {}).items():  # a wrapper's own (rescaled) spaces
             _set_space_rngs(getattr(layer, name), rngs)
     base = env.unwrapped
