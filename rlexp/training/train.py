@@ -51,8 +51,9 @@ class MetaWriter:
         self.clock: Clock | None = None  # training wall time since step 0, across resumes
 
     def steps_per_sec(self) -> float | None:
+        """Training throughput of this process: periodic evaluations' time is not counted (comparable on/off)."""
         assert self.model is not None
-        elapsed = (self.t_end or time.time()) - self.t0
+        elapsed = (self.t_end or time.time()) - self.t0 - (self.clock.excluded if self.clock else 0.0)
         return round((self.model.num_timesteps - self.steps0) / elapsed, 2) if elapsed > 0 else None
 
     def meta(self, zip_path: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -86,8 +87,9 @@ class MetaWriter:
             "resumed_from": self.resumed_from,
             "forked_from": self.forked_from,
         }
-        if self.clock is not None:
+        if self.clock is not None:  # training wall time from step 0 across resumes; periodic evaluations' own
             data["train_time_total_sec"] = round(self.clock.elapsed(), 3)
+            data["periodic_eval_sec"] = round(self.clock.excluded, 3)
         data.update(extra or {})
         return data
 
