@@ -19,7 +19,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # The periodic evaluation (eval.freq, eval.freq_episodes) is: it acts on its own env and puts back every random
 # state it draws from, so model.zip and eval.json are bitwise the same with it on or off (tests/test_logs.py).
 RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "checkpoint_replay", "tensorboard",
-                 "eval.freq", "eval.freq_episodes")
+                 "objective", "eval.freq", "eval.freq_episodes")
 HASH_EXCLUDE = (*RUN_ONLY_KEYS, "hydra")
 # The options of the rlexp/conf/task/ group; rlexp.tasks.REGISTRY implements each one (tests keep them equal).
 TASKS = tuple(sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml")))
