@@ -57,10 +57,11 @@ def algo_class(cfg: DictConfig) -> type[BaseAlgorithm]:
     return cls
 
 
-def make_train_env(cfg: DictConfig) -> VecEnv:
+def make_train_env(cfg: DictConfig, **extra: Any) -> VecEnv:
+    """`extra`: arguments a run adds that are not config (training: where Monitor files go)."""
     with unwrap_config_errors():
         # not recursive: env.wrappers are specs that make_env instantiates with env=...
-        return instantiate(with_current_target(cfg.env), _convert_="all", _recursive_=False)
+        return instantiate(with_current_target(cfg.env), **extra, _convert_="all", _recursive_=False)
 
 
 def check_buffer(cfg: DictConfig, algo_cls: type, env: VecEnv) -> tuple[type | None, dict[str, Any]]:
@@ -181,7 +182,7 @@ def algo_kwargs(cfg: DictConfig, env: VecEnv, algo_cls: type[BaseAlgorithm]) -> 
     return kwargs
 
 
-def build(cfg: DictConfig | RunSpec) -> BaseAlgorithm:
+def build(cfg: DictConfig | RunSpec, env_extra: dict[str, Any] | None = None) -> BaseAlgorithm:
     """The SB3 model with its vectorised env and replay buffer, ready for `.learn`; nothing is trained.
 
     Args:
@@ -189,6 +190,7 @@ def build(cfg: DictConfig | RunSpec) -> BaseAlgorithm:
             `cfg.env` builds the VecEnv, `cfg.encoder` the features extractor (tried once on the real
             observation space), `cfg.buffer` the replay buffer (checked against algo and env, and against
             free RAM), `cfg.routing` who trains the encoder, `cfg.algo` the SB3 algorithm itself.
+        env_extra: extra arguments of the env factory that are not config (training's Monitor files).
 
     Raises ConfigError before allocating anything large when a piece cannot work with the others.
     """
@@ -196,7 +198,7 @@ def build(cfg: DictConfig | RunSpec) -> BaseAlgorithm:
 
     spec = RunSpec.of(cfg)
     cfg = spec.cfg
-    env = make_train_env(cfg)
+    env = make_train_env(cfg, **(env_extra or {}))
     try:
         kwargs = algo_kwargs(cfg, env, spec.algo_cls)
         with unwrap_config_errors():  # e.g. a replay buffer that rejects the observation space

@@ -100,11 +100,13 @@ class EvaluationStopped(Exception):
 
 def run_episodes(
     model: BaseAlgorithm, cfg: DictConfig, seeds: list[int], deterministic: bool = True, progress: bool = False,
-    stop: Callable[[], bool] | None = None,
+    stop: Callable[[], bool] | None = None, env: Any = None,
 ) -> list[dict[str, Any]]:
+    """One dict per episode. `env`: an evaluation env to reuse (kept open); None builds one from cfg.env."""
     from rlexp.components.envs import make_env_from_cfg
 
-    env = make_env_from_cfg(cfg.env)
+    own = env is None
+    env = make_env_from_cfg(cfg.env) if own else env
     episodes = []
     try:
         for seed in tqdm(seeds, desc="eval", unit="ep", disable=not progress, leave=False):
@@ -137,7 +139,8 @@ def run_episodes(
                 "action_smoothness": smooth, "action_max_abs": float(np.max(np.abs(acts))),
             })
     finally:
-        env.close()
+        if own:
+            env.close()
     return episodes
 
 

@@ -107,8 +107,14 @@ def make_vec_env(
     wrappers: Sequence[Any] = (),
     pixels: Mapping[str, Any] | None = None,
     monitor_keywords: Sequence[str] = ("is_success",),
+    monitor_dir: str | None = None,
+    monitor_append: bool = False,
 ) -> VecEnv:
-    """Vectorised training env (Monitor records is_success so SB3 logs rollout/success_rate)."""
+    """Vectorised training env (Monitor records is_success so SB3 logs rollout/success_rate).
+
+    `monitor_dir`: SB3's `N.monitor.csv` per sub-env there (set by training, not config); `monitor_append`
+    continues existing files (a resumed run, whose files rlexp.training.logs cut back to its checkpoint).
+    """
     check_env_id(id)
     if vec_env not in ("dummy", "subproc"):
         raise ConfigError(f"env.vec_env must be 'dummy' or 'subproc', got {vec_env!r}")
@@ -117,7 +123,8 @@ def make_vec_env(
         n_envs=n_envs,
         seed=seed,
         vec_env_cls=SubprocVecEnv if vec_env == "subproc" else DummyVecEnv,
-        monitor_kwargs={"info_keywords": tuple(monitor_keywords)},
+        monitor_dir=monitor_dir,
+        monitor_kwargs={"info_keywords": tuple(monitor_keywords), "override_existing": not monitor_append},
     )
 
 
