@@ -115,11 +115,28 @@ def lock_holder(run: RunDir, flocks: dict[tuple[int, int, int], int] | None) -> 
     return None
 
 
+def _progress_step(run: RunDir) -> int | None:
+    """`time/total_timesteps` of progress.csv's last row (SB3 flushes it at every log dump)."""
+    try:
+        with open(run.progress, "rb") as f:
+            header = f.readline().decode().strip().split(",")
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 65536))
+            last = f.read().decode(errors="replace").strip().splitlines()[-1].split(",")
+        if len(last) != len(header) or last == header:
+            return None
+        return int(float(last[header.index("time/total_timesteps")]))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def step_reached(run: RunDir) -> int | None:
-    """The latest environment step the run has logged: TensorBoard's newest event or its latest checkpoint."""
+    """The latest environment step the run has logged: progress.csv's last row, else TensorBoard's newest
+    event; its latest checkpoint if that is further."""
     steps = []
     if (ckpt := run.latest_checkpoint()) is not None:
         steps.append(ckpt.step)
+    if (logged := _progress_step(run)) is not None:
+        return max([logged, *steps])
     files = sorted(run.tb.rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime) if run.tb.is_dir() else []
     if files:
         from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
