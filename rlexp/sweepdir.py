@@ -107,7 +107,9 @@ class SweepDir:
         data = _read_json(self.plan_file)
         if not isinstance(data, dict):
             return None
-        jobs = [PlannedJob(**j) for j in data.pop("jobs", [])]
+        keys = set(PlannedJob.__dataclass_fields__)
+        jobs = [PlannedJob(**{k: v for k, v in j.items() if k in keys}) for j in data.pop("jobs", [])
+                if isinstance(j, dict) and "num" in j]
         return jobs, data
 
     def record(self, event: JobEvent) -> None:
@@ -115,8 +117,10 @@ class SweepDir:
 
     def event(self, num: int) -> JobEvent | None:
         data = _read_json(self.jobs_dir / f"{num}.json")
-        try:
-            return JobEvent(**data) if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return None
+        try:  # fields another version added or dropped do not make the record unreadable
+            return JobEvent(**{k: v for k, v in data.items() if k in JobEvent.__dataclass_fields__})
         except TypeError:
             return None
 
