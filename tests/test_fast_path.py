@@ -7,6 +7,7 @@ equals SAC's within float tolerance (fused Adam rounds differently); checkpoints
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -28,7 +29,7 @@ from rlexp.config import config_hash
 from rlexp.errors import ConfigError
 from rlexp.spec import RunSpec
 
-from helpers import HER_TINY
+from helpers import HER_TINY, ok, read_json, run_py
 
 
 @pytest.mark.parametrize("env_id", ["FetchPush-v4", "FetchReach-v4", "FetchPickAndPlace-v4"])
@@ -161,3 +162,14 @@ def test_fast_is_a_run_only_key_and_swaps_classes_at_build() -> None:
         plain_model.get_env().close()
     with pytest.raises(ConfigError, match="fast must be true or false"):
         RunSpec.of(rlexp.compose(*HER_TINY, "fast=maybe"))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_written_fast_resumes_with_plain_sb3(tmp_path: Path) -> None:
+    """Checkpoints are interchangeable: a fast run's step-200 checkpoint continues under fast=false."""
+    run, fork = tmp_path / "run", tmp_path / "fork"
+    ok(run_py(*HER_TINY, "total_steps=400", f"hydra.run.dir={run}"))
+    ok(run_py(f"resume={run}/checkpoints/step_200.zip", "total_steps=400", "fast=false", "progress=false",
+              f"hydra.run.dir={fork}"))
+    assert "FastSAC + FastHerReplayBuffer" in (run / "run.log").read_text()
+    assert "SAC + HerReplayBuffer" in (fork / "run.log").read_text() and read_json(fork / "eval.json")["aggregate"]
