@@ -92,6 +92,14 @@ def fast_target(node: DictConfig) -> DictConfig:
     return OmegaConf.merge(node, {"_target_": name}) if name else node
 
 
+def algo_name(model: BaseAlgorithm) -> str:
+    """The algorithm's name as its config names it: `SAC` for FastSAC (and for any mixin built on it)."""
+    for cls in type(model).__mro__:
+        if f"{cls.__module__}.{cls.__qualname__}" in FAST_CLASSES or not cls.__module__.startswith("rlexp."):
+            return cls.__name__
+    return type(model).__name__
+
+
 def check_buffer(cfg: DictConfig, algo_cls: type, env: VecEnv) -> tuple[type | None, dict[str, Any]]:
     buffer_cls = resolve_class(cfg.buffer, "buffer")
     if buffer_cls is None:
