@@ -46,6 +46,15 @@ class FastSAC(SAC):
                 for group in opt.param_groups:
                     group["fused"], group["foreach"] = (True, False) if fused else (None, True)
 
+    def get_parameters(self) -> dict[str, dict]:
+        """SB3's state dicts, optimizer flags as SB3 leaves them: a checkpoint runs plain Adam under fast=false."""
+        params = super().get_parameters()
+        for name, state in params.items():
+            if name.endswith("optimizer"):
+                for group in state.get("param_groups", ()):
+                    group["fused"], group["foreach"] = None, None  # th.optim.Adam's defaults, as SB3 builds it
+        return params
+
     def _fast_setup(self) -> None:
         actor_owned = {id(p) for g in self.actor.optimizer.param_groups for p in g["params"]}
         self._critic_only = [p for p in self.critic.parameters() if id(p) not in actor_owned and p.requires_grad
