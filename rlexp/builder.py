@@ -57,11 +57,48 @@ def algo_class(cfg: DictConfig) -> type[BaseAlgorithm]:
     return cls
 
 
+def is_fast(cfg: DictConfig) -> bool:
+    """The run-only key `fast` (default true; configs recorded before it existed read as true)."""
+    return bool(cfg.get("fast", True))
+
+
 def make_train_env(cfg: DictConfig, **extra: Any) -> VecEnv:
     """`extra`: arguments a run adds that are not config (training: where Monitor files go)."""
+    node = with_current_target(cfg.env)
+    if is_fast(cfg) and node.get("_target_") == FACTORY:
+        extra["fast_obs"] = True  # Fetch observations read by index (rlexp.components.fetch_obs), bitwise the same
     with unwrap_config_errors():
         # not recursive: env.wrappers are specs that make_env instantiates with env=...
-        return instantiate(with_current_target(cfg.env), **extra, _convert_="all", _recursive_=False)
+        return instantiate(node, _convert_="all", _recursive_=False, **extra)
+
+
+# fast=true swaps these exact classes (not subclasses, which may change what they override) for their fast
+# versions at build time; the recorded config keeps naming the SB3 class, so hashes and run names are the same.
+FACTORY = "rlexp.components.envs.make_vec_env"
+FAST_CLASSES = {
+    "stable_baselines3.sac.sac.SAC": "rlexp.components.fast_sac.FastSAC",
+    "stable_baselines3.her.her_replay_buffer.HerReplayBuffer": "rlexp.components.fast_her.FastHerReplayBuffer",
+}
+
+
+def fast_class(cls: type) -> type:
+    """The fast version of an SB3 class (rlexp.components.fast_sac, fast_her), or the class itself."""
+    name = FAST_CLASSES.get(f"{cls.__module__}.{cls.__qualname__}")
+    return get_class(name) if name else cls
+
+
+def fast_target(node: DictConfig) -> DictConfig:
+    """An algo node with `_target_` naming the fast class where there is one (the recorded config keeps SB3's)."""
+    name = FAST_CLASSES.get(f"{(cls := get_class(node._target_)).__module__}.{cls.__qualname__}")
+    return OmegaConf.merge(node, {"_target_": name}) if name else node
+
+
+def algo_name(model: BaseAlgorithm) -> str:
+    """The algorithm's name as its config names it: `SAC` for FastSAC (and for any mixin built on it)."""
+    for cls in type(model).__mro__:
+        if f"{cls.__module__}.{cls.__qualname__}" in FAST_CLASSES or not cls.__module__.startswith("rlexp."):
+            return cls.__name__
+    return type(model).__name__
 
 
 def check_buffer(cfg: DictConfig, algo_cls: type, env: VecEnv) -> tuple[type | None, dict[str, Any]]:
@@ -178,6 +215,8 @@ def algo_kwargs(cfg: DictConfig, env: VecEnv, algo_cls: type[BaseAlgorithm]) -> 
     }
     kwargs.update(routed)  # routing=critic replaces the policy class
     if buffer_cls is not None:
+        if is_fast(cfg):
+            buffer_cls = fast_class(buffer_cls)
         kwargs.update(replay_buffer_class=buffer_cls, replay_buffer_kwargs=buffer_kwargs)
     return kwargs
 
@@ -202,7 +241,8 @@ def build(cfg: DictConfig | RunSpec, env_extra: dict[str, Any] | None = None) ->
     try:
         kwargs = algo_kwargs(cfg, env, spec.algo_cls)
         with unwrap_config_errors():  # e.g. a replay buffer that rejects the observation space
-            return instantiate(with_current_target(cfg.algo), **kwargs, _convert_="all")
+            algo = with_current_target(cfg.algo)
+            return instantiate(fast_target(algo) if is_fast(cfg) else algo, **kwargs, _convert_="all")
     except BaseException:
         env.close()
         raise

@@ -13,13 +13,13 @@ from rlexp.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 # The one list of run-only keys: they change how a run is executed or shown, not which experiment it is
-# (device and threads may change float results; the others change nothing). Left out of the config hash,
+# (device, threads and fast may change float rounding; the others change nothing). Left out of the config hash,
 # of the analysis grouping and of Hydra's multirun directory names (rlexp/conf/config.yaml repeats it for Hydra;
 # tests/test_configs.py keeps the two equal). `diagnostics` is not here: its sampling draws from NumPy's RNG.
 # The periodic evaluation (eval.freq, eval.freq_episodes) is: it acts on its own env and puts back every random
 # state it draws from, so model.zip and eval.json are bitwise the same with it on or off (tests/test_logs.py).
 RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "checkpoint_replay", "tensorboard",
-                 "objective", "eval.freq", "eval.freq_episodes")
+                 "fast", "objective", "eval.freq", "eval.freq_episodes")
 HASH_EXCLUDE = (*RUN_ONLY_KEYS, "hydra")
 # The options of the rlexp/conf/task/ group; rlexp.tasks.REGISTRY implements each one (tests keep them equal).
 TASKS = tuple(sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml")))
@@ -122,6 +122,8 @@ def validate(cfg: DictConfig) -> None:
         if not torch.cuda.is_available():
             raise ConfigError(f"device={device} but torch sees no CUDA GPU here (torch {torch.__version__}); "
                               "use device=cpu or device=auto")
+    if not isinstance(cfg.get("fast", True), bool):
+        raise ConfigError(f"fast must be true or false, got {cfg.fast!r}")
     if cfg.get("checkpoint_replay", "latest") not in ("latest", "all"):
         raise ConfigError(f"checkpoint_replay must be latest or all, got {cfg.checkpoint_replay!r}")
     if not isinstance(cfg.checkpoint_freq, int) or cfg.checkpoint_freq < 0:

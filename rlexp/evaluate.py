@@ -191,11 +191,12 @@ def evaluate(
         config_hash: the run's hash if the caller has it (RunSpec.hash), else computed from cfg.
     """
     from rlexp import config
+    from rlexp.builder import algo_name
 
     episodes = run_episodes(model, cfg, seeds, deterministic, progress, stop)
     return {
         "created_at": artifacts.utc_now(),
-        "algo": type(model).__name__,
+        "algo": algo_name(model),
         "env_id": cfg.env.id,
         "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
         "device": str(model.device),

@@ -18,7 +18,7 @@ from stable_baselines3.common.logger import KVWriter, Logger, TensorBoardOutputF
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from rlexp import artifacts
-from rlexp.builder import build
+from rlexp.builder import algo_name, build
 from rlexp.components import current_target
 from rlexp.config import to_container
 from rlexp.errors import ConfigError
@@ -64,7 +64,7 @@ class MetaWriter:
         hp = {k: v for k, v in self.config["algo"].items() if k not in ("_target_", "policy")}
         data = {
             "created_at": artifacts.utc_now(),
-            "algo": type(model).__name__.lower(),
+            "algo": algo_name(model).lower(),  # "sac" also on the fast path (FastSAC)
             "env_id": self.cfg.env.id,
             "seed": self.cfg.seed,
             "device": str(model.device),
