@@ -4,7 +4,8 @@
 
 Hyperparameters are those of rlexp/conf/experiment/ch05_her_push.yaml (book ch5): 8 envs, batch 256,
 buffer 1M, learning_starts 1000, lr 3e-4, gamma 0.95, tau 0.005, ent_coef 0.05, one gradient step per
-env step, HER with 4 "future" goals; SB3's defaults for the rest (MultiInputPolicy, 256x256 networks).
+step of the 8 envs (train_freq 1, gradient_steps 1), HER with 4 "future" goals; SB3's defaults for the
+rest (MultiInputPolicy, 256x256 networks).
 One torch thread, as rlexp runs beside each other on this machine.
 """
 

@@ -7,7 +7,8 @@
 Every measurement is its own process (one torch thread), run one after another and interleaved across
 repeats, so all modes see the same machine load. Each trains the same recipe (bench/plain_sb3.py: 8 envs,
 ch05_her_push hyperparameters, seed 0) for learning_starts + 1000 steps untimed, then `--steps` env steps
-timed (one gradient step per env step). Reported per mode: env steps/s (wall), CPU seconds per 1k env steps
+timed (one gradient step per step of the 8 envs: 8 transitions). Reported per mode: env steps/s (wall),
+CPU seconds per 1k env steps
 (the process and its children: what a sweep filling every core pays), and the fraction of the env
 ceiling: the same 8 Fetch envs stepped with random actions, no learning. Ratios against plain SB3 are
 medians of per-repeat ratios. rlexp rows build the model with rlexp.builder.build and call SB3's learn,
