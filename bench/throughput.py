@@ -238,7 +238,8 @@ def main() -> None:
         cmd = "python bench/throughput.py " + " ".join(a for a in sys.argv[1:] if not a.startswith("--write")
                                                       and a != str(args.write))
         body = (f"SAC+HER FetchPush-v4 with ch05_her_push's hyperparameters (8 envs, batch 256, one gradient step "
-                f"per env step), learner on `{args.device}`, one torch thread per process; {args.steps:,} timed "
+                f"per step of the 8 envs), learner on `{args.device}`, one torch thread per process; "
+                f"{args.steps:,} timed "
                 f"env steps after {LEARNING_STARTS + 1000:,} untimed ones, {args.repeats} interleaved repeats "
                 f"(medians). Machine: {machine(args.device)}; load average {load:.1f} at start (a shared machine: "
                 f"absolute numbers are noisy, ratios were measured side by side). torch {torch.__version__}, "
