@@ -145,7 +145,8 @@ def child(mode: str, steps: int, device: str) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------ parent side
 def run_child(mode: str, steps: int, device: str) -> dict[str, float]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)  # keep the caller's too
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     proc = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(steps), "--device", device],
                           capture_output=True, text=True, env=env, cwd=ROOT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
