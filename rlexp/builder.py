@@ -54,10 +54,18 @@ def algo_class(cfg: DictConfig) -> type[BaseAlgorithm]:
     cls = resolve_class(cfg.algo, "algo")
     if cls is None or not issubclass(cls, BaseAlgorithm):
         raise ConfigError(f"algo._target_ must name an SB3 algorithm class, got {cfg.algo.get('_target_')!r}")
+    from rlexp.training import overlap
+
+    overlap.check(cfg, cls)  # overlap=true: off-policy, train_freq=1, dummy envs
     return cls
 
 
 def make_train_env(cfg: DictConfig) -> VecEnv:
+    if cfg.get("overlap"):  # all envs in one worker process (rlexp.training.overlap)
+        from rlexp.training.overlap import OverlapVecEnv
+
+        with unwrap_config_errors():
+            return OverlapVecEnv(OmegaConf.to_container(with_current_target(cfg.env), resolve=True))
     with unwrap_config_errors():
         # not recursive: env.wrappers are specs that make_env instantiates with env=...
         return instantiate(with_current_target(cfg.env), _convert_="all", _recursive_=False)
@@ -200,7 +208,12 @@ def build(cfg: DictConfig | RunSpec) -> BaseAlgorithm:
     try:
         kwargs = algo_kwargs(cfg, env, spec.algo_cls)
         with unwrap_config_errors():  # e.g. a replay buffer that rejects the observation space
-            return instantiate(with_current_target(cfg.algo), **kwargs, _convert_="all")
+            if not cfg.get("overlap"):
+                return instantiate(with_current_target(cfg.algo), **kwargs, _convert_="all")
+            from rlexp.training.overlap import overlapped  # the configured class with OverlapMixin in front
+
+            algo = instantiate(with_current_target(cfg.algo), **kwargs, _convert_="all", _partial_=True)
+            return overlapped(algo.func)(*algo.args, **algo.keywords)
     except BaseException:
         env.close()
         raise

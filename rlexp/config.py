@@ -18,6 +18,9 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # tests/test_configs.py keeps the two equal). `diagnostics` is not here: its sampling draws from NumPy's RNG.
 RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "checkpoint_replay", "tensorboard")
 HASH_EXCLUDE = (*RUN_ONLY_KEYS, "hydra")
+# Keys added after runs were recorded without them: hashed only when set away from this default, so every
+# earlier run keeps its hash (and is still found, skipped and resumed).
+HASH_IF_NOT_DEFAULT = {"overlap": False}
 # The options of the rlexp/conf/task/ group; rlexp.tasks.REGISTRY implements each one (tests keep them equal).
 TASKS = tuple(sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml")))
 
@@ -53,6 +56,9 @@ def config_hash(cfg: DictConfig | dict[str, Any], lineage: bool = False) -> str:
     data = to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
     for key in (*HASH_EXCLUDE, "total_steps") if lineage else HASH_EXCLUDE:
         data.pop(key, None)
+    for key, default in HASH_IF_NOT_DEFAULT.items():
+        if key in data and data[key] == default:
+            del data[key]
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
