@@ -18,12 +18,14 @@ and closes it) and dies with the trainer (PR_SET_PDEATHSIG, and end-of-file on i
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import logging
 import multiprocessing as mp
 import os
 import signal
 import traceback
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +38,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 from rlexp.errors import ConfigError
 
 log = logging.getLogger("rlexp")
+_LIVE: weakref.WeakSet[OverlapVecEnv] = weakref.WeakSet()  # workers to kill at exit if nobody closed them
 # Env methods answered by a local copy of env 0 instead of the worker: pure functions of their arguments.
 # HER calls compute_reward inside every gradient step, i.e. while the worker is busy stepping.
 LOCAL_METHODS = ("compute_reward",)
@@ -50,7 +53,8 @@ def _die_with_parent() -> None:
         pass  # elsewhere: end-of-file on the pipe still ends the worker
 
 
-def _worker(conn: Any, env_node: dict[str, Any], parent: int) -> None:
+def _worker(conn: Any, parent_end: Any, env_node: dict[str, Any], parent: int) -> None:
+    parent_end.close()  # forked with the trainer's end open: close it, so the trainer's exit reads as end-of-file
     _die_with_parent()
     if os.getppid() != parent:  # the trainer died before prctl took effect
         return
@@ -126,6 +130,13 @@ def _map_arrays(value: Any, fn: Any) -> Any:
     return value
 
 
+@atexit.register  # before multiprocessing's exit hook, which joins daemon children it can only SIGTERM
+def _kill_unclosed() -> None:
+    for venv in list(_LIVE):
+        if venv.process.is_alive():
+            venv.process.kill()
+
+
 class OverlapVecEnv(VecEnv):
     """All envs in one worker process; `step_async` returns at once, `step_wait` collects the result.
 
@@ -137,10 +148,11 @@ class OverlapVecEnv(VecEnv):
         self.env_node = env_node
         ctx = mp.get_context("fork")  # fast, and no re-import of an unguarded __main__ (the child never runs torch)
         self._conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker, args=(child, env_node, os.getpid()), daemon=True,
+        self.process = ctx.Process(target=_worker, args=(child, self._conn, env_node, os.getpid()), daemon=True,
                                    name="rlexp-overlap-envs")
         self.process.start()
         child.close()
+        _LIVE.add(self)
         self._waiting = False
         self._arrived: VecEnvStepReturn | None = None
         self._local: Any = None
