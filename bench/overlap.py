@@ -8,7 +8,8 @@ the book's hyperparameters except learning_starts=400 so that gradient steps run
 no checkpoints, no diagnostics, 1 eval episode). Steps/s is the run's own `steps_per_sec` (model.meta.json:
 build and evaluation excluded); CPU s per 1k steps counts the trainer and its env worker (the whole process
 tree, evaluation included). Pairs alternate which mode goes first, so a neighbour's load hits both alike.
-The env ceiling: the same 8 envs stepped with random actions in one process, no learning.
+The env ceiling: the same 8 envs stepped with random actions in one process, no learning. The load column
+is the machine's 1-minute load average when the run ended: overlap needs a second idle core to gain.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def train(overlap: bool, steps: int, experiment: str, device: str, tag: str) -> 
         sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     meta = json.loads((run_dir / "model.meta.json").read_text())
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"steps_per_sec": meta["steps_per_sec"], "cpu_per_1k": 1000 * cpu / steps, "wall": wall}
+    return {"steps_per_sec": meta["steps_per_sec"], "cpu_per_1k": 1000 * cpu / steps, "wall": wall,
+            "load": os.getloadavg()[0]}
 
 
 def ceiling(env_id: str, n_envs: int = 8, steps: int = 4000) -> float:
@@ -81,7 +83,7 @@ def main() -> None:
             r = train(overlap, args.steps, args.experiment, args.device, f"{'overlap' if overlap else 'plain'}_{pair}")
             rows.append({"pair": pair, "overlap": overlap, **r})
             print(f"pair {pair} overlap={overlap!s:5}: {r['steps_per_sec']:7.1f} steps/s, "
-                  f"{r['cpu_per_1k']:5.2f} CPU s/1k steps", flush=True)
+                  f"{r['cpu_per_1k']:5.2f} CPU s/1k steps, load {r['load']:.1f}", flush=True)
     ceilings.append(ceiling(args.env_id))
     env_ceiling = statistics.median(ceilings)
     ratios = []
@@ -94,12 +96,12 @@ def main() -> None:
         f"shared with other users' jobs). Env ceiling (8 envs, random actions, one process): "
         f"{env_ceiling:.0f} steps/s.",
         "",
-        "| pair | overlap | steps/s | CPU s / 1k steps | fraction of env ceiling |",
-        "|---|---|---|---|---|",
+        "| pair | overlap | steps/s | CPU s / 1k steps | fraction of env ceiling | load (1 min) at its end |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['pair']} | {str(r['overlap']).lower()} | {r['steps_per_sec']:.1f} | "
-                     f"{r['cpu_per_1k']:.2f} | {r['steps_per_sec'] / env_ceiling:.2f} |")
+                     f"{r['cpu_per_1k']:.2f} | {r['steps_per_sec'] / env_ceiling:.2f} | {r['load']:.1f} |")
     lines += ["", f"overlap/plain wall-clock steps/s per pair: {', '.join(f'{x:.2f}' for x in ratios)} "
               f"(median {statistics.median(ratios):.2f})"]
     table = "\n".join(lines)
