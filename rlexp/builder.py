@@ -62,8 +62,9 @@ def algo_class(cfg: DictConfig) -> type[BaseAlgorithm]:
 
 def make_train_env(cfg: DictConfig) -> VecEnv:
     if cfg.get("overlap"):  # all envs in one worker process (rlexp.training.overlap)
-        from rlexp.training.overlap import OverlapVecEnv
+        from rlexp.training.overlap import OverlapVecEnv, reserve_core
 
+        reserve_core(cfg.get("threads"))
         with unwrap_config_errors():
             return OverlapVecEnv(OmegaConf.to_container(with_current_target(cfg.env), resolve=True))
     with unwrap_config_errors():
