@@ -60,16 +60,54 @@ def algo_class(cfg: DictConfig) -> type[BaseAlgorithm]:
     return cls
 
 
-def make_train_env(cfg: DictConfig) -> VecEnv:
+def is_fast(cfg: DictConfig) -> bool:
+    """The run-only key `fast` (default true; configs recorded before it existed read as true)."""
+    return bool(cfg.get("fast", True))
+
+
+def make_train_env(cfg: DictConfig, **extra: Any) -> VecEnv:
+    """`extra`: arguments a run adds that are not config (training: where Monitor files go)."""
+    node = with_current_target(cfg.env)
+    if is_fast(cfg) and node.get("_target_") == FACTORY:
+        extra["fast_obs"] = True  # Fetch observations read by index (rlexp.components.fetch_obs), bitwise the same
     if cfg.get("overlap"):  # all envs in one worker process (rlexp.training.overlap)
         from rlexp.training.overlap import OverlapVecEnv, reserve_core
 
         reserve_core(cfg.get("threads"))
         with unwrap_config_errors():
-            return OverlapVecEnv(OmegaConf.to_container(with_current_target(cfg.env), resolve=True))
+            return OverlapVecEnv(OmegaConf.to_container(node, resolve=True), extra)
     with unwrap_config_errors():
         # not recursive: env.wrappers are specs that make_env instantiates with env=...
-        return instantiate(with_current_target(cfg.env), _convert_="all", _recursive_=False)
+        return instantiate(node, _convert_="all", _recursive_=False, **extra)
+
+
+# fast=true swaps these exact classes (not subclasses, which may change what they override) for their fast
+# versions at build time; the recorded config keeps naming the SB3 class, so hashes and run names are the same.
+FACTORY = "rlexp.components.envs.make_vec_env"
+FAST_CLASSES = {
+    "stable_baselines3.sac.sac.SAC": "rlexp.components.fast_sac.FastSAC",
+    "stable_baselines3.her.her_replay_buffer.HerReplayBuffer": "rlexp.components.fast_her.FastHerReplayBuffer",
+}
+
+
+def fast_class(cls: type) -> type:
+    """The fast version of an SB3 class (rlexp.components.fast_sac, fast_her), or the class itself."""
+    name = FAST_CLASSES.get(f"{cls.__module__}.{cls.__qualname__}")
+    return get_class(name) if name else cls
+
+
+def fast_target(node: DictConfig) -> DictConfig:
+    """An algo node with `_target_` naming the fast class where there is one (the recorded config keeps SB3's)."""
+    name = FAST_CLASSES.get(f"{(cls := get_class(node._target_)).__module__}.{cls.__qualname__}")
+    return OmegaConf.merge(node, {"_target_": name}) if name else node
+
+
+def algo_name(model: BaseAlgorithm) -> str:
+    """The algorithm's name as its config names it: `SAC` for FastSAC (and for any mixin built on it)."""
+    for cls in type(model).__mro__:
+        if f"{cls.__module__}.{cls.__qualname__}" in FAST_CLASSES or not cls.__module__.startswith("rlexp."):
+            return cls.__name__
+    return type(model).__name__
 
 
 def check_buffer(cfg: DictConfig, algo_cls: type, env: VecEnv) -> tuple[type | None, dict[str, Any]]:
@@ -186,11 +224,13 @@ def algo_kwargs(cfg: DictConfig, env: VecEnv, algo_cls: type[BaseAlgorithm]) -> 
     }
     kwargs.update(routed)  # routing=critic replaces the policy class
     if buffer_cls is not None:
+        if is_fast(cfg):
+            buffer_cls = fast_class(buffer_cls)
         kwargs.update(replay_buffer_class=buffer_cls, replay_buffer_kwargs=buffer_kwargs)
     return kwargs
 
 
-def build(cfg: DictConfig | RunSpec) -> BaseAlgorithm:
+def build(cfg: DictConfig | RunSpec, env_extra: dict[str, Any] | None = None) -> BaseAlgorithm:
     """The SB3 model with its vectorised env and replay buffer, ready for `.learn`; nothing is trained.
 
     Args:
@@ -198,6 +238,7 @@ def build(cfg: DictConfig | RunSpec) -> BaseAlgorithm:
             `cfg.env` builds the VecEnv, `cfg.encoder` the features extractor (tried once on the real
             observation space), `cfg.buffer` the replay buffer (checked against algo and env, and against
             free RAM), `cfg.routing` who trains the encoder, `cfg.algo` the SB3 algorithm itself.
+        env_extra: extra arguments of the env factory that are not config (training's Monitor files).
 
     Raises ConfigError before allocating anything large when a piece cannot work with the others.
     """
@@ -205,16 +246,18 @@ def build(cfg: DictConfig | RunSpec) -> BaseAlgorithm:
 
     spec = RunSpec.of(cfg)
     cfg = spec.cfg
-    env = make_train_env(cfg)
+    env = make_train_env(cfg, **(env_extra or {}))
     try:
         kwargs = algo_kwargs(cfg, env, spec.algo_cls)
         with unwrap_config_errors():  # e.g. a replay buffer that rejects the observation space
+            algo = with_current_target(cfg.algo)
+            node = fast_target(algo) if is_fast(cfg) else algo
             if not cfg.get("overlap"):
-                return instantiate(with_current_target(cfg.algo), **kwargs, _convert_="all")
+                return instantiate(node, **kwargs, _convert_="all")
             from rlexp.training.overlap import overlapped  # the configured class with OverlapMixin in front
 
-            algo = instantiate(with_current_target(cfg.algo), **kwargs, _convert_="all", _partial_=True)
-            return overlapped(algo.func)(*algo.args, **algo.keywords)
+            partial = instantiate(node, **kwargs, _convert_="all", _partial_=True)
+            return overlapped(partial.func)(*partial.args, **partial.keywords)
     except BaseException:
         env.close()
         raise

@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "rlexp.analysis.plan",
         "Dry run of a multirun: one line per job (its run directory name), then the job count.",
     ),
+    "status": (
+        "rlexp.analysis.status",
+        "Where every job of a sweep stands (done/running/interrupted/failed/pending), also while it runs.",
+    ),
     "losses": (
         "rlexp.analysis.losses",
         "Report a run's three-phase loss signature (success, critic loss, actor loss) and plot it.",

@@ -13,10 +13,13 @@ from rlexp.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 # The one list of run-only keys: they change how a run is executed or shown, not which experiment it is
-# (device and threads may change float results; the others change nothing). Left out of the config hash,
+# (device, threads and fast may change float rounding; the others change nothing). Left out of the config hash,
 # of the analysis grouping and of Hydra's multirun directory names (rlexp/conf/config.yaml repeats it for Hydra;
 # tests/test_configs.py keeps the two equal). `diagnostics` is not here: its sampling draws from NumPy's RNG.
-RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "checkpoint_replay", "tensorboard")
+# The periodic evaluation (eval.freq, eval.freq_episodes) is: it acts on its own env and puts back every random
+# state it draws from, so model.zip and eval.json are bitwise the same with it on or off (tests/test_logs.py).
+RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "checkpoint_replay", "tensorboard",
+                 "fast", "objective", "eval.freq", "eval.freq_episodes")
 HASH_EXCLUDE = (*RUN_ONLY_KEYS, "hydra")
 # Keys added after runs were recorded without them: hashed only when set away from this default, so every
 # earlier run keeps its hash (and is still found, skipped and resumed).
@@ -53,9 +56,14 @@ def config_hash(cfg: DictConfig | dict[str, Any], lineage: bool = False) -> str:
 
     `lineage=True` leaves total_steps out too: a run extended to more steps is the same run continued.
     """
-    data = to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+    data = to_container(cfg) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg, default=str))
     for key in (*HASH_EXCLUDE, "total_steps") if lineage else HASH_EXCLUDE:
-        data.pop(key, None)
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
     for key, default in HASH_IF_NOT_DEFAULT.items():
         if key in data and data[key] == default:
             del data[key]
@@ -120,6 +128,8 @@ def validate(cfg: DictConfig) -> None:
         if not torch.cuda.is_available():
             raise ConfigError(f"device={device} but torch sees no CUDA GPU here (torch {torch.__version__}); "
                               "use device=cpu or device=auto")
+    if not isinstance(cfg.get("fast", True), bool):
+        raise ConfigError(f"fast must be true or false, got {cfg.fast!r}")
     if cfg.get("checkpoint_replay", "latest") not in ("latest", "all"):
         raise ConfigError(f"checkpoint_replay must be latest or all, got {cfg.checkpoint_replay!r}")
     if not isinstance(cfg.checkpoint_freq, int) or cfg.checkpoint_freq < 0:
@@ -127,7 +137,14 @@ def validate(cfg: DictConfig) -> None:
     n_eps = cfg.eval.n_episodes
     if not isinstance(n_eps, int) or n_eps <= 0:
         raise ConfigError(f"eval.n_episodes must be a positive integer, got {n_eps!r}")
-    parse_seeds(cfg.eval.seeds, n_eps)
+    seeds = parse_seeds(cfg.eval.seeds, n_eps)
+    freq, k = cfg.eval.get("freq", 0), cfg.eval.get("freq_episodes")
+    if not isinstance(freq, int) or isinstance(freq, bool) or freq < 0:
+        raise ConfigError(f"eval.freq must be an integer >= 0 (env steps between evaluations; 0 disables), "
+                          f"got {freq!r}")
+    if k is not None and (not _positive_int(k) or k > len(seeds)):
+        raise ConfigError(f"eval.freq_episodes must be null (all {len(seeds)} evaluation seeds) or 1..{len(seeds)} "
+                          f"(the first seeds of eval.seeds), got {k!r}")
     if cfg.diagnostics.freq < 0 or cfg.diagnostics.n_samples <= 0:
         raise ConfigError("diagnostics.freq must be >= 0 and diagnostics.n_samples > 0")
     lr = cfg.algo.get("learning_rate")

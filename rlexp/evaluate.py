@@ -101,11 +101,13 @@ class EvaluationStopped(Exception):
 
 def run_episodes(
     model: BaseAlgorithm, cfg: DictConfig, seeds: list[int], deterministic: bool = True, progress: bool = False,
-    stop: Callable[[], bool] | None = None,
+    stop: Callable[[], bool] | None = None, env: Any = None,
 ) -> list[dict[str, Any]]:
+    """One dict per episode. `env`: an evaluation env to reuse (kept open); None builds one from cfg.env."""
     from rlexp.components.envs import make_env_from_cfg
 
-    env = make_env_from_cfg(cfg.env)
+    own = env is None
+    env = make_env_from_cfg(cfg.env) if own else env
     episodes = []
     try:
         for seed in tqdm(seeds, desc="eval", unit="ep", disable=not progress, leave=False):
@@ -138,7 +140,8 @@ def run_episodes(
                 "action_smoothness": smooth, "action_max_abs": float(np.max(np.abs(acts))),
             })
     finally:
-        env.close()
+        if own:
+            env.close()
     return episodes
 
 
@@ -189,11 +192,12 @@ def evaluate(
         config_hash: the run's hash if the caller has it (RunSpec.hash), else computed from cfg.
     """
     from rlexp import config
+    from rlexp.builder import algo_name
 
     episodes = run_episodes(model, cfg, seeds, deterministic, progress, stop)
     return {
         "created_at": artifacts.utc_now(),
-        "algo": type(model).__name__,
+        "algo": algo_name(model),
         "env_id": cfg.env.id,
         "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
         "device": str(model.device),

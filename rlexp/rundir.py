@@ -6,7 +6,13 @@
     checkpoints/step_N.state.npz   ... random states, env states, what SB3 keeps between steps ...
     checkpoints/step_N.replay/     ... replay buffer (off-policy; arrays + replay.json, latest checkpoint only) ...
     checkpoints/step_N.meta.json   ... and its record, written last: the commit mark of the unit
+    checkpoints/best_model.zip     best_model.zip as of the latest checkpoint (hard link; + .meta.json)
     tb/run_1/                      TensorBoard events
+    progress.csv                   the same logged scalars as CSV (SB3's logger format)
+    monitor/N.monitor.csv          SB3 Monitor: one row per finished training episode of sub-env N
+    evaluations.csv                periodic evaluations (eval.freq): step, wall time, success, return, ...
+    evaluations.npz                ... the same in SB3 EvalCallback's format (per-episode returns, lengths)
+    best_model.zip, .meta.json     the periodic evaluation's best model so far (success, then return)
     videos/                        `rlexp video` output
     .hydra/                        composed config and overrides (written when the run starts)
     .rlexp.lock                    held by the process training here
@@ -30,6 +36,11 @@ CKPT_DIR = "checkpoints"
 TB_DIR = "tb"
 TB_RUN = "run_1"  # one TensorBoard run per run directory; a resumed run continues it
 VIDEOS = "videos"
+PROGRESS = "progress.csv"
+MONITOR_DIR = "monitor"
+EVALUATIONS = "evaluations.csv"
+EVALUATIONS_NPZ = "evaluations.npz"
+BEST = "best_model.zip"
 HYDRA = ".hydra"
 LOCK = ".rlexp.lock"
 _STEP_META = re.compile(r"^step_(\d+)\.meta\.json$")
@@ -107,8 +118,18 @@ class RunDir:
     tb = property(lambda self: self.root / TB_DIR)
     tb_run = property(lambda self: self.root / TB_DIR / TB_RUN)
     videos = property(lambda self: self.root / VIDEOS)
+    progress = property(lambda self: self.root / PROGRESS)
+    monitor_dir = property(lambda self: self.root / MONITOR_DIR)
+    evaluations = property(lambda self: self.root / EVALUATIONS)
+    evaluations_npz = property(lambda self: self.root / EVALUATIONS_NPZ)
+    best = property(lambda self: self.root / BEST)
+    best_committed = property(lambda self: self.root / CKPT_DIR / BEST)
     hydra = property(lambda self: self.root / HYDRA)
     lock_file = property(lambda self: self.root / LOCK)
+
+    def monitor(self, rank: int) -> Path:
+        """Sub-env `rank`'s Monitor file, as SB3's make_vec_env(monitor_dir=...) names it."""
+        return self.monitor_dir / f"{rank}.monitor.csv"
 
     def checkpoint(self, step: int) -> Checkpoint:
         return Checkpoint(self.ckpt_dir, int(step))

@@ -1,6 +1,7 @@
 """How a command ended: the status of a run and the exit code that goes with it.
 
-Shared by run.py (its exit code), the tasks (their summaries) and the launchers (a stopped job is requeued).
+Shared by run.py (its exit code), the tasks (their summaries), the launchers (a stopped job is requeued) and
+Optuna's sweeper (a Summary converts to its objective with float(), rlexp.hpo).
 """
 
 from __future__ import annotations
@@ -49,3 +50,10 @@ class Summary:
     during: str | None = None  # interrupted during "evaluation"
     holder: str | None = None  # busy: who holds the run directory
     extra: dict[str, Any] = field(default_factory=dict)  # task-specific fields (env_anatomy's checks)
+    objective: float | None = None  # the config's `objective` of a finished run (rlexp.hpo), set by the app
+
+    def __float__(self) -> float:
+        """What Optuna's sweeper reads (float(job return)); raises for a run without a result: a failed trial."""
+        if self.objective is None:
+            raise TypeError(f"{self.status} run in {self.run_dir} has no objective value")
+        return float(self.objective)

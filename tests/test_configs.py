@@ -114,11 +114,11 @@ def test_run_only_keys_are_one_list() -> None:
     from rlexp.config import CONF_DIR, HASH_EXCLUDE, RUN_ONLY_KEYS
 
     primary = OmegaConf.load(CONF_DIR / "config.yaml")
-    assert list(primary.hydra.job.config.override_dirname.exclude_keys) == list(RUN_ONLY_KEYS)
+    assert list(primary.hydra.job.config.override_dirname.exclude_keys) == [*RUN_ONLY_KEYS, "hparams_search"]
     cfg = rlexp.compose()
     assert set(HASH_EXCLUDE) == {*RUN_ONLY_KEYS, "hydra"}
     base = config_hash(cfg)
     changed = ("progress=false", "threads=1", "device=cpu", "checkpoint_freq=7", "checkpoint_replay=all",
-               "tensorboard=false")
+               "tensorboard=false", "objective=return")
     assert all(config_hash(rlexp.compose(o)) == base for o in changed)
     assert config_hash(rlexp.compose("diagnostics.freq=5")) != base

@@ -1,10 +1,13 @@
-"""A sweep through `hydra/launcher=submitit_slurm` (our SLURM launcher under the plugin's name) on a real
-one-node SLURM cluster (tools/slurm_local.sh, as root).
+"""Sweeps through our SLURM launcher on a real one-node SLURM cluster (tools/slurm_local.sh, as root).
 
-One array job of two tiny runs (2048 and 200000 steps, so neither ends before its signal): task 0 gets
-the time-limit signal (USR2) mid-training and must be
-requeued by SLURM, resume from its checkpoint and complete; task 1 is `scancel`ed mid-training and must stay
-cancelled (checkpoint written, no requeue). `sacct` must show both tasks ran through SLURM.
+Submit and return (`hydra.launcher.wait=false`): the command exits once the array is submitted and
+`rlexp status` follows the jobs from the sweep dir (one tiny run and one bad-input job). Hydra's launcher
+conformance suite (the share that differs by launcher; tests/test_launcher_suites.py has the rest).
+Requeue and cancel through `hydra/launcher=submitit_slurm` (our launcher under the plugin's name): one array
+job of two tiny runs (2048 and 200000 steps, so neither ends before its signal): task 0 gets the time-limit
+signal (USR2) mid-training and must be requeued by SLURM, resume from its checkpoint and complete; task 1 is
+`scancel`ed mid-training and must stay cancelled (checkpoint written, no requeue). `sacct` must show both
+tasks ran through SLURM.
 """
 
 from __future__ import annotations
@@ -19,8 +22,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hydra.test_utils.launcher_common_tests import LauncherTestSuite
+from test_launcher_suites import _suite_environment  # noqa: F401  - Hydra's suites' process assumptions
 
-from helpers import PPO_TINY, ROOT, _env, assert_same_final, checkpoints, ok, read_json, run_py, wait_for
+from rlexp.analysis.status import sweep_status
+
+from helpers import PPO_TINY, ROOT, _env, assert_same_final, checkpoints, ok, read_json, rlexp_cli, run_py, wait_for
 
 SCRIPT = ROOT / "tools" / "slurm_local.sh"
 pytestmark = pytest.mark.slow  # a real SLURM sweep of training runs
@@ -129,6 +136,8 @@ def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) 
             proc,
             "task 0 to be requeued",
         )
+        requeued = {j.num: j for j in sweep_status(sweep)[0]}[0]  # as `rlexp status` sees it meanwhile
+        assert requeued.state == "pending" and "(resumes from step" in requeued.detail, requeued  # PENDING/COMPLETING
         # SLURM holds a requeued job for ~120 s (BeginTime); start it sooner to keep the test short.
         wait_for(starter(slurm_conf, t0), 120, proc, "task 0 to start again")
         wait_for(lambda: ckpt(1), 400, proc, "a checkpoint of task 1")
@@ -139,6 +148,9 @@ def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) 
             proc.send_signal(signal.SIGINT)
             time.sleep(2)
             proc.kill()
+        if "array" in locals():  # a failed check must not leave the 200000-step task running
+            subprocess.run(["scancel", array], capture_output=True, timeout=60,
+                           env={**os.environ, "SLURM_CONF": slurm_conf})
     # Task 1 was cancelled, so the sweep as a whole reports a failure, after the other tasks completed.
     assert proc.returncode != 0, out[-3000:]
     assert "UncompletedJobError" in out or "CANCELLED" in out, out[-3000:]
@@ -164,3 +176,48 @@ def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) 
     }
     assert "Requeued job" in logs[0] and "resuming" in logs[0]
     assert "Requeued job" not in logs[1], logs[1][-2000:]
+    # The launcher's lines, and `rlexp status` from disk afterwards.
+    assert "#0  resumed" in out and "#1  interrupted" in out, out[-3000:]
+    states = {j.num: j for j in sweep_status(sweep)[0]}
+    assert (states[0].state, states[0].resumed) == ("done", True)
+    assert states[1].state == "interrupted" and states[1].step == int(checkpoints(cancelled)[-1].stem[5:])
+
+
+SLURM_FLAGS = ["hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+               "hydra.launcher.timeout_min=10"]
+
+
+def test_slurm_wait_false_returns_at_once_and_status_follows(slurm_conf: str, tmp_path: Path) -> None:
+    """Hydra issue #2479: with wait=false the command returns once the array is submitted, printing the
+    status command; the jobs record themselves, so `rlexp status` shows them to the end without the launcher."""
+    sweep = tmp_path / "no_wait"
+    cmd = [sys.executable, "run.py", "-m", *PPO_TINY, "total_steps=256", "seed=0,-1", "threads=1",
+           "hydra/launcher=slurm", *SLURM_FLAGS, "hydra.launcher.wait=false", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run(cmd, cwd=ROOT, env={**_env(), "SLURM_CONF": slurm_conf}, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"follow them with:\n  python -m rlexp status {sweep}" in proc.stdout, proc.stdout
+    states = {j.num: j for j in sweep_status(sweep)[0]}
+    assert states[0].state in ("pending", "running"), states  # training takes longer than submitting
+
+    def ended() -> bool:
+        return all(j.state in ("done", "failed") for j in sweep_status(sweep)[0])
+
+    wait_for(ended, 300, None, "both jobs of the array to end")
+    states = {j.num: j for j in sweep_status(sweep)[0]}
+    assert states[0].state == "done" and states[0].success_rate is not None
+    assert states[1].state == "failed" and states[1].error == "error: seed must be an integer >= 0, got -1"
+    shown = ok(rlexp_cli("status", str(sweep))).stdout
+    assert "2 jobs, SLURM array " in shown and "1 done, 1 failed" in shown, shown
+
+
+@pytest.mark.usefixtures("slurm_conf", "_suite_environment")
+@pytest.mark.parametrize("launcher_name, overrides", [("slurm", SLURM_FLAGS)])
+class TestSlurmLauncherSuite(LauncherTestSuite):
+    """Hydra's LauncherTestSuite on the SLURM launcher: 1 and 2 jobs, per-job config merging, refused Hydra
+    sweeps, a failing job. The rest (config-group variants) is covered on `sequential`/`local`."""
+
+    test_sweep_2_optimizers = None
+    test_sweep_over_unspecified_mandatory_default = None
+    test_sweep_1_job_strict = None
+    test_sweep_with_custom_resolver = None

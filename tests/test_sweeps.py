@@ -68,10 +68,19 @@ def test_grid_config_is_the_books_recipe() -> None:
     assert cfg.buffer.goal_selection_strategy == "future"
 
 
+def sweep_states(sweep: Path) -> dict:
+    """`python -m rlexp status` of a sweep, in-process: {job number: JobState}."""
+    from rlexp.analysis.status import sweep_status
+
+    return {j.num: j for j in sweep_status(sweep)[0]} if (sweep / ".rlexp" / "jobs.json").is_file() else {}
+
+
 @pytest.mark.slow
 def test_kill_and_rerun_skips_finished_and_resumes_interrupted(tmp_path: Path) -> None:
-    """Basic launcher: SIGTERM during the 2nd job checkpoints and stops the sweep (exit 3); the same command
-    again skips job 1 (eval.json with the same config hash) and resumes job 2 from its checkpoint."""
+    """Default (sequential) launcher: SIGTERM during the 2nd job checkpoints and stops the sweep (exit 3); the
+    same command again skips job 1 (eval.json with the same config hash) and resumes job 2 from its checkpoint.
+    `rlexp status` follows it from disk: running + pending, done + running (step reached), done + interrupted
+    (resumable from its checkpoint), then both done; the sweep prints a line per job and a closing table."""
     sweep = tmp_path / "sweep"
     args = [*PPO_TINY, "total_steps=1536", "seed=0,1", f"hydra.sweep.dir={sweep}"]  # long enough to interrupt
     proc = subprocess.Popen(
@@ -84,11 +93,21 @@ def test_kill_and_rerun_skips_finished_and_resumes_interrupted(tmp_path: Path) -
     )
     try:
 
+        def first_running_second_pending() -> bool:
+            states = sweep_states(sweep)
+            return bool(states) and states[0].state == "running" and states[1].state == "pending"
+
+        wait_for(first_running_second_pending, 300, proc, "job 0 running while job 1 is pending")
+        assert sweep_states(sweep)[0].pid == proc.pid
+
         def second_job_checkpointed() -> bool:
             dirs = [p for p in sweep.glob("*seed=1*") if p.is_dir()] if sweep.is_dir() else []
             return bool(dirs) and bool(checkpoints(dirs[0]))
 
         wait_for(second_job_checkpointed, 300, proc, "a checkpoint of the second job")
+        states = sweep_states(sweep)
+        assert states[0].state == "done" and states[0].success_rate is not None
+        assert states[1].state == "running" and states[1].step >= 128 and states[1].total_steps == 1536
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=120)
     finally:
@@ -103,10 +122,16 @@ def test_kill_and_rerun_skips_finished_and_resumes_interrupted(tmp_path: Path) -
     assert (first / "eval.json").exists() and not (second / "eval.json").exists()
     stopped_at = checkpoints(second)[-1]
     eval_mtime = (first / "eval.json").stat().st_mtime_ns
+    assert "[1/2]  #0  done" in out and "[2/2]  #1  interrupted" in out, out[-3000:]
+    assert "interrupted     1" in out[out.rindex("sweep: 2 jobs"):], out[-2000:]
+    states = sweep_states(sweep)
+    assert states[1].state == "interrupted" and f"step_{states[1].step}.zip" == stopped_at.name
 
     again = ok(run_py(*args, multirun=True))
     log = again.stdout + again.stderr
     assert "skipped:" in log and f"resuming {stopped_at}" in log, log[-3000:]
+    assert "[1/2]  #0  skipped" in again.stdout and "[2/2]  #1  resumed" in again.stdout, again.stdout[-3000:]
+    assert [(j.state, j.resumed) for j in sweep_states(sweep).values()] == [("done", False), ("done", True)]
     assert (first / "eval.json").stat().st_mtime_ns == eval_mtime  # finished run untouched
     meta = read_json(second / "model.meta.json")
     assert meta["resumed_from"] == str(stopped_at) and meta["total_steps"] >= 1536
@@ -184,6 +209,8 @@ def test_local_launcher_requeues_after_signal_and_resumes(tmp_path: Path) -> Non
     logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.out"))
     assert "asking submitit to requeue" in logs and "Requeued job" in logs, logs[-3000:]
     assert "replay buffer restored" in logs
+    assert "[1/1]  #0  resumed" in out, out[-3000:]  # the launcher's line for the requeued job
+    assert not (sweep / ".submitit" / "%j").exists(), "no folder named after submitit's unexpanded pattern"
     # The requeued SAC+HER run ends bitwise equal to the same run never interrupted.
     reference = tmp_path / "reference"
     ok(run_py(*her, f"hydra.run.dir={reference}"))

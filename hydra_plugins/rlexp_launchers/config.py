@@ -1,7 +1,8 @@
-"""Launcher configs of rlexp's submitit launchers (launchers.py) and their registration with Hydra.
+"""Launcher configs of rlexp's launchers (launchers.py) and their registration with Hydra.
 
-`hydra/launcher=local|slurm` are our names; `submitit_local|submitit_slurm`, the stock plugin's names, are
-pointed at our launchers too. Stored when Hydra's plugin scan imports this module, and once more after the
+`hydra/launcher=sequential|local|slurm` are our names (rlexp/conf/config.yaml makes `sequential` the default,
+so a plain `-m` uses it); `submitit_local|submitit_slurm`, the stock plugin's names, are pointed at our
+launchers too. Stored when Hydra's plugin scan imports this module, and once more after the
 scan by the RlexpLauncherNames search-path hook, so the stock plugin cannot re-register over them.
 """
 
@@ -11,6 +12,14 @@ from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
+
+
+@dataclass
+class RlexpSequentialConf:
+    """hydra/launcher=sequential (the default): Hydra's basic launcher, jobs one after another in this process,
+    plus what every rlexp launcher does: the job list in the sweep dir, one line per job, a closing table."""
+
+    _target_: str = "hydra_plugins.rlexp_launchers.launchers.RlexpSequentialLauncher"
 
 
 @dataclass
@@ -47,13 +56,17 @@ class RlexpSlurmConf(SlurmQueueConf):
     array_parallelism: int = 32  # jobs of the sweep running at once
     signal_delay_s: int = 300  # USR2 this long before the limit: time to write the checkpoint + replay buffer
     max_num_timeout: int = 20  # requeues after a timeout; each one resumes from the last checkpoint
+    # false: submit the array and return at once (Hydra issue #2479), printing `python -m rlexp status DIR`;
+    # the jobs record their progress in the sweep dir themselves. true: print each job's line as it ends.
+    wait: bool = True
 
 
 def store_launcher_configs() -> None:
     """Our names, and the plugin's own names pointed at ours, so `hydra/launcher=submitit_slurm` also
     checkpoints and requeues, and `submitit_local` does not start every job of a sweep at once."""
-    for name, node in (("local", RlexpLocalConf), ("submitit_local", RlexpLocalConf),
-                       ("slurm", RlexpSlurmConf), ("submitit_slurm", RlexpSlurmConf)):
+    names = {"sequential": RlexpSequentialConf, "local": RlexpLocalConf, "submitit_local": RlexpLocalConf,
+             "slurm": RlexpSlurmConf, "submitit_slurm": RlexpSlurmConf}
+    for name, node in names.items():
         ConfigStore.instance().store(group="hydra/launcher", name=name, node=node, provider="rlexp")
 
 

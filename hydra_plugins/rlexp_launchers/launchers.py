@@ -1,5 +1,8 @@
-"""Submitit launchers that close two gaps of hydra-submitit-launcher 1.2.0.
+"""Launchers for rlexp sweeps: say what every job did, and close two gaps of hydra-submitit-launcher 1.2.0.
 
+* Live status: each launcher writes the planned jobs into the sweep directory before the first one starts
+  and each job records its start and its end there (rlexp/sweepdir.py), where `python -m rlexp status DIR`
+  reads them; the launching process prints one line per job as it ends and a closing table (console.py).
 * Requeue with state (Hydra issue #2042): the stock launcher's `checkpoint()` resubmits the job, but the job
   never gets to save anything. rlexp's training already turns SIGUSR2/SIGTERM into "checkpoint, then stop"
   (StopFlag) and run.py then exits with code 3. Here that exit is handed to submitit's own USR2 handler,
@@ -8,26 +11,31 @@
   resumes from its own last checkpoint; a finished run is skipped by config hash.
 * Bounded local parallelism: submitit's local executor starts every job of an array at once; `local`
   keeps at most `max_parallel` jobs running.
+* Submit and return (Hydra issue #2479): `slurm` with `wait=false` submits the array and exits.
 
-Both put the project root on PYTHONPATH so jobs started from any working directory can unpickle rlexp.
-Their configs (`hydra/launcher=local|slurm|submitit_*`) and registration live in config.py.
+The submitit launchers put the project root on PYTHONPATH so jobs started from any working directory can
+unpickle rlexp. Their configs (`hydra/launcher=sequential|local|slurm|submitit_*`) live in config.py.
 """
 
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides
-from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hydra_plugins.rlexp_launchers.console import SweepConsole, event_of, event_of_exit
 from rlexp.status import Exit
+from rlexp.sweepdir import JobEvent, PlannedJob, SweepDir, error_line, where
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,47 +100,231 @@ class _SignalLog:
         os.close(self._w)
 
 
-class _RequeueOnInterrupt:
-    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
+def _record(sweep: SweepDir, event: JobEvent) -> None:
+    """Write a job's record; a full or read-only disk costs the status command a fact, never the job."""
+    try:
+        sweep.record(event)
+    except OSError as exc:
+        log.warning("could not record job #%d in %s: %s", event.num, sweep.state, exc)
+
+
+class _Sweep:
+    """Launcher-side steps shared by our launchers: the sweep directory, its plan, the console."""
+
+    config: DictConfig | None
+    hydra_context: Any
+    _EXECUTOR = "none"
+
+    def _sweep_dir(self) -> SweepDir:
+        """Create the sweep directory; `hydra.sweep.mode` (octal, e.g. 775) sets its permissions, as in Hydra's
+        stock launchers."""
+        assert self.config is not None
+        root = Path(str(self.config.hydra.sweep.dir))
+        root.mkdir(parents=True, exist_ok=True)
+        if self.config.hydra.sweep.get("mode") is not None:
+            os.chmod(root, mode=int(str(self.config.hydra.sweep.mode), 8))
+        self.sweep_root = str(root.resolve())  # travels with the pickled launcher to the jobs
+        return SweepDir(root)
+
+    def _plan(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[PlannedJob]:
+        """The jobs with the run directory each will write to (hydra.sweep.subdir resolved per job)."""
+        return [PlannedJob(num=initial_job_idx + i, subdir=self._subdir(list(o), initial_job_idx + i),
+                           overrides=list(o)) for i, o in enumerate(job_overrides)]
+
+    def _subdir(self, overrides: list[str], idx: int) -> str | None:
+        """Job idx's `hydra.sweep.subdir`. A subdir made of `hydra.job.*` keys only (the default, and rlexp's
+        `${hydra.job.override_dirname}`) is resolved as Hydra will, from the overrides alone (~1 ms); anything
+        else composes the job's config (~0.3 s a job). None if it cannot be resolved (the job will say why)."""
+        from hydra._internal.config_loader_impl import get_overrides_dirname
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        assert self.config is not None and self.hydra_context is not None
+        raw = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")
+        if isinstance(raw, str) and all(r.startswith("hydra.job.") for r in re.findall(r"\$\{([^}]*)\}", raw)):
+            try:
+                job = OmegaConf.to_container(self.config.hydra.job, resolve=False)
+                od = self.config.hydra.job.config.override_dirname
+                parsed = [o for o in OverridesParser.create().parse_overrides(overrides) if not o.is_hydra_override()]
+                job.update(num=idx, id=f"job_id_for_{idx}", override_dirname=get_overrides_dirname(
+                    overrides=parsed, exclude_keys=list(od.exclude_keys), item_sep=od.item_sep, kv_sep=od.kv_sep))
+                return str(OmegaConf.create({"hydra": {"job": job, "sweep": {"subdir": raw}}}).hydra.sweep.subdir)
+            except Exception as exc:  # an interpolation outside hydra.job: compose below
+                log.debug("job #%d: subdir from the overrides failed: %s", idx, exc)
+        saved = HydraConfig.instance().cfg
+        try:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+            with open_dict(cfg.hydra.job):
+                cfg.hydra.job.num, cfg.hydra.job.id = idx, f"job_id_for_{idx}"
+            HydraConfig.instance().set_config(cfg)
+            return str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+        except Exception as exc:
+            log.debug("job #%d: no run directory name: %s", idx, exc)
+            return None
+        finally:
+            if saved is not None:
+                HydraConfig.instance().set_config(saved)
+
+    def _write_plan(self, sweep: SweepDir, jobs: list[PlannedJob], **info: Any) -> None:
+        try:
+            sweep.write_plan(jobs, launcher=type(self).__name__, **info)
+        except OSError as exc:
+            log.warning("could not write the job list into %s: %s", sweep.state, exc)
+
+    def _executor(self) -> Any:
+        """submitit's executor for this launcher's cluster, from the launcher's params (as the stock launcher)."""
         import submitit
 
+        params = dict(self.params)  # type: ignore[attr-defined]
+        folder = params.pop("submitit_folder")
+        max_num_timeout = params.pop("max_num_timeout", 0)
+        executor = submitit.AutoExecutor(
+            folder=folder, cluster=self._EXECUTOR, **{f"{self._EXECUTOR}_max_num_timeout": max_num_timeout}
+        )
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(
+            **{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items() if k != "_target_"}
+        )
+        return executor
+
+    def _job_args(self, job: PlannedJob) -> tuple:
+        return (job.overrides, "hydra.sweep.dir", job.num, f"job_id_for_{job.num}", Singleton.get_state())
+
+    def _wait_all(self, sweep: SweepDir, jobs: list[tuple[PlannedJob, Any]], console: SweepConsole,
+                  submit_more: Any = None) -> dict[int, JobReturn]:
+        """Poll submitted jobs; print each one's line as it ends. `submit_more()` tops up a rolling window."""
+        running = [(job, sub, time.time()) for job, sub in jobs]
+        results: dict[int, JobReturn] = {}
+        while True:
+            if submit_more is not None:
+                submit_more(running)
+            if not running:
+                break
+            time.sleep(0.5)
+            for entry in [r for r in running if r[1].done()]:
+                running.remove(entry)
+                results[entry[0].num] = _collect(sweep, console, *entry)
+        return results
+
+    def _close(self, sweep: SweepDir) -> None:
+        """Remove the empty `.submitit/%j` folder submitit makes from the unexpanded folder pattern."""
+        assert self.config is not None
+        pattern = Path(str(self.params.get("submitit_folder", "")))  # type: ignore[attr-defined]
+        for folder in (pattern, *pattern.parents):
+            if "%" in folder.name and folder.is_dir():
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty: someone's files, leave them
+                    pass
+
+
+def _collect(sweep: SweepDir, console: SweepConsole, job: PlannedJob, sub: Any, t0: float) -> JobReturn:
+    """The JobReturn of a finished submitit job, its line printed and, if the job could not, its record."""
+    wall = time.time() - t0
+    try:
+        ret = sub.results()[0]
+        event = event_of(ret, job.num, wall, job.subdir)
+        event.job_id = sub.job_id
+    except Exception as exc:  # no result: killed, cancelled, or exited (run.py's exit codes)
+        ret = JobReturn(overrides=job.overrides)
+        ret.status, ret.return_value = JobStatus.FAILED, exc
+        prev = sweep.event(job.num)
+        if prev is not None and prev.event in ("interrupted", "busy") and prev.job_id == sub.job_id:
+            event = prev  # the job said why it stopped
+            event.wall_s = wall
+        else:
+            try:
+                text = sub.stderr() or ""
+            except Exception:
+                text = ""
+            line = error_line(text) or error_line(str(exc)) or f"{type(exc).__name__}"
+            event = JobEvent(num=job.num, event="failed", subdir=job.subdir, wall_s=wall, error=line,
+                             job_id=sub.job_id)
+            _record(sweep, event)
+    console.job_ended(event)
+    return ret
+
+
+class _JobSide:
+    """In the job's own process (submitit): record its start and end; requeue a run stopped for a time limit."""
+
+    config: DictConfig | None
+
+    def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
+                 singleton_state: dict) -> JobReturn:
+        import submitit
+
+        assert self.config is not None
+        env_id = submitit.JobEnvironment().job_id
+        sweep = SweepDir(self.sweep_root)  # type: ignore[attr-defined]  # set by launch()
+        plan = sweep.read_plan()
+        subdir = next((j.subdir for j in plan[0] if j.num == job_num), None) if plan else None
+        _record(sweep, JobEvent(num=job_num, event="started", subdir=subdir, job_id=env_id))
+        t0 = time.time()
         with _SignalLog() as signals:
             try:
-                return super().__call__(*args, **kwargs)  # type: ignore[misc]
+                ret = super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)  # type: ignore[misc]
             except SystemExit as exc:
+                event = event_of_exit(job_num, exc.code, time.time() - t0, subdir)
+                event.job_id = env_id
+                _record(sweep, event)
                 usr_sig = submitit.JobEnvironment()._usr_sig()
                 if exc.code == Exit.INTERRUPTED and int(usr_sig) in signals.received():
                     _requeue_via_submitit()
                 raise
+        event = event_of(ret, job_num, time.time() - t0, subdir)
+        event.job_id = env_id
+        _record(sweep, event)
+        return ret
 
 
-class RlexpSlurmLauncher(_RequeueOnInterrupt, SlurmLauncher):
+class RlexpSlurmLauncher(_JobSide, _Sweep, SlurmLauncher):
+    _EXECUTOR = "slurm"
+
+    def __init__(self, wait: bool = True, **params: Any) -> None:
+        super().__init__(**params)
+        self.wait = bool(wait)
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        """One array job; with wait=false return once it is submitted (Hydra issue #2479)."""
+        assert self.config is not None
         _project_on_pythonpath()
-        return super().launch(job_overrides, initial_job_idx)
+        sweep = self._sweep_dir()
+        planned = self._plan(job_overrides, initial_job_idx)
+        self._write_plan(sweep, planned)  # before submitting: a job may start (and record) at once
+        executor = self._executor()
+        log.info("SLURM sweep of %d jobs in %s", len(planned), sweep.root)
+        for job in planned:
+            log.info("\t#%d : %s", job.num, " ".join(filter_overrides(job.overrides)))
+        try:
+            subs = executor.map_array(self, *zip(*[self._job_args(j) for j in planned], strict=True))
+            for job, sub in zip(planned, subs, strict=True):
+                job.job_id = sub.job_id
+            array = str(subs[0].job_id).split("_")[0]
+            self._write_plan(sweep, planned, slurm_array=array)
+        finally:
+            self._close(sweep)
+        if not self.wait:
+            print(f"submitted {len(subs)} jobs as SLURM array {array} (hydra.launcher.wait=false); follow them with:\n"
+                  f"  python -m rlexp status {where(sweep.root)}", flush=True)
+            return [JobReturn(overrides=j.overrides, status=JobStatus.COMPLETED, _return_value=f"submitted {s.job_id}")
+                    for j, s in zip(planned, subs, strict=True)]
+        console = SweepConsole(sweep, len(planned))
+        try:
+            results = self._wait_all(sweep, list(zip(planned, subs, strict=True)), console)
+        finally:
+            console.close()
+        return [results[j.num] for j in planned]
 
 
-class RlexpLocalLauncher(_RequeueOnInterrupt, LocalLauncher):
+class RlexpLocalLauncher(_JobSide, _Sweep, LocalLauncher):
+    _EXECUTOR = "local"
+
     def __init__(self, max_parallel: int = 2, **params: Any) -> None:
         super().__init__(**params)
         if int(max_parallel) < 1:
             raise ValueError(f"hydra.launcher.max_parallel must be >= 1, got {max_parallel}")
         self.max_parallel = int(max_parallel)
-
-    def _executor(self) -> Any:
-        import submitit
-
-        params = dict(self.params)
-        folder = params.pop("submitit_folder")
-        max_num_timeout = params.pop("max_num_timeout", 3)
-        executor = submitit.AutoExecutor(
-            folder=folder, cluster="local", local_max_num_timeout=max_num_timeout
-        )
-        base = set(OmegaConf.structured(LocalQueueConf).keys())
-        executor.update_parameters(
-            **{k if k in base else f"local_{k}": v for k, v in params.items() if k != "_target_"}
-        )
-        return executor
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """Like the stock launcher, but a rolling window of at most max_parallel jobs."""
@@ -140,36 +332,71 @@ class RlexpLocalLauncher(_RequeueOnInterrupt, LocalLauncher):
         _project_on_pythonpath()
         # Jobs share this machine's cores: without a bound each would start one torch thread per core.
         os.environ.setdefault("OMP_NUM_THREADS", str(self.params.get("cpus_per_task") or 1))
+        sweep = self._sweep_dir()
+        planned = self._plan(job_overrides, initial_job_idx)
+        self._write_plan(sweep, planned, max_parallel=self.max_parallel)
         executor = self._executor()
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        log.info(
-            "local sweep of %d jobs, at most %d at once, in %s",
-            len(job_overrides),
-            self.max_parallel,
-            sweep_dir,
-        )
-        queue = []
-        for i, overrides in enumerate(job_overrides):
-            idx = initial_job_idx + i
-            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-            queue.append(
-                (idx, (list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
-            )
-        running: list[tuple[int, Any]] = []
-        results: dict[int, JobReturn] = {}
-        while queue or running:
+        log.info("local sweep of %d jobs, at most %d at once, in %s", len(planned), self.max_parallel, sweep.root)
+        for job in planned:
+            log.info("\t#%d : %s", job.num, " ".join(filter_overrides(job.overrides)))
+        queue = list(planned)
+        console = SweepConsole(sweep, len(planned))
+
+        def submit_more(running: list) -> None:
+            submitted = False
             while queue and len(running) < self.max_parallel:
-                idx, args = queue.pop(0)
-                running.append((idx, executor.submit(self, *args)))
-            time.sleep(0.5)
-            for idx, job in [r for r in running if r[1].done()]:
-                running.remove((idx, job))
+                job = queue.pop(0)
+                sub = executor.submit(self, *self._job_args(job))
+                job.job_id = sub.job_id
+                running.append((job, sub, time.time()))
+                submitted = True
+            if submitted:
+                self._write_plan(sweep, planned, max_parallel=self.max_parallel)
+
+        try:
+            results = self._wait_all(sweep, [], console, submit_more)
+        finally:
+            console.close()
+            self._close(sweep)
+        return [results[j.num] for j in planned]
+
+
+class RlexpSequentialLauncher(_Sweep, BasicLauncher):
+    """Hydra's basic launcher (jobs one after another, in this process), plus the plan, records and lines."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        assert self.hydra_context is not None and self.config is not None and self.task_function is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep = self._sweep_dir()
+        planned = self._plan(job_overrides, initial_job_idx)
+        self._write_plan(sweep, planned)
+        log.info(f"Launching {len(planned)} jobs locally")
+        console = SweepConsole(sweep, len(planned))
+        runs: list[JobReturn] = []
+        try:
+            for job in planned:
+                log.info("\t#%d : %s", job.num, " ".join(filter_overrides(job.overrides)))
+                sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, job.overrides)
+                with open_dict(sweep_config):
+                    sweep_config.hydra.job.id = job.num
+                    sweep_config.hydra.job.num = job.num
+                _record(sweep, JobEvent(num=job.num, event="started", subdir=job.subdir))
+                t0 = time.time()
                 try:
-                    results[idx] = job.results()[0]
-                except Exception as exc:  # keep the other jobs going; Hydra raises it at the end
-                    log.error("job #%d failed: %s", idx, exc)
-                    ret = JobReturn()
-                    ret.status, ret.return_value = JobStatus.FAILED, exc
-                    results[idx] = ret
-        return [results[i] for i in sorted(results)]
+                    ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                                  config=sweep_config, job_dir_key="hydra.sweep.dir",
+                                  job_subdir_key="hydra.sweep.subdir")
+                except SystemExit as exc:  # run.py's exit codes: a stop (3) or bad input (2) ends the sweep
+                    event = event_of_exit(job.num, exc.code, time.time() - t0, job.subdir)
+                    _record(sweep, event)
+                    console.job_ended(event)
+                    raise
+                event = event_of(ret, job.num, time.time() - t0, job.subdir)
+                _record(sweep, event)
+                console.job_ended(event)
+                runs.append(ret)
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        finally:
+            console.close()
+        return runs

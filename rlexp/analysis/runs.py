@@ -204,3 +204,16 @@ def group_runs(runs: list[LoadedRun]) -> tuple[list[Group], list[str]]:
         )
     groups.sort(key=lambda g: g.label)
     return groups, factors
+
+
+def evaluations(run_dir: str | Path) -> list[dict[str, Any]]:
+    """A run's periodic evaluations (evaluations.csv, `eval.freq`): one dict per row, [] when it has none."""
+    from rlexp.training.logs import read_evaluations
+
+    return read_evaluations(RunDir(run_dir).evaluations)
+
+
+def first_reaching(rows: list[dict[str, Any]], success_rate: float = 0.9) -> dict[str, Any] | None:
+    """The first evaluation whose success rate reaches `success_rate` (its `step` and `train_time_s`: env
+    steps and training wall time to that level), or None if none does."""
+    return next((r for r in rows if r["success_rate"] >= success_rate), None)

@@ -91,9 +91,15 @@ def env_factory(
     kwargs: dict[str, Any] | None = None,
     wrappers: Sequence[Any] = (),
     pixels: Mapping[str, Any] | None = None,
+    fast_obs: bool = False,
 ) -> Callable[[], gym.Env]:
     def _make() -> gym.Env:
-        return make_env(id, kwargs, wrappers, pixels=pixels)
+        env = make_env(id, kwargs, wrappers, pixels=pixels)
+        if fast_obs:  # the top-level run-only key `fast` (rlexp.builder): same observations, read by index
+            from rlexp.components.fetch_obs import install
+
+            install(env)
+        return env
 
     return _make
 
@@ -107,17 +113,26 @@ def make_vec_env(
     wrappers: Sequence[Any] = (),
     pixels: Mapping[str, Any] | None = None,
     monitor_keywords: Sequence[str] = ("is_success",),
+    monitor_dir: str | None = None,
+    monitor_append: bool = False,
+    fast_obs: bool = False,
 ) -> VecEnv:
-    """Vectorised training env (Monitor records is_success so SB3 logs rollout/success_rate)."""
+    """Vectorised training env (Monitor records is_success so SB3 logs rollout/success_rate).
+
+    `monitor_dir`: SB3's `N.monitor.csv` per sub-env there (set by training, not config); `monitor_append`
+    continues existing files (a resumed run, whose files rlexp.training.logs cut back to its checkpoint).
+    `fast_obs` is set by rlexp.builder from the run-only key `fast`, never by env configs.
+    """
     check_env_id(id)
     if vec_env not in ("dummy", "subproc"):
         raise ConfigError(f"env.vec_env must be 'dummy' or 'subproc', got {vec_env!r}")
     return sb3_make_vec_env(
-        env_factory(id, kwargs, wrappers, pixels),
+        env_factory(id, kwargs, wrappers, pixels, fast_obs),
         n_envs=n_envs,
         seed=seed,
         vec_env_cls=SubprocVecEnv if vec_env == "subproc" else DummyVecEnv,
-        monitor_kwargs={"info_keywords": tuple(monitor_keywords)},
+        monitor_dir=monitor_dir,
+        monitor_kwargs={"info_keywords": tuple(monitor_keywords), "override_existing": not monitor_append},
     )
 
 

@@ -68,17 +68,20 @@ class CheckpointCallback(BaseCallback):
     but stores its transition and takes its gradient steps after. Off-policy runs (one env step per
     rollout) therefore stop after the current step and its gradient step; on-policy runs (PPO) at the end
     of the rollout in progress. A failed write (full disk) skips that checkpoint with a warning and keeps
-    training; the previous checkpoint stays complete.
+    training; the previous checkpoint stays complete. `on_saved` runs after each committed checkpoint
+    (training links the best model of that step beside it).
     """
 
     def __init__(self, run_dir: RunDir, freq: int, write_meta: Callable[[Path, dict[str, Any]], None],
-                 stop: StopFlag | None = None, keep_replay: bool = False) -> None:
+                 stop: StopFlag | None = None, keep_replay: bool = False,
+                 on_saved: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.run_dir = run_dir
         self.freq = freq
         self.write_meta = write_meta
         self.stop = stop
         self.keep_replay = keep_replay
+        self.on_saved = on_saved
         self.next_at = 0
         self.pending = False
         self.stopping = False
@@ -101,6 +104,11 @@ class CheckpointCallback(BaseCallback):
                         f"the last complete one is {previous.zip}" if previous else "no earlier checkpoint exists")
             return False
         self.last_saved = ckpt.step
+        if self.on_saved is not None:
+            try:
+                self.on_saved()
+            except OSError as exc:
+                log.warning("after the checkpoint at step %d: %s", ckpt.step, exc)
         if not self.keep_replay:  # the replay buffer can be GBs: keep the latest checkpoint's only
             for old in self.run_dir.checkpoints()[:-1]:
                 if old.replay.exists():  # renamed away first (atomic), so no half-deleted buffer stays named

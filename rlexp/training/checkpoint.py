@@ -46,7 +46,8 @@ RUNTIME_SCALARS = ("num_timesteps", "_n_updates", "_episode_num", "_current_prog
 RUNTIME_ARRAYS = ("_last_obs", "_last_original_obs", "_last_episode_starts")
 # Wrapper attributes that are configuration or references, not state.
 _SKIP_ATTRS = {"env", "_saved_kwargs", "_action_space", "_observation_space", "_metadata", "_cached_spec",
-               "_reward_range", "spec", "model", "data", "mujoco_renderer", "_ezpickle_args", "_ezpickle_kwargs"}
+               "_reward_range", "spec", "model", "data", "mujoco_renderer", "_ezpickle_args", "_ezpickle_kwargs",
+               "results_writer"}  # Monitor's open monitor.csv: a resumed run reopens it (rlexp.training.logs)
 
 
 class CheckpointError(ConfigError):
@@ -235,7 +236,8 @@ def set_env_state(env: gym.Env, state: dict[str, Any], arrays: _Arrays) -> None:
         raise CheckpointError(f"env wrappers differ from the checkpoint's: {saved} vs {classes}")
     for layer, saved_layer in zip(chain, state["layers"], strict=True):
         for name, enc in saved_layer["attrs"].items():
-            setattr(layer, name, _decode(enc, arrays))
+            if name not in _SKIP_ATTRS:  # older checkpoints saved Monitor's results_writer (None then)
+                setattr(layer, name, _decode(enc, arrays))
         for name, rngs in saved_layer.get("spaces", {}).items():  # a wrapper's own (rescaled) spaces
             _set_space_rngs(getattr(layer, name), rngs)
     base = env.unwrapped

@@ -53,7 +53,7 @@ def _die_with_parent() -> None:
         pass  # elsewhere: end-of-file on the pipe still ends the worker
 
 
-def _worker(conn: Any, parent_end: Any, env_node: dict[str, Any], parent: int) -> None:
+def _worker(conn: Any, parent_end: Any, env_node: dict[str, Any], extra: dict[str, Any], parent: int) -> None:
     parent_end.close()  # forked with the trainer's end open: close it, so the trainer's exit reads as end-of-file
     _die_with_parent()
     if os.getppid() != parent:  # the trainer died before prctl took effect
@@ -68,7 +68,8 @@ def _worker(conn: Any, parent_end: Any, env_node: dict[str, Any], parent: int) -
 
     try:
         with unwrap_config_errors():
-            venv = instantiate(with_current_target(OmegaConf.create(env_node)), _convert_="all", _recursive_=False)
+            venv = instantiate(with_current_target(OmegaConf.create(env_node)), _convert_="all", _recursive_=False,
+                               **extra)
         conn.send(("ok", (venv.num_envs, venv.observation_space, venv.action_space)))
     except ConfigError as exc:  # bad env config: the trainer reports it as its own one-line error
         conn.send(("config", str(exc)))
@@ -144,12 +145,13 @@ class OverlapVecEnv(VecEnv):
     `set_env_states` are what rlexp.training.checkpoint saves and restores instead of a DummyVecEnv's envs.
     """
 
-    def __init__(self, env_node: dict[str, Any]) -> None:
+    def __init__(self, env_node: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+        """`env_node`: the resolved `env` config; `extra`: further factory arguments (builder.make_train_env)."""
         self.env_node = env_node
         ctx = mp.get_context("fork")  # fast, and no re-import of an unguarded __main__ (the child never runs torch)
         self._conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker, args=(child, self._conn, env_node, os.getpid()), daemon=True,
-                                   name="rlexp-overlap-envs")
+        self.process = ctx.Process(target=_worker, args=(child, self._conn, env_node, dict(extra or {}), os.getpid()),
+                                   daemon=True, name="rlexp-overlap-envs")
         self.process.start()
         child.close()
         _LIVE.add(self)

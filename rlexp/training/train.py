@@ -14,19 +14,21 @@ from omegaconf import DictConfig
 from stable_baselines3 import HerReplayBuffer
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import KVWriter, Logger, TensorBoardOutputFormat
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from rlexp import artifacts
-from rlexp.builder import build
+from rlexp.builder import algo_name, build
+from rlexp.components import current_target
 from rlexp.config import to_container
 from rlexp.errors import ConfigError
 from rlexp.evaluate import EvaluationStopped, evaluate
 from rlexp.rundir import RunDir, meta_of
 from rlexp.spec import RunSpec
 from rlexp.status import Status, Summary
-from rlexp.training import checkpoint, faults, resume, tblog
+from rlexp.training import checkpoint, faults, logs, resume, tblog
 from rlexp.training.callbacks import CheckpointCallback, ReplayDiagnosticsCallback, StopFlag
+from rlexp.training.periodic_eval import Clock, PeriodicEval
 
 log = logging.getLogger("rlexp")
 
@@ -46,10 +48,12 @@ class MetaWriter:
         self.t_end: float | None = None  # set when learning ends, so eval time is not counted
         self.steps0 = 0
         self.model: BaseAlgorithm | None = None
+        self.clock: Clock | None = None  # training wall time since step 0, across resumes
 
     def steps_per_sec(self) -> float | None:
+        """Training throughput of this process: periodic evaluations' time is not counted (comparable on/off)."""
         assert self.model is not None
-        elapsed = (self.t_end or time.time()) - self.t0
+        elapsed = (self.t_end or time.time()) - self.t0 - (self.clock.excluded if self.clock else 0.0)
         return round((self.model.num_timesteps - self.steps0) / elapsed, 2) if elapsed > 0 else None
 
     def meta(self, zip_path: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -60,7 +64,7 @@ class MetaWriter:
         hp = {k: v for k, v in self.config["algo"].items() if k not in ("_target_", "policy")}
         data = {
             "created_at": artifacts.utc_now(),
-            "algo": type(model).__name__.lower(),
+            "algo": algo_name(model).lower(),  # "sac" also on the fast path (FastSAC)
             "env_id": self.cfg.env.id,
             "seed": self.cfg.seed,
             "device": str(model.device),
@@ -83,6 +87,9 @@ class MetaWriter:
             "resumed_from": self.resumed_from,
             "forked_from": self.forked_from,
         }
+        if self.clock is not None:  # training wall time from step 0 across resumes; periodic evaluations' own
+            data["train_time_total_sec"] = round(self.clock.elapsed(), 3)
+            data["periodic_eval_sec"] = round(self.clock.excluded, 3)
         data.update(extra or {})
         return data
 
@@ -90,17 +97,31 @@ class MetaWriter:
         artifacts.write_json(meta_of(zip_path), self.meta(zip_path, extra))
 
 
-def _attach_tensorboard(model: BaseAlgorithm, start: resume.Start) -> None:
-    """One TensorBoard run per run directory: fresh runs start it empty, resumed runs continue it from the
-    checkpoint's step (a fork copies the original's history up to there)."""
-    if not start.cfg.tensorboard:
-        return
-    tb = start.run_dir.tb_run
-    if start.checkpoint is None:
-        tblog.clear(tb)
-    else:
-        tblog.keep_until(start.checkpoint.run_dir.tb_run, tb, start.checkpoint.step)
-    model.set_logger(configure(str(tb), ["tensorboard"]))
+def _attach_loggers(model: BaseAlgorithm, start: resume.Start) -> None:
+    """progress.csv (cut back to the checkpoint by logs.prepare) and one TensorBoard run per run directory:
+    fresh runs start it empty, resumed runs continue it from the checkpoint's step (a fork copies the
+    original's history up to there)."""
+    formats: list[KVWriter] = [logs.ProgressCSV(start.run_dir.progress)]
+    if start.cfg.tensorboard:
+        tb = start.run_dir.tb_run
+        if start.checkpoint is None:
+            tblog.clear(tb)
+        else:
+            tblog.keep_until(start.checkpoint.run_dir.tb_run, tb, start.checkpoint.step)
+        formats.append(TensorBoardOutputFormat(str(tb)))
+    model.set_logger(Logger(str(start.run_dir.root), formats))
+
+
+def _prepare_logs(start: resume.Start) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Cut the CSV logs back to where training starts; the evaluation rows kept and the env factory's
+    Monitor arguments (only for rlexp's factory: another one may not take them)."""
+    cfg, ckpt = start.cfg, start.checkpoint
+    keywords = list(cfg.env.get("monitor_keywords") or ("is_success",))
+    rows = logs.prepare("fresh" if ckpt is None else "resume", start.run_dir, ckpt.run_dir if ckpt else None,
+                        ckpt.step if ckpt else 0, int(cfg.n_envs), str(cfg.env.id), ["r", "l", "t", *keywords])
+    ours = current_target(str(cfg.env.get("_target_"))) == "rlexp.components.envs.make_vec_env"
+    extra = {"monitor_dir": str(start.run_dir.monitor_dir), "monitor_append": ckpt is not None} if ours else {}
+    return rows, extra
 
 
 def _restore(model: BaseAlgorithm, start: resume.Start) -> None:
@@ -166,7 +187,15 @@ def header(start: resume.Start, model: BaseAlgorithm) -> str:
         f"{len(start.spec.eval_seeds)} episodes",
         f"checkpoints    {ckpts}",
         f"tensorboard    {f'tensorboard --logdir {start.run_dir.tb}' if cfg.tensorboard else 'off'}",
+        *([f"periodic eval  every {cfg.eval.freq:,} steps on {len(periodic_seeds(start))} episodes -> "
+           f"{start.run_dir.evaluations.name}, {start.run_dir.best.name}"] if cfg.eval.get("freq") else []),
     ])
+
+
+def periodic_seeds(start: resume.Start) -> list[int]:
+    """The first eval.freq_episodes of the final evaluation's seeds (all of them when null)."""
+    n = start.cfg.eval.get("freq_episodes")
+    return list(start.spec.eval_seeds[: int(n)] if n else start.spec.eval_seeds)
 
 
 def _summary(status: Status, run_dir: RunDir, **fields: Any) -> Summary:
@@ -253,20 +282,26 @@ def _run(start: resume.Start, stop: StopFlag) -> Summary:
         steps_per_sec = (start.meta or {}).get("steps_per_sec")
         log.info("%s holds model.zip at step %d without eval.json: evaluating it", run.root, model.num_timesteps)
     else:
-        model = build(start.spec)
+        rows, env_extra = _prepare_logs(start)
+        model = build(start.spec, env_extra)
         if start.checkpoint is not None:
             _restore(model, start)
             log.info("resuming %s from step %d in %s", start.checkpoint.zip, model.num_timesteps, run.root)
-        _attach_tensorboard(model, start)
+        _attach_loggers(model, start)
         log.info("%s", header(start, model))
         writer = MetaWriter(start)
         writer.model, writer.steps0 = model, model.num_timesteps
+        writer.clock = Clock(float((start.meta or {}).get("train_time_total_sec") or 0) if start.checkpoint else 0)
         ckpt = CheckpointCallback(run, cfg.checkpoint_freq, writer.write, stop,
-                                  keep_replay=cfg.get("checkpoint_replay") == "all")
+                                  keep_replay=cfg.get("checkpoint_replay") == "all",
+                                  on_saved=lambda: logs.commit_best(run))
         ckpt.last_saved = start.checkpoint.step if start.checkpoint and not start.fork else None
         callbacks = [ckpt, *([fault] if fault else [])]
         if isinstance(model, OffPolicyAlgorithm) and cfg.diagnostics.freq:
             callbacks.append(ReplayDiagnosticsCallback(cfg.diagnostics.freq, cfg.diagnostics.n_samples))
+        if cfg.eval.get("freq"):
+            callbacks.append(PeriodicEval(run, cfg, int(cfg.eval.freq), periodic_seeds(start), writer.clock,
+                                          writer.write, rows, skip=lambda: ckpt.stopping))
         if model.num_timesteps < cfg.total_steps:
             model.learn(total_timesteps=cfg.total_steps - model.num_timesteps, callback=CallbackList(callbacks),
                         reset_num_timesteps=start.checkpoint is None, progress_bar=bool(cfg.progress))

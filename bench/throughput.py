@@ -1,0 +1,256 @@
+"""Throughput of the book's SAC+HER FetchPush-v4 recipe: plain SB3 vs rlexp's default (fast) path, side by side.
+
+    python bench/throughput.py --repeats 3 --steps 12000 --write docs/results.md
+    python bench/throughput.py --device cuda --write docs/results.md       # on a GPU machine
+    python bench/throughput.py --candidates --repeats 2 --steps 6000       # each fast-path piece on its own
+
+Every measurement is its own process (one torch thread), run one after another and interleaved across
+repeats, so all modes see the same machine load. Each trains the same recipe (bench/plain_sb3.py: 8 envs,
+ch05_her_push hyperparameters, seed 0) for learning_starts + 1000 steps untimed, then `--steps` env steps
+timed (one gradient step per step of the 8 envs: 8 transitions). Reported per mode: env steps/s (wall),
+CPU seconds per 1k env steps
+(the process and its children: what a sweep filling every core pays), and the fraction of the env
+ceiling: the same 8 Fetch envs stepped with random actions, no learning. Ratios against plain SB3 are
+medians of per-repeat ratios. rlexp rows build the model with rlexp.builder.build and call SB3's learn,
+as rlexp.training does (without its checkpoint and TensorBoard callbacks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from docsection import write_section  # noqa: E402
+
+LEARNING_STARTS = 1000
+PARTS = ("obs", "her", "adam", "lean")  # the fast path's pieces (--candidates measures each alone)
+PART_NAMES = {
+    "obs": "Fetch observations by index (rlexp.components.fetch_obs)",
+    "her": "HER sampling, cached valid indices, one gather (fast_her)",
+    "adam": "fused Adam (FastSAC)",
+    "lean": "lean train(): no critic weight grads in the actor loss, foreach Polyak, one sync (FastSAC)",
+}
+
+
+# ------------------------------------------------------------------------------------------- child side
+def cpu_seconds() -> float:
+    """User + system CPU of this process and its live children (env or overlap workers)."""
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
+
+
+def timer_callback(start: int) -> Any:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Timer(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.t0: tuple[float, float, int] | None = None
+
+        def _on_step(self) -> bool:
+            if self.t0 is None and self.num_timesteps >= start:
+                self.t0 = (time.perf_counter(), cpu_seconds(), self.num_timesteps)
+            return True
+
+    return Timer()
+
+
+def rlexp_model(device: str, parts: set[str], overlap: bool) -> Any:
+    import rlexp
+    from rlexp.builder import build
+
+    overrides = ["+experiment=ch05_her_push", f"device={device}", f"fast={str(bool(parts)).lower()}"]
+    model = build(rlexp.compose(*overrides, *(["overlap=true"] if overlap else [])))
+    if parts and set(PARTS) - parts:  # a candidate alone: switch the other pieces back to SB3's code
+        from stable_baselines3 import SAC, HerReplayBuffer
+
+        from rlexp.components.fast_her import FastHerReplayBuffer
+        from rlexp.components.fast_sac import FastSAC
+
+        if "obs" not in parts:
+            for env in model.get_env().envs:
+                vars(env.unwrapped).pop("_get_obs", None)
+        if "her" not in parts:
+            FastHerReplayBuffer.sample = HerReplayBuffer.sample  # type: ignore[method-assign]
+        FastSAC.fused_adam, FastSAC.skip_critic_grads = "adam" in parts, "lean" in parts
+        if not parts & {"adam", "lean"}:
+            FastSAC.train = SAC.train  # type: ignore[method-assign]
+    return model
+
+
+def ceiling(steps: int, fast_obs: bool) -> dict[str, float]:
+    """The same 8 envs (SB3's make_vec_env, Monitor) stepped with uniform random actions."""
+    import gymnasium as gym
+    import gymnasium_robotics
+    import numpy as np
+    from stable_baselines3.common.env_util import make_vec_env
+
+    gym.register_envs(gymnasium_robotics)
+    venv = make_vec_env("FetchPush-v4", n_envs=8, seed=0, monitor_kwargs={"info_keywords": ("is_success",)})
+    if fast_obs:
+        from rlexp.components.fetch_obs import install
+
+        for env in venv.envs:
+            install(env)
+    venv.reset()
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (steps // 8 + 1, 8, 4)).astype(np.float32)
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    for a in actions[: steps // 8]:
+        venv.step(a)
+    return {"wall": time.perf_counter() - t0, "cpu": cpu_seconds() - c0, "steps": steps // 8 * 8}
+
+
+def child(mode: str, steps: int, device: str) -> dict[str, float]:
+    import torch
+
+    torch.set_num_threads(1)
+    if mode.startswith("ceiling"):
+        return ceiling(steps, fast_obs=mode == "ceiling_fast")
+    if mode == "plain":
+        from plain_sb3 import make_model
+
+        model = make_model(device)
+    else:  # rlexp[:parts] | rlexp_overlap
+        named = set(filter(None, mode.partition(":")[2].split(",")))
+        parts = set(PARTS) if mode in ("rlexp", "rlexp_overlap") else named
+        model = rlexp_model(device, parts, overlap=mode == "rlexp_overlap")
+    warm = LEARNING_STARTS + 1000
+    timer = timer_callback(warm)
+    model.learn(warm + steps, callback=timer, progress_bar=False)
+    wall, cpu = time.perf_counter() - timer.t0[0], cpu_seconds() - timer.t0[1]
+    out = {"wall": wall, "cpu": cpu, "steps": model.num_timesteps - timer.t0[2]}
+    model.get_env().close()
+    return out
+
+
+# ------------------------------------------------------------------------------------------ parent side
+def run_child(mode: str, steps: int, device: str) -> dict[str, float]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    proc = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(steps), "--device", device],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.exit(f"throughput: {mode} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def has_overlap() -> bool:
+    sys.path.insert(0, str(ROOT))
+    import rlexp
+
+    return "overlap" in rlexp.compose()
+
+
+def machine(device: str) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                   if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    desc = f"{cpu}, {os.cpu_count()} cores"
+    if device.startswith("cuda"):
+        import torch
+
+        desc += f", GPU {torch.cuda.get_device_name(0)}"
+    return desc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=12_000, help="timed env steps per measurement (after warm-up)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (the learner's device; envs are on the CPU)")
+    ap.add_argument("--candidates", action="store_true", help="also measure each fast-path piece alone")
+    ap.add_argument("--write", type=Path, help="put the table into this Markdown file (docs/results.md)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(child(args.child, args.steps, args.device)), flush=True)
+        return
+
+    overlap = has_overlap()
+    modes = ["plain", "rlexp", *(["rlexp_overlap"] if overlap else []), "ceiling", "ceiling_fast"]
+    if args.candidates:
+        modes += ["rlexp:", *(f"rlexp:{p}" for p in PARTS)]
+    results: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+    load = os.getloadavg()[0]
+    for r in range(args.repeats):
+        for mode in modes:
+            res = run_child(mode, args.steps, args.device)
+            results[mode].append(res)
+            print(f"repeat {r + 1}/{args.repeats} {mode:14s} {res['steps'] / res['wall']:7.0f} steps/s  "
+                  f"{res['cpu'] / res['steps'] * 1000:6.2f} CPU s/1k steps", flush=True)
+
+    def rate(res: dict[str, float]) -> float:
+        return res["steps"] / res["wall"]
+
+    def per_cpu(res: dict[str, float]) -> float:
+        return res["steps"] / res["cpu"]
+
+    ceil = statistics.median(rate(x) for x in results["ceiling"])
+    labels = {"plain": "plain SB3 (bench/plain_sb3.py)", "rlexp": "rlexp default (fast=true)",
+              "rlexp_overlap": "rlexp overlap=true", "rlexp:": "rlexp fast=false",
+              **{f"rlexp:{p}": f"only {PART_NAMES[p]}" for p in PARTS}}
+    rows = ["| mode | env steps/s (wall) | CPU s per 1k steps | x plain, wall | x plain, steps per CPU-s "
+            "| fraction of env ceiling |", "|---|---:|---:|---:|---:|---:|"]
+    for mode in [m for m in modes if not m.startswith("ceiling")]:
+        runs = results[mode]
+        wall_ratio = statistics.median(rate(x) / rate(p) for x, p in zip(runs, results["plain"], strict=True))
+        cpu_ratio = statistics.median(per_cpu(x) / per_cpu(p) for x, p in zip(runs, results["plain"], strict=True))
+        med = statistics.median(rate(x) for x in runs)
+        cpu_k = statistics.median(x["cpu"] / x["steps"] * 1000 for x in runs)
+        rows.append(f"| {labels[mode]} | {med:.0f} | {cpu_k:.2f} | {wall_ratio:.2f} | {cpu_ratio:.2f} "
+                    f"| {med / ceil:.2f} |")
+        if mode == "rlexp" and not overlap:
+            rows.append("| rlexp overlap=true | skipped: no `overlap` key in this checkout | | | | |")
+    for mode, what in (("ceiling", "env ceiling: 8 envs, random actions"),
+                       ("ceiling_fast", "env ceiling with fast Fetch observations")):
+        med = statistics.median(rate(x) for x in results[mode])
+        cpu_k = statistics.median(x["cpu"] / x["steps"] * 1000 for x in results[mode])
+        rows.append(f"| {what} | {med:.0f} | {cpu_k:.2f} | | | {med / ceil:.2f} |")
+    table = "\n".join(rows)
+    print(table)
+    if args.write:
+        import stable_baselines3
+        import torch
+
+        cmd = "python bench/throughput.py " + " ".join(a for a in sys.argv[1:] if not a.startswith("--write")
+                                                      and a != str(args.write))
+        body = (f"SAC+HER FetchPush-v4 with ch05_her_push's hyperparameters (8 envs, batch 256, one gradient step "
+                f"per step of the 8 envs), learner on `{args.device}`, one torch thread per process; "
+                f"{args.steps:,} timed "
+                f"env steps after {LEARNING_STARTS + 1000:,} untimed ones, {args.repeats} interleaved repeats "
+                f"(medians). Machine: {machine(args.device)}; load average {load:.1f} at start (a shared machine: "
+                f"absolute numbers are noisy, ratios were measured side by side). torch {torch.__version__}, "
+                f"SB3 {stable_baselines3.__version__}, {time.strftime('%Y-%m-%d', time.gmtime())}.\n\n"
+                f"`{cmd.strip()}`\n\n{table}\n")
+        kind = args.device.split(":")[0] + ("-candidates" if args.candidates else "")
+        title = "each fast-path piece alone" if args.candidates else "plain SB3 vs rlexp"
+        write_section(args.write, f"throughput-{kind}", f"Throughput: {title}, SAC+HER FetchPush-v4 ({args.device})",
+                      body)
+        print(f"wrote {args.write}")
+
+
+if __name__ == "__main__":
+    main()

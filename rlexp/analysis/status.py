@@ -1,0 +1,362 @@
+"""`python -m rlexp status DIR`: where every job of a sweep stands, read from disk at any moment.
+
+Works while the sweep runs, after it ended, and for a SLURM array whose launching process has exited
+(`hydra.launcher.wait=false`), since every fact is a file: the planned jobs and each job's last event in
+`DIR/.rlexp/` (rlexp/sweepdir.py, written by our launchers and the jobs), and in each run directory the lock
+(who trains there, since when), checkpoints, eval.json and logs (rlexp/rundir.py). A job is
+
+    done         eval.json exists (success rate, return; "resumed" if it continued from a checkpoint), or the
+                 job recorded that it ended well (a task that writes no eval.json)
+    running      its run directory's lock is held (host, pid, since when, step reached), or it has started
+                 and its process is alive (before it takes the lock)
+    interrupted  stopped with a checkpoint (or a trained model without evaluation): the same command resumes it
+    failed       it recorded a failure, or its logs end with an error; the last error line is shown
+    pending      planned but not started; for SLURM, waiting in the queue (also when requeued after a time limit)
+
+Whether a lock is held is read from /proc/locks (this host) without touching the lock: trying it could make
+a starting job find its run directory busy and skip it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rlexp.errors import ConfigError
+from rlexp.fmt import percent
+from rlexp.rundir import RunDir
+from rlexp.sweepdir import JobEvent, PlannedJob, SweepDir, error_line, where
+
+STATES = ("done", "running", "interrupted", "failed", "pending")
+_HOLDER = re.compile(r"pid (\d+) on host (\S+) since (\S+)")
+
+
+@dataclass
+class JobState:
+    num: int | None  # None: a run directory of the sweep dir that no plan lists (an older command's)
+    subdir: str | None
+    state: str
+    detail: str = ""
+    success_rate: float | None = None
+    return_mean: float | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    host: str | None = None
+    pid: int | None = None
+    since: str | None = None
+    resumed: bool = False
+    error: str | None = None
+    job_id: str | None = None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def held_flocks() -> dict[tuple[int, int, int], int] | None:
+    """(device major, minor, inode) -> pid of every exclusive flock on this host; None without /proc/locks."""
+    try:
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    held = {}
+    for line in text.splitlines():
+        parts = line.split()  # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; waiters have "->" in [1]
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[3] == "WRITE":
+            try:
+                major, minor, inode = parts[5].split(":")
+                held[(int(major, 16), int(minor, 16), int(inode))] = int(parts[4])
+            except ValueError:
+                continue
+    return held
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_holder(run: RunDir, flocks: dict[tuple[int, int, int], int] | None) -> dict[str, Any] | None:
+    """{pid, host, since} of the process training in `run` now, or None if nobody is (as far as we can tell)."""
+    try:
+        st = os.stat(run.lock_file)
+        text = run.lock_file.read_text()
+    except OSError:
+        return None
+    m = _HOLDER.search(text)
+    info = {"pid": int(m.group(1)), "host": m.group(2), "since": m.group(3)} if m else {}
+    if flocks is not None and (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in flocks:
+        info.setdefault("pid", flocks[(os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)])
+        info.setdefault("host", socket.gethostname())
+        return info
+    if info and info["host"] != socket.gethostname():
+        return {**info, "unsure": True}  # another host's lock: its kernel knows; the caller weighs the events
+    if flocks is None and info and _alive(info["pid"]):  # no /proc/locks: a live holder on this host
+        return info
+    return None
+
+
+def _progress_step(run: RunDir) -> int | None:
+    """`time/total_timesteps` of progress.csv's last row (SB3 flushes it at every log dump)."""
+    try:
+        with open(run.progress, "rb") as f:
+            header = f.readline().decode().strip().split(",")
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 65536))
+            last = f.read().decode(errors="replace").strip().splitlines()[-1].split(",")
+        if len(last) != len(header) or last == header:
+            return None
+        return int(float(last[header.index("time/total_timesteps")]))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def step_reached(run: RunDir) -> int | None:
+    """The latest environment step the run has logged: progress.csv's last row, else TensorBoard's newest
+    event; its latest checkpoint if that is further."""
+    steps = []
+    if (ckpt := run.latest_checkpoint()) is not None:
+        steps.append(ckpt.step)
+    if (logged := _progress_step(run)) is not None:
+        return max([logged, *steps])
+    files = sorted(run.tb.rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime) if run.tb.is_dir() else []
+    if files:
+        from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+        try:
+            steps.extend(int(ev.step) for ev in EventFileLoader(str(files[-1])).Load())
+        except Exception:  # a file being written: what was read so far counts
+            pass
+    return max(steps) if steps else None
+
+
+def total_steps(run: RunDir) -> int | None:
+    from omegaconf import OmegaConf
+
+    try:
+        value = OmegaConf.load(run.hydra / "config.yaml").get("total_steps")
+        return int(value) if value is not None else None
+    except Exception:
+        return None
+
+
+def log_error(sweep: SweepDir | None, run: RunDir, job_id: str | None) -> str | None:
+    """The last error line of the job's submitit stderr log, else of its run.log."""
+    logs = sweep.submitit_logs(job_id) if sweep is not None else []
+    for path in [*[p for p in logs if p.name.endswith(".err")], run.root / "run.log"]:
+        try:
+            found = error_line(path.read_text(errors="replace"))
+        except OSError:
+            continue
+        if found:
+            return found
+    return None
+
+
+def slurm_queue(array: str | None) -> dict[str, str]:
+    """{ARRAY_TASK: STATE} of a SLURM array still in the queue; {} without squeue or array."""
+    if not array or not shutil.which("squeue"):
+        return {}
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-j", str(array), "-o", "%i %T"], capture_output=True,
+                             text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return dict(line.split(None, 1) for line in out.splitlines() if len(line.split()) == 2)
+
+
+def _since(iso: str | None) -> str:
+    """"2026-11-23T00:08:38+00:00" -> "00:08:38 UTC (4m02s ago)" (the date too if not today)."""
+    try:
+        then = _dt.datetime.fromisoformat(str(iso)).astimezone(_dt.UTC)
+    except ValueError:
+        return str(iso)
+    now = _dt.datetime.now(_dt.UTC)
+    s = max(0, int((now - then).total_seconds()))
+    ago = f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+    day = "" if then.date() == now.date() else f"{then:%Y-%m-%d} "
+    return f"{day}{then:%H:%M:%S} UTC ({ago} ago)"
+
+
+def job_state(sweep: SweepDir | None, run: RunDir, num: int | None = None, subdir: str | None = None,
+              event: JobEvent | None = None, job_id: str | None = None,
+              flocks: dict[tuple[int, int, int], int] | None = None, queue: dict[str, str] | None = None) -> JobState:
+    """Where one job stands; see the module docstring for the rules."""
+    js = JobState(num=num, subdir=subdir, state="pending", job_id=job_id or (event.job_id if event else None))
+    queued = (queue or {}).get(js.job_id or "")
+    holder = lock_holder(run, flocks) if run.root.is_dir() else None
+    starting = (event is not None and event.event == "started" and
+                (_alive(event.pid) if event.host == socket.gethostname() else queued in ("RUNNING", None)))
+    if holder is not None and holder.get("unsure"):
+        holder = holder if starting or queued == "RUNNING" else None
+    if holder is not None or (starting and not run.eval.exists()):
+        js.state = "running"
+        who = holder or {"pid": event.pid, "host": event.host, "since": event.time}  # type: ignore[union-attr]
+        js.pid, js.host, js.since = who.get("pid"), who.get("host"), who.get("since")
+        js.step, js.total_steps = step_reached(run), total_steps(run)
+        at = "starting" if holder is None else (
+            f"step {js.step:,}" if js.step is not None else "step 0") + (
+            f"/{js.total_steps:,}" if js.total_steps else "")
+        js.detail = f"{at} on {js.host} pid {js.pid} since {_since(js.since)}"
+        return js
+    if run.eval.exists():
+        js.state = "done"
+        agg = (_read_json(run.eval) or {}).get("aggregate") or {}
+        js.success_rate, js.return_mean = agg.get("success_rate"), agg.get("return_mean")
+        js.resumed = bool((_read_json(run.meta) or {}).get("resumed_from"))
+        ret = f"  return {js.return_mean:.2f}" if js.return_mean is not None else ""
+        js.detail = f"success {percent(js.success_rate)}{ret}" + ("  (resumed)" if js.resumed else "")
+        return js
+    if event is not None and event.event in ("done", "skipped"):  # a job without eval.json (not a training task)
+        js.state, js.success_rate, js.return_mean = "done", event.success_rate, event.return_mean
+        js.detail = f"success {percent(js.success_rate)}" if js.success_rate is not None else ""
+        return js
+    if not run.root.is_dir():
+        js.detail = f"SLURM {queued.lower()}" if queued else ""
+        return js
+    if queued and queued != "RUNNING":  # waiting for its (next) start: requeued, or a re-launched sweep's job
+        ckpt = run.latest_checkpoint()
+        js.detail = f"SLURM {queued.lower()}" + (f" (resumes from step {ckpt.step:,})" if ckpt else "")
+        return js
+    if event is not None and event.event == "failed":
+        js.state, js.error = "failed", log_error(sweep, run, js.job_id) if "exit code" in (event.error or "") else None
+        js.error = js.error or event.error
+        js.detail = js.error or ""
+        return js
+    if (ckpt := run.latest_checkpoint()) is not None:
+        js.state, js.step = "interrupted", ckpt.step
+        js.detail = f"resumable from step {ckpt.step:,}"
+        return js
+    if run.model.exists():
+        js.state, js.detail = "interrupted", "trained; evaluation pending (the same command evaluates it)"
+        return js
+    if (err := log_error(sweep, run, js.job_id)) is not None:
+        js.state, js.error, js.detail = "failed", err, err
+        return js
+    js.state, js.detail = "interrupted", "stopped before its first checkpoint (the same command starts it over)"
+    return js
+
+
+def sweep_status(path: Path) -> tuple[list[JobState], dict[str, Any]]:
+    """Every job of the sweep (or the one run) at `path`, and facts about the sweep itself."""
+    path = Path(path)
+    sweep = SweepDir(path)
+    flocks = held_flocks()
+    if not sweep.is_sweep():
+        run = RunDir(path)
+        if not run.is_run():
+            if not path.is_dir():
+                raise ConfigError(f"{path} does not exist")
+            raise ConfigError(f"{path} is neither a sweep directory (multirun.yaml, .rlexp/jobs.json) nor a run "
+                              "directory (model.meta.json, .hydra/config.yaml, eval.json)")
+        return [job_state(None, run, flocks=flocks)], {"run": str(run.root)}
+    plan = sweep.read_plan()
+    jobs: list[PlannedJob] = plan[0] if plan else []
+    info: dict[str, Any] = plan[1] if plan else {}
+    queue = slurm_queue(info.get("slurm_array"))
+    states = []
+    for job in jobs:
+        event = sweep.event(job.num)
+        if event is not None and event.subdir != job.subdir:
+            event = None  # a record of another command's job with the same number
+        run = RunDir(sweep.root / job.subdir) if job.subdir else RunDir(sweep.root / f"#{job.num}")
+        states.append(job_state(sweep, run, job.num, job.subdir, event, job.job_id, flocks, queue))
+    listed = {j.subdir for j in jobs}
+    others = sorted(p for p in sweep.root.iterdir() if p.is_dir() and p.name not in listed
+                    and not p.name.startswith(".") and RunDir(p).is_run())
+    states.extend(job_state(sweep, RunDir(p), None, p.name, flocks=flocks) for p in others)
+    return states, info
+
+
+def counts(states: list[JobState]) -> dict[str, int]:
+    return {s: sum(1 for j in states if j.state == s) for s in STATES}
+
+
+def bar(done: int, total: int, width: int = 30) -> str:
+    filled = round(width * done / total) if total else width
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} ended"
+
+
+def render(path: Path, states: list[JobState], info: dict[str, Any], only: set[str] | None = None) -> str:
+    c = counts(states)
+    head = ", ".join(f"{n} {s}" for s, n in c.items() if n)
+    array = f", SLURM array {info['slurm_array']}" if info.get("slurm_array") else ""
+    lines = [f"{where(path)}: {len(states)} job{'s' * (len(states) != 1)}{array} -- {head}"]
+    if len(states) > 1:
+        lines.append(bar(c["done"] + c["failed"], len(states)))
+    rows = [j for j in states if not only or j.state in only]
+    if rows and "run" not in info:
+        width = max(len(j.detail) for j in rows)
+        lines.append(f"{'#':>4}  {'state':<11}  {'detail':<{width}}  run directory")
+        for j in rows:
+            num = "-" if j.num is None else str(j.num)
+            lines.append(f"{num:>4}  {j.state:<11}  {j.detail:<{width}}  {j.subdir or ''}".rstrip())
+    elif rows:
+        lines.append(f"{rows[0].state}: {rows[0].detail}".rstrip(": "))
+    again = [w for n, w in ((c["interrupted"], "interrupted jobs resume from their checkpoints"),
+                            (c["failed"], "failed jobs start over")) if n]
+    if again:
+        lines.append(f"{' and '.join(again)} when the sweep's command runs again")
+    return "\n".join(lines)
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", type=Path, help="a sweep directory (multirun/NAME) or one run directory")
+    p.add_argument("--only", default=None, help=f"list only jobs in these states (comma-separated: {','.join(STATES)})")
+    p.add_argument("--json", action="store_true", help="print the job states as JSON")
+    p.add_argument("--watch", type=float, default=None, metavar="SECONDS",
+                   help="refresh every SECONDS until no job is running or pending, with a progress bar")
+
+
+def _watch(path: Path, every: float) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    states, _ = sweep_status(path)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar_:
+        task = bar_.add_task("", total=len(states))
+        while True:
+            c = counts(states)
+            bar_.update(task, completed=c["done"] + c["failed"], total=len(states),
+                        description=", ".join(f"{n} {s}" for s, n in c.items() if n))
+            if not c["running"] and not c["pending"]:
+                break
+            time.sleep(every)
+            states, _ = sweep_status(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Where every job of a sweep stands (done / running / interrupted / failed / pending), read from disk:
+    at any moment, also while it runs and for a SLURM array after the launching process has exited."""
+    only = {s.strip() for s in args.only.split(",")} if args.only else None
+    if only and (bad := only - set(STATES)):
+        raise ConfigError(f"--only: unknown state(s) {sorted(bad)}; choose from {', '.join(STATES)}")
+    if args.watch is not None and args.watch <= 0:
+        raise ConfigError(f"--watch must be > 0 seconds, got {args.watch}")
+    states, info = sweep_status(args.dir)
+    if args.watch is not None:
+        _watch(args.dir, args.watch)
+        states, info = sweep_status(args.dir)
+    if args.json:
+        print(json.dumps({"dir": str(Path(args.dir).resolve()), **info, "counts": counts(states),
+                          "jobs": [asdict(j) for j in states if not only or j.state in only]}, indent=1))
+    else:
+        print(render(args.dir, states, info, only))
+    return 0

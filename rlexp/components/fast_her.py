@@ -1,0 +1,89 @@
+"""HER replay sampling with the same batches as stable-baselines3's HerReplayBuffer, at a fraction of the cost.
+
+SB3's `sample` scans the whole buffer (`ep_length > 0`, then `flatnonzero`: 8M cells for a 1M x 8 buffer)
+on every gradient step, and gathers every key twice (real and relabelled halves) before concatenating.
+FastHerReplayBuffer keeps the sorted list of sampleable transitions until an episode ends or is
+overwritten (the only events that change it), scans only the filled rows, and gathers each key once in
+the final order. It makes the same NumPy random draws in the same order (`np.random.choice` over the same
+index list, then SB3's own `_sample_goals`), so for the same stored episodes and seed it returns bitwise
+the same batch (tests/test_fast_path.py). Stored arrays and checkpoints are exactly SB3's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from stable_baselines3 import HerReplayBuffer
+from stable_baselines3.common.type_aliases import DictReplayBufferSamples
+
+
+class FastHerReplayBuffer(HerReplayBuffer):
+    """stable_baselines3.HerReplayBuffer with a cached valid-index list and one gather per key."""
+
+    # ((pos, full) it is valid for, flat indices of sampleable transitions). A tuple, not an array attribute:
+    # checkpoints save every array attribute of the buffer, and this one is derived, not state.
+    _valid_cache: tuple[tuple[int, bool], np.ndarray] | None = None
+
+    def add(  # type: ignore[override]
+        self,
+        obs: dict[str, np.ndarray],
+        next_obs: dict[str, np.ndarray],
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        # The valid set changes only when an old episode is overwritten (its lengths zeroed) or one ends.
+        changed = bool(np.any(self.ep_length[self.pos] > 0)) or bool(np.any(done))
+        super().add(obs, next_obs, action, reward, done, infos)
+        cache = self._valid_cache
+        self._valid_cache = None if changed or cache is None else ((self.pos, self.full), cache[1])
+
+    def truncate_last_trajectory(self) -> None:
+        super().truncate_last_trajectory()  # may end episodes
+        self._valid_cache = None
+
+    def valid_indices(self) -> np.ndarray:
+        """np.flatnonzero(ep_length > 0), as SB3 computes it, from the filled rows only."""
+        key = (self.pos, self.full)
+        cache = self._valid_cache
+        if cache is None or cache[0] != key:  # also after a checkpoint filled the arrays directly
+            rows = self.buffer_size if self.full else self.pos
+            cache = self._valid_cache = (key, np.flatnonzero(self.ep_length[:rows] > 0))
+        return cache[1]
+
+    def sample(self, batch_size: int, env: Any = None) -> DictReplayBufferSamples:  # type: ignore[override]
+        if env is not None or self.copy_info_dict:  # VecNormalize or info copies: SB3's own path
+            return super().sample(batch_size, env)
+        valid = self.valid_indices()
+        if valid.size == 0:
+            raise RuntimeError(
+                "Unable to sample before the end of the first episode. We recommend choosing a value "
+                "for learning_starts that is greater than the maximum number of timesteps in the environment."
+            )
+        sampled = np.random.choice(valid, size=batch_size, replace=True)
+        batch_indices, env_indices = np.unravel_index(sampled, self.ep_length.shape)
+        nb_virtual = int(self.her_ratio * batch_size)
+        n_real = batch_size - nb_virtual
+        # SB3 returns the real transitions (drawn last) first, then the relabelled ones
+        rows = np.concatenate((batch_indices[nb_virtual:], batch_indices[:nb_virtual]))
+        envs = np.concatenate((env_indices[nb_virtual:], env_indices[:nb_virtual]))
+        obs = {key: arr[rows, envs] for key, arr in self.observations.items()}
+        next_obs = {key: arr[rows, envs] for key, arr in self.next_observations.items()}
+        rewards = self.rewards[rows, envs].reshape(-1, 1)
+        if nb_virtual:
+            new_goals = self._sample_goals(batch_indices[:nb_virtual], env_indices[:nb_virtual])
+            obs["desired_goal"][n_real:] = new_goals
+            next_obs["desired_goal"][n_real:] = new_goals
+            assert self.env is not None, "HerReplayBuffer needs its VecEnv to compute rewards of relabelled goals"
+            virtual = self.env.env_method("compute_reward", next_obs["achieved_goal"][n_real:], new_goals,
+                                          [{} for _ in range(nb_virtual)], indices=[0])
+            rewards[n_real:] = virtual[0].astype(np.float32).reshape(-1, 1)
+        return DictReplayBufferSamples(
+            observations={key: self.to_torch(v) for key, v in obs.items()},
+            actions=self.to_torch(self.actions[rows, envs]),
+            next_observations={key: self.to_torch(v) for key, v in next_obs.items()},
+            dones=self.to_torch(self.dones[rows, envs] * (1 - self.timeouts[rows, envs])).reshape(-1, 1),
+            rewards=self.to_torch(rewards),
+        )

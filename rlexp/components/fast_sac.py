@@ -1,0 +1,147 @@
+"""SAC with a leaner gradient step: the same update as stable-baselines3's SAC.train, fewer wasted operations.
+
+What differs from `stable_baselines3.SAC.train`, and why each keeps the update rule:
+- Adam runs as one fused (CPU/CUDA) kernel over all of a network's tensors instead of SB3's default
+  per-tensor loop: the same Adam arithmetic, rounded differently (equal within float tolerance).
+- The actor loss does not compute gradients for critic weights the actor's optimizer does not own. SB3
+  computes them and discards them (the critic optimizer's `zero_grad` runs before they are ever read);
+  the actor's own gradients are unchanged.
+- Polyak averaging is two `torch._foreach_*` calls over all target tensors: the same `mul_(1 - tau)` then
+  `add(alpha=tau)` as `stable_baselines3.common.utils.polyak_update`, bitwise.
+- Losses stay tensors until the end of `train()`: one host sync per call instead of three per step.
+Random draws (the actor's samples) happen in the same order, so for the same weights, batch and torch
+seed the losses, parameters, optimizer states and target networks equal SB3's within float tolerance
+(tests/test_fast_path.py). Optimizer state dicts keep SB3's layout: checkpoints load either way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch as th
+from stable_baselines3 import SAC
+from stable_baselines3.common.utils import polyak_update
+from torch.nn import functional as F  # noqa: N812 - as SB3 writes it
+
+
+def fused_adam_available(device: th.device) -> bool:
+    """Fused Adam exists for CPU (torch >= 2.4) and CUDA; elsewhere (mps, ...) keep the foreach loop."""
+    return device.type in ("cpu", "cuda")
+
+
+class FastSAC(SAC):
+    """stable_baselines3.SAC whose `train()` does the same update with fewer operations (module docstring)."""
+
+    _critic_only: list[th.Tensor] | None = None
+    # Each speed-up on its own switch, for bench/throughput.py --candidates (all on by default)
+    fused_adam = True
+    skip_critic_grads = True
+
+    def _fast_optimizers(self, optimizers: list[th.optim.Optimizer]) -> None:
+        """Every call: a checkpoint's optimizer state brings back the param groups' flags it was saved with."""
+        fused = fused_adam_available(self.device)
+        if not self.fused_adam:
+            return
+        for opt in optimizers:
+            if isinstance(opt, th.optim.Adam):
+                for group in opt.param_groups:
+                    group["fused"], group["foreach"] = (True, False) if fused else (None, True)
+
+    def get_parameters(self) -> dict[str, dict]:
+        """SB3's state dicts, optimizer flags as SB3 leaves them: a checkpoint runs plain Adam under fast=false."""
+        params = super().get_parameters()
+        for name, state in params.items():
+            if name.endswith("optimizer"):
+                for group in state.get("param_groups", ()):
+                    group["fused"], group["foreach"] = None, None  # th.optim.Adam's defaults, as SB3 builds it
+        return params
+
+    def _fast_setup(self) -> None:
+        actor_owned = {id(p) for g in self.actor.optimizer.param_groups for p in g["params"]}
+        self._critic_only = [p for p in self.critic.parameters() if id(p) not in actor_owned and p.requires_grad
+                             and self.skip_critic_grads]
+        self._polyak_src = list(self.critic.parameters())
+        self._polyak_dst = list(self.critic_target.parameters())
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        self.policy.set_training_mode(True)
+        optimizers = [self.actor.optimizer, self.critic.optimizer]
+        if self.ent_coef_optimizer is not None:
+            optimizers += [self.ent_coef_optimizer]
+        self._update_learning_rate(optimizers)
+        self._fast_optimizers(optimizers)
+        if self._critic_only is None:
+            self._fast_setup()
+
+        ent_coef_losses, ent_coefs, actor_losses, critic_losses = [], [], [], []
+        for gradient_step in range(gradient_steps):
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+            if self.use_sde:
+                self.actor.reset_noise()
+
+            actions_pi, log_prob = self.actor.action_log_prob(replay_data.observations)
+            log_prob = log_prob.reshape(-1, 1)
+
+            ent_coef_loss = None
+            if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
+                ent_coef = th.exp(self.log_ent_coef.detach())
+                assert isinstance(self.target_entropy, float)
+                ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
+                ent_coef_losses.append(ent_coef_loss.detach())
+            else:
+                ent_coef = self.ent_coef_tensor
+            ent_coefs.append(ent_coef.detach())
+
+            if ent_coef_loss is not None and self.ent_coef_optimizer is not None:
+                self.ent_coef_optimizer.zero_grad()
+                ent_coef_loss.backward()
+                self.ent_coef_optimizer.step()
+
+            with th.no_grad():
+                next_actions, next_log_prob = self.actor.action_log_prob(replay_data.next_observations)
+                next_q_values = th.cat(self.critic_target(replay_data.next_observations, next_actions), dim=1)
+                next_q_values, _ = th.min(next_q_values, dim=1, keepdim=True)
+                next_q_values = next_q_values - ent_coef * next_log_prob.reshape(-1, 1)
+                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
+
+            current_q_values = self.critic(replay_data.observations, replay_data.actions)
+            critic_loss = 0.5 * sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
+            assert isinstance(critic_loss, th.Tensor)
+            critic_losses.append(critic_loss.detach())
+            self.critic.optimizer.zero_grad()
+            critic_loss.backward()
+            self.critic.optimizer.step()
+
+            # Actor loss: gradients reach the actions (and any weights the actor's optimizer owns), not the
+            # critic's own weights, whose gradients SB3 computes only to discard them.
+            for p in self._critic_only:
+                p.requires_grad_(False)
+            try:
+                q_values_pi = th.cat(self.critic(replay_data.observations, actions_pi), dim=1)
+                min_qf_pi, _ = th.min(q_values_pi, dim=1, keepdim=True)
+                actor_loss = (ent_coef * log_prob - min_qf_pi).mean()
+                actor_losses.append(actor_loss.detach())
+                self.actor.optimizer.zero_grad()
+                actor_loss.backward()
+            finally:
+                for p in self._critic_only:
+                    p.requires_grad_(True)
+            self.actor.optimizer.step()
+
+            if gradient_step % self.target_update_interval == 0:
+                with th.no_grad():  # = polyak_update: target * (1 - tau) + tau * param, in place
+                    th._foreach_mul_(self._polyak_dst, 1 - self.tau)
+                    th._foreach_add_(self._polyak_dst, self._polyak_src, alpha=self.tau)
+                polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
+
+        self._n_updates += gradient_steps
+
+        def mean(values: list[th.Tensor]) -> float:
+            return float(np.mean(th.stack(values).float().cpu().numpy().astype(np.float64)))
+
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/ent_coef", mean(ent_coefs))
+        self.logger.record("train/actor_loss", mean(actor_losses))
+        self.logger.record("train/critic_loss", mean(critic_losses))
+        if len(ent_coef_losses) > 0:
+            self.logger.record("train/ent_coef_loss", mean(ent_coef_losses))

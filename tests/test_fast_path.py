@@ -1,0 +1,177 @@
+"""fast=true (the default): the same update as plain SB3 SAC+HER on Fetch, with fewer operations.
+
+Fetch observations and HER batches are bitwise those of gymnasium-robotics and SB3; a FastSAC gradient step
+equals SAC's within float tolerance (fused Adam rounds differently); checkpoints are interchangeable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import SAC, HerReplayBuffer
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.type_aliases import DictReplayBufferSamples
+from stable_baselines3.common.vec_env import VecEnv
+
+import rlexp
+from rlexp.builder import build
+from rlexp.components import fetch_obs
+from rlexp.components.envs import register_robotics
+from rlexp.components.fast_her import FastHerReplayBuffer
+from rlexp.components.fast_sac import FastSAC
+from rlexp.config import config_hash
+from rlexp.errors import ConfigError
+from rlexp.spec import RunSpec
+
+from helpers import HER_TINY, ok, read_json, run_py
+
+
+@pytest.mark.parametrize("env_id", ["FetchPush-v4", "FetchReach-v4", "FetchPickAndPlace-v4"])
+def test_fetch_observations_by_index_are_bitwise_equal(env_id: str) -> None:
+    """Same seeds and actions: the same observations, rewards, terminations and infos, bit for bit."""
+    register_robotics()
+    plain, fast = gym.make(env_id), gym.make(env_id)
+    assert fetch_obs.install(fast)
+    rng = np.random.default_rng(0)
+    for episode in range(2):
+        outs = [plain.reset(seed=episode), fast.reset(seed=episode)]
+        for _ in range(50):
+            assert outs[0][-1] == outs[1][-1]  # infos
+            for key, value in outs[0][0].items():
+                assert value.dtype == outs[1][0][key].dtype and value.tobytes() == outs[1][0][key].tobytes(), key
+            action = rng.uniform(-1, 1, 4).astype(np.float32)
+            outs = [plain.step(action), fast.step(action)]
+            assert outs[0][1:] == outs[1][1:]  # reward, terminated, truncated, info
+    assert not fetch_obs.install(gym.make("Pendulum-v1"))
+
+
+def _fill(buffers: list[HerReplayBuffer], venv: VecEnv, steps: int) -> Iterator[None]:
+    venv.seed(0)
+    obs = venv.reset()
+    rng = np.random.default_rng(1)
+    for _ in range(steps):
+        actions = rng.uniform(-1, 1, (venv.num_envs, 4)).astype(np.float32)
+        next_obs, rewards, dones, infos = venv.step(actions)
+        for buf in buffers:
+            buf.add(obs, next_obs, actions, rewards, dones, infos)
+        obs = next_obs
+        yield
+
+
+def test_fast_her_sampling_returns_sb3s_batches_bitwise() -> None:
+    """Same stored episodes and NumPy seed: the same batch and the same draws, also once the buffer wraps."""
+    register_robotics()
+    venv = make_vec_env("FetchPush-v4", n_envs=2)
+    args = (240, venv.observation_space, venv.action_space)  # 120 rows per env: episodes of 50 get overwritten
+    plain = HerReplayBuffer(*args, env=venv, n_envs=2, n_sampled_goal=4, goal_selection_strategy="future")
+    fast = FastHerReplayBuffer(*args, env=venv, n_envs=2, n_sampled_goal=4, goal_selection_strategy="future")
+    compared = 0
+    for step, _ in enumerate(_fill([plain, fast], venv, 260)):
+        if step < 50 or step % 7:
+            continue
+        np.random.seed(step)
+        a, after_a = plain.sample(64), np.random.randint(1 << 30)
+        np.random.seed(step)
+        b, after_b = fast.sample(64), np.random.randint(1 << 30)
+        assert after_a == after_b  # the same draws
+        for field in ("actions", "rewards", "dones"):
+            assert th.equal(getattr(a, field), getattr(b, field)), field
+        for part in ("observations", "next_observations"):
+            for key in getattr(a, part):
+                assert th.equal(getattr(a, part)[key], getattr(b, part)[key]), (part, key)
+        compared += 1
+    assert compared >= 25 and plain.full
+
+
+def _batch(env: VecEnv, n: int = 64) -> DictReplayBufferSamples:
+    g = th.Generator().manual_seed(0)
+    space = env.observation_space
+
+    def obs() -> dict[str, th.Tensor]:
+        return {k: th.randn((n, *s.shape), generator=g) for k, s in space.spaces.items()}
+
+    return DictReplayBufferSamples(observations=obs(), actions=th.rand((n, 4), generator=g) * 2 - 1,
+                                   next_observations=obs(), dones=(th.rand((n, 1), generator=g) < 0.1).float(),
+                                   rewards=-(th.rand((n, 1), generator=g) < 0.7).float())
+
+
+@pytest.mark.parametrize("ent_coef", ["auto", 0.05])
+def test_fast_sac_update_equals_sb3s(ent_coef: str | float) -> None:
+    """Same weights, batches and torch seed: losses, parameters, optimizer moments, entropy coefficient and
+    target networks after three gradient steps equal SB3's within float tolerance."""
+    register_robotics()
+    venv = make_vec_env("FetchPush-v4", n_envs=1)
+    kwargs = dict(learning_starts=0, batch_size=64, gamma=0.95, ent_coef=ent_coef, seed=0,
+                  policy_kwargs={"net_arch": [64, 64]})
+    models = [cls("MultiInputPolicy", venv, **kwargs) for cls in (SAC, FastSAC)]
+    models[1].policy.load_state_dict(models[0].policy.state_dict())
+    if models[0].log_ent_coef is not None:
+        models[1].log_ent_coef.data.copy_(models[0].log_ent_coef.data)
+    batch = _batch(venv)
+    for model in models:
+        model.replay_buffer.sample = lambda *a, **k: batch  # the same batch for both, every step
+        model.set_logger(configure(None, []))
+        th.manual_seed(7)
+        model.train(gradient_steps=3, batch_size=64)
+    plain, fast = models
+    assert fast.actor.optimizer.param_groups[0]["fused"]  # the fast path really ran
+    saved = fast.get_parameters()["critic.optimizer"]["param_groups"][0]  # ... and checkpoints say plain Adam
+    assert saved["fused"] is None and saved["foreach"] is None
+    close = dict(rtol=1e-5, atol=1e-6)
+    for key in ("train/actor_loss", "train/critic_loss", "train/ent_coef"):
+        assert np.isclose(plain.logger.name_to_value[key], fast.logger.name_to_value[key], **close), key
+    for (name, p), q in zip(plain.policy.state_dict().items(), fast.policy.state_dict().values(), strict=True):
+        assert th.allclose(p, q, **close), name  # actor, critic and critic_target
+    assert not th.equal(plain.critic_target.state_dict()["qf0.0.weight"],
+                        plain.critic.state_dict()["qf0.0.weight"])
+    for opt_a, opt_b in ((plain.actor.optimizer, fast.actor.optimizer),
+                         (plain.critic.optimizer, fast.critic.optimizer)):
+        for sa, sb in zip(opt_a.state_dict()["state"].values(), opt_b.state_dict()["state"].values(), strict=True):
+            assert all(th.allclose(sa[k].float(), sb[k].float(), **close) for k in sa)
+    if ent_coef == "auto":
+        assert th.allclose(plain.log_ent_coef, fast.log_ent_coef, **close)
+        assert np.isclose(plain.logger.name_to_value["train/ent_coef_loss"],
+                          fast.logger.name_to_value["train/ent_coef_loss"], **close)
+
+
+def test_fast_is_a_run_only_key_and_swaps_classes_at_build() -> None:
+    cfg = rlexp.compose(*HER_TINY)
+    off = rlexp.compose(*HER_TINY, "fast=false")
+    assert cfg.fast is True and config_hash(cfg) == config_hash(off)
+    assert cfg.algo._target_ == "stable_baselines3.SAC"  # the recorded config names SB3's classes
+    fast_model, plain_model = build(cfg), build(off)
+    try:
+        assert type(fast_model) is FastSAC and type(fast_model.replay_buffer) is FastHerReplayBuffer
+        assert type(plain_model) is SAC and type(plain_model.replay_buffer) is HerReplayBuffer
+        assert isinstance(fast_model.get_env().envs[0].unwrapped._get_obs, fetch_obs.FetchObservation)
+        # checkpoints hold the same arrays, env attributes and optimizer layout either way
+        from rlexp.training.checkpoint import _Arrays, _buffer_arrays, env_state
+
+        arrays = [sorted(_buffer_arrays(m.replay_buffer)[0]) for m in (fast_model, plain_model)]
+        assert arrays[0] == arrays[1]
+        states = [env_state(m.get_env().envs[0], _Arrays()) for m in (fast_model, plain_model)]
+        assert [sorted(layer["attrs"]) for layer in states[0]["layers"]] == \
+               [sorted(layer["attrs"]) for layer in states[1]["layers"]]
+        assert fast_model.get_parameters().keys() == plain_model.get_parameters().keys()
+    finally:
+        fast_model.get_env().close()
+        plain_model.get_env().close()
+    with pytest.raises(ConfigError, match="fast must be true or false"):
+        RunSpec.of(rlexp.compose(*HER_TINY, "fast=maybe"))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_written_fast_resumes_with_plain_sb3(tmp_path: Path) -> None:
+    """Checkpoints are interchangeable: a fast run's step-200 checkpoint continues under fast=false."""
+    run, fork = tmp_path / "run", tmp_path / "fork"
+    ok(run_py(*HER_TINY, "total_steps=400", f"hydra.run.dir={run}"))
+    ok(run_py(f"resume={run}/checkpoints/step_200.zip", "total_steps=400", "fast=false", "progress=false",
+              f"hydra.run.dir={fork}"))
+    assert "FastSAC + FastHerReplayBuffer" in (run / "run.log").read_text()
+    assert "SAC + HerReplayBuffer" in (fork / "run.log").read_text() and read_json(fork / "eval.json")["aggregate"]
