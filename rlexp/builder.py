@@ -54,6 +54,9 @@ def algo_class(cfg: DictConfig) -> type[BaseAlgorithm]:
     cls = resolve_class(cfg.algo, "algo")
     if cls is None or not issubclass(cls, BaseAlgorithm):
         raise ConfigError(f"algo._target_ must name an SB3 algorithm class, got {cfg.algo.get('_target_')!r}")
+    from rlexp.training import overlap
+
+    overlap.check(cfg, cls)  # overlap=true: off-policy, train_freq=1, dummy envs
     return cls
 
 
@@ -67,6 +70,12 @@ def make_train_env(cfg: DictConfig, **extra: Any) -> VecEnv:
     node = with_current_target(cfg.env)
     if is_fast(cfg) and node.get("_target_") == FACTORY:
         extra["fast_obs"] = True  # Fetch observations read by index (rlexp.components.fetch_obs), bitwise the same
+    if cfg.get("overlap"):  # all envs in one worker process (rlexp.training.overlap)
+        from rlexp.training.overlap import OverlapVecEnv, reserve_core
+
+        reserve_core(cfg.get("threads"))
+        with unwrap_config_errors():
+            return OverlapVecEnv(OmegaConf.to_container(node, resolve=True), extra)
     with unwrap_config_errors():
         # not recursive: env.wrappers are specs that make_env instantiates with env=...
         return instantiate(node, _convert_="all", _recursive_=False, **extra)
@@ -242,7 +251,13 @@ def build(cfg: DictConfig | RunSpec, env_extra: dict[str, Any] | None = None) ->
         kwargs = algo_kwargs(cfg, env, spec.algo_cls)
         with unwrap_config_errors():  # e.g. a replay buffer that rejects the observation space
             algo = with_current_target(cfg.algo)
-            return instantiate(fast_target(algo) if is_fast(cfg) else algo, **kwargs, _convert_="all")
+            node = fast_target(algo) if is_fast(cfg) else algo
+            if not cfg.get("overlap"):
+                return instantiate(node, **kwargs, _convert_="all")
+            from rlexp.training.overlap import overlapped  # the configured class with OverlapMixin in front
+
+            partial = instantiate(node, **kwargs, _convert_="all", _partial_=True)
+            return overlapped(partial.func)(*partial.args, **partial.keywords)
     except BaseException:
         env.close()
         raise

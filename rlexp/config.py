@@ -21,6 +21,9 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "checkpoint_replay", "tensorboard",
                  "fast", "objective", "eval.freq", "eval.freq_episodes")
 HASH_EXCLUDE = (*RUN_ONLY_KEYS, "hydra")
+# Keys added after runs were recorded without them: hashed only when set away from this default, so every
+# earlier run keeps its hash (and is still found, skipped and resumed).
+HASH_IF_NOT_DEFAULT = {"overlap": False}
 # The options of the rlexp/conf/task/ group; rlexp.tasks.REGISTRY implements each one (tests keep them equal).
 TASKS = tuple(sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml")))
 
@@ -61,6 +64,9 @@ def config_hash(cfg: DictConfig | dict[str, Any], lineage: bool = False) -> str:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(last, None)
+    for key, default in HASH_IF_NOT_DEFAULT.items():
+        if key in data and data[key] == default:
+            del data[key]
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

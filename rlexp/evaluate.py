@@ -58,6 +58,7 @@ def inference_config(cfg: DictConfig, device: str) -> DictConfig:
     small.n_envs = 1
     small.env.n_envs = 1
     small.env.vec_env = "dummy"
+    small.overlap = False  # acting only: no env worker process (rlexp.training.overlap)
     small.device = device
     small.resume = None
     if "buffer_size" in small.algo:

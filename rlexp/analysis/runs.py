@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rlexp import artifacts
-from rlexp.config import RUN_ONLY_KEYS
+from rlexp.config import HASH_IF_NOT_DEFAULT, RUN_ONLY_KEYS
 from rlexp.errors import ConfigError
 from rlexp.rundir import CKPT_DIR, HYDRA, META, RunDir
 
@@ -57,7 +57,8 @@ class LoadedRun:
 
     @property
     def group_items(self) -> tuple[tuple[str, str], ...]:
-        return tuple(sorted((k, repr(v)) for k, v in self.config.items() if not is_run_only(k)))
+        return tuple(sorted((k, repr(v)) for k, v in self.config.items() if not is_run_only(k)
+                            and not (k in HASH_IF_NOT_DEFAULT and v == HASH_IF_NOT_DEFAULT[k])))
 
 
 def is_run_dir(path: Path) -> bool:

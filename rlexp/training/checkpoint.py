@@ -262,6 +262,8 @@ def runtime_state(model: BaseAlgorithm, arrays: _Arrays) -> dict[str, Any]:
     venv = model.get_env()
     if isinstance(venv, DummyVecEnv):
         out["envs"] = [env_state(e, arrays) for e in venv.envs]
+    elif hasattr(venv, "env_states"):  # overlap=true: the same states, from its worker (rlexp.training.overlap)
+        out["envs"] = venv.env_states(arrays)
     else:
         out["envs"] = None  # SubprocVecEnv: sub-envs live in other processes
     out["rng"] = rng_state(arrays)
@@ -276,10 +278,13 @@ def set_runtime_state(model: BaseAlgorithm, state: dict[str, Any], arrays: _Arra
     model.ep_info_buffer = deque(_decode(state["ep_info_buffer"], arrays), maxlen=window)
     model.ep_success_buffer = deque(_decode(state["ep_success_buffer"], arrays), maxlen=window)
     venv = model.get_env()
-    exact = state.get("envs") is not None and isinstance(venv, DummyVecEnv)
+    exact = state.get("envs") is not None and (isinstance(venv, DummyVecEnv) or hasattr(venv, "set_env_states"))
     if exact:
-        for env, env_saved in zip(venv.envs, state["envs"], strict=True):
-            set_env_state(env, env_saved, arrays)
+        if isinstance(venv, DummyVecEnv):
+            for env, env_saved in zip(venv.envs, state["envs"], strict=True):
+                set_env_state(env, env_saved, arrays)
+        else:
+            venv.set_env_states(state["envs"], arrays)
         for name in RUNTIME_ARRAYS:
             setattr(model, name, _decode(state[name], arrays))
     set_rng_state(state["rng"], arrays)  # last: nothing after this may draw before learning continues
