@@ -69,9 +69,16 @@ def starter(conf: str, job: str, delay_s: float = 2.0):
     StartTime=now, which also wakes the scheduler. True once the job runs again (or is done and gone).
     """
     pending_since: list[float] = []
+    seen: list[str] = []  # every state polled, in order, for the failure message
 
     def poll() -> bool:
         state = slurm(conf, "squeue", "-h", "-j", job, "-o", "%T").strip()
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        if state in ("REQUEUE_HOLD", "SPECIAL_EXIT"):  # held instead of pending: release it
+            subprocess.run(["scontrol", "release", job], capture_output=True, timeout=60,
+                           env={**os.environ, "SLURM_CONF": conf})
+            return False
         if state != "PENDING":
             return state in ("RUNNING", "")
         if not pending_since:
@@ -86,6 +93,7 @@ def starter(conf: str, job: str, delay_s: float = 2.0):
             )
         return False
 
+    poll.seen = seen  # type: ignore[attr-defined]
     return poll
 
 
@@ -139,7 +147,12 @@ def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) 
         requeued = {j.num: j for j in sweep_status(sweep)[0]}[0]  # as `rlexp status` sees it meanwhile
         assert requeued.state == "pending" and "(resumes from step" in requeued.detail, requeued  # PENDING/COMPLETING
         # SLURM holds a requeued job for ~120 s (BeginTime); start it sooner to keep the test short.
-        wait_for(starter(slurm_conf, t0), 120, proc, "task 0 to start again")
+        restart = starter(slurm_conf, t0)
+        # Generous: on 2 loaded cores the stopped run may take a while to checkpoint and leave COMPLETING.
+        try:
+            wait_for(restart, 300, proc, "task 0 to start again")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its squeue states: {restart.seen}") from None
         wait_for(lambda: ckpt(1), 400, proc, "a checkpoint of task 1")
         slurm(slurm_conf, "scancel", t1)  # a user's cancel: checkpoint and stop, but never requeue
         out, _ = proc.communicate(timeout=400)
