@@ -42,6 +42,9 @@ def _suite_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), *parts]))
+    # The local launcher bounds its jobs' threads with setdefault(OMP_NUM_THREADS) in the launching process, here
+    # pytest's own: put it back afterwards (left set, it made tools/slurm_local.sh advertise one CPU).
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     saved = Singleton._instances.pop(VersionBase, None)  # type: ignore[attr-defined]
     yield
     Singleton._instances.pop(VersionBase, None)  # type: ignore[attr-defined]

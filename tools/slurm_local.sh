@@ -150,7 +150,7 @@ do_install() {
 # ---------------------------------------------------------------- config
 write_configs() {
   local cpus mem_total mem defmem
-  cpus=${SLURM_LOCAL_CPUS:-$(nproc)}
+  cpus=${SLURM_LOCAL_CPUS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}  # nproc obeys OMP_NUM_THREADS
   mem_total=$(awk '/^MemTotal:/{print int($2/1024)}' /proc/meminfo)
   mem=$((mem_total - ${SLURM_LOCAL_MEM_MARGIN_MB:-1024}))
   ((mem > 256)) || mem=$((mem_total / 2))
