@@ -30,6 +30,7 @@ from helpers import (
     read_json,
     rlexp_cli,
     run_py,
+    scalars,
 )
 
 BASE = ["+experiment=ch05_her_reach", "env=reach_dense", "n_envs=2", "algo.learning_starts=100",
@@ -79,6 +80,23 @@ def assert_same_logs(a: Path, b: Path) -> None:
     assert_same_tensors(a / "best_model.zip", b / "best_model.zip")
     best_a, best_b = (read_json(d / "best_model.meta.json")["best"] for d in (a, b))
     assert {**best_a, "sha256": None} == {**best_b, "sha256": None}  # zip bytes differ (SB3's pickled fields)
+    assert_same_tensorboard(a, b)
+
+
+def assert_same_tensorboard(a: Path, b: Path) -> None:
+    """The TensorBoard history, read as scalars the way EventAccumulator users and `rlexp plot` read it: every
+    tag at every step, values equal but for wall-clock ones. The part before a resume is a rewritten file;
+    written as tensor summaries it was invisible to both readers."""
+    from rlexp.analysis.tb import read_scalars
+
+    sa, sb = scalars(a), scalars(b)
+    assert sorted(sa) == sorted(sb)
+    for tag in sa:
+        assert [s for s, _ in sa[tag]] == [s for s, _ in sb[tag]], tag
+        if tag.startswith(("rollout/", "train/", "eval/")):
+            assert [v for _, v in sa[tag]] == [v for _, v in sb[tag]], tag
+    ra, rb = (read_scalars(d / "tb", ["rollout/success_rate"])["rollout/success_rate"] for d in (a, b))
+    assert len(ra[0]) > 1 and np.array_equal(ra[0], rb[0]) and np.array_equal(ra[1], rb[1])
 
 
 @pytest.mark.slow

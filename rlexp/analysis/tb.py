@@ -17,17 +17,24 @@ def read_scalars(root: Path, tags: Iterable[str]) -> dict[str, tuple[np.ndarray,
     """{tag: (steps, values)} over every events file under root; a tag never logged gets empty arrays.
 
     Steps are int64 and sorted; where several files log the same step (a resumed run), the later file wins.
+    Scalars stored as tensor summaries count too: runs resumed by rlexp before 2026-11-23 kept their history
+    before the checkpoint in that form.
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
 
     tags = list(tags)
     points: dict[str, dict[int, float]] = {tag: {} for tag in tags}
     for events in event_files(root):
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0, "tensors": 0})
         acc.Reload()
-        logged = set(acc.Tags().get("scalars", []))
+        logged = acc.Tags()
+        as_tensors = set(logged.get("tensors", []))
         for tag in tags:
-            if tag in logged:
+            if tag in as_tensors:
+                points[tag].update({int(ev.step): float(make_ndarray(ev.tensor_proto).reshape(-1)[0])
+                                    for ev in acc.Tensors(tag)})
+            if tag in set(logged.get("scalars", [])):
                 points[tag].update({int(ev.step): float(ev.value) for ev in acc.Scalars(tag)})
     out = {}
     for tag, series in points.items():

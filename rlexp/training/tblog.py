@@ -2,6 +2,8 @@
 
 A run killed after its last checkpoint logged steps that the resumed run logs again; resuming first
 rewrites the history to the events at or before the checkpoint's step (one new file, duplicates dropped).
+The events are copied as SB3 wrote them (`simple_value` scalars): TensorBoard's loader would migrate them to
+tensor summaries, which the scalar API of EventAccumulator (rlexp's readers, most users' scripts) skips.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ EVENTS_GLOB = "events.out.tfevents.*"
 
 
 def _events(folder: Path) -> list:
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
     events = []
     for path in sorted(folder.glob(EVENTS_GLOB)):
         try:
-            events.extend(EventFileLoader(str(path)).Load())
+            events.extend(LegacyEventFileLoader(str(path)).Load())  # as written: no migration to tensors
         except Exception:  # noqa: BLE001 - a file cut by a kill ends early: keep what was read
             continue
     return events
