@@ -1,8 +1,9 @@
 """Reproduce the book's headline learning runs on this machine and tabulate them into docs/results.md.
 
     python bench/learning.py run ppo_reach      # one run (see RUNS), artifacts under bench/out/NAME
-    python bench/learning.py table [--write docs/results.md]   # Markdown table from whatever runs finished
-    python bench/learning.py plot her_push docs/img/her_push_curve.png   # rollout/success_rate over steps
+    python bench/learning.py table [--fast] [--write docs/results.md]   # Markdown table of the finished runs
+    python bench/learning.py solve [--write docs/results.md]   # time to solve Push (bench/out/push_* runs)
+    python bench/learning.py plot push_overlap_s0 --out docs/img/push_overlap_curve.png   # success over steps
 
 Each run is a plain `python run.py +experiment=...` subprocess, so the numbers come from the same path
 users take. Not part of the test suite: these take minutes to hours on CPU.
@@ -22,24 +23,47 @@ from docsection import write_section  # beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
-# name -> (experiment, total_steps, book reference, target)
-RUNS: dict[str, tuple[str, int, str, str]] = {
-    "ppo_reach": ("ch03_ppo_reach_dense", 500_000, "100% at 500k", ">= 90%"),
-    "sac_reach": ("ch04_sac_reach_dense", 500_000, "100% (after ~300k)", ">= 95%"),
-    "her_reach": ("ch05_her_reach", 300_000, "100% at 1M (hockey stick after ~100k)", "100%"),
-    "her_push": ("ch05_her_push", 1_000_000, "40-80% at 1M", "learning curve"),
-    "her_push_2m": ("ch05_her_push", 2_000_000, "99% ± 1% at 2M (3 seeds)", "learning curve"),
+# name -> (experiment, total_steps, book reference, target, seed, extra overrides)
+Run = tuple[str, int, str, str, int, tuple[str, ...]]
+# The first five ran before the fast path (issue 2) and stay in their own section of docs/results.md;
+# the rest are issue 11's learning checks on the fast path (the default) and with overlap=true.
+# One torch thread per run: two runs share the 2 cores (a 2-thread PPO update beside another run ran at 1/8 speed).
+ONE = ("threads=1",)
+EVAL = ("eval.freq=100000",)  # periodic eval on the 100 book episodes: when a run first reaches 90%
+OVERLAP = ("overlap=true", "threads=1")
+RUNS: dict[str, Run] = {
+    "ppo_reach": ("ch03_ppo_reach_dense", 500_000, "100% at 500k", ">= 90%", 0, ()),
+    "sac_reach": ("ch04_sac_reach_dense", 500_000, "100% (after ~300k)", ">= 95%", 0, ()),
+    "her_reach": ("ch05_her_reach", 300_000, "100% at 1M (hockey stick after ~100k)", "100%", 0, ()),
+    "her_push": ("ch05_her_push", 1_000_000, "40-80% at 1M", "learning curve", 0, ()),
+    "her_push_2m": ("ch05_her_push", 2_000_000, "99% ± 1% at 2M (3 seeds)", "learning curve", 0, ()),
+    "ppo_reach_fast": ("ch03_ppo_reach_dense", 500_000, "100% at 500k", ">= 90%", 0, ONE),
+    "her_reach_s0": ("ch05_her_reach", 300_000, "100% at 1M", "100%", 0, EVAL + ONE),
+    "her_reach_s1": ("ch05_her_reach", 300_000, "100% at 1M", "100%", 1, EVAL + ONE),
+    "her_reach_overlap_s0": ("ch05_her_reach", 300_000, "100% at 1M", "100%", 0, EVAL + OVERLAP),
+    "her_reach_overlap_s1": ("ch05_her_reach", 300_000, "100% at 1M", "100%", 1, EVAL + OVERLAP),
+    "push_overlap_s0": ("ch05_her_push", 2_000_000, "99% ± 1% at 2M (3 seeds)", ">= 90%", 0, OVERLAP + EVAL),
 }
+BEFORE_FAST = ("ppo_reach", "sac_reach", "her_reach", "her_push", "her_push_2m")
 # name -> the run it continues: a copy of that run's directory resumed to the longer target (resume=),
 # so the 2M Push run reuses the 1M run's weights, optimizer state and replay buffer instead of starting over.
 CONTINUES = {"her_push_2m": "her_push"}
 
 
-def command(name: str, seed: int = 0) -> list[str]:
-    exp, steps, _, _ = RUNS[name]
+def command(name: str, seed: int | None = None) -> list[str]:
+    exp, steps, _, _, run_seed, extra = RUNS[name]
     resume = [f"resume=bench/out/{name}"] if name in CONTINUES else []
-    return [sys.executable, "run.py", f"+experiment={exp}", f"total_steps={steps}", f"seed={seed}", *resume,
-            f"hydra.run.dir=bench/out/{name}", "progress=false"]
+    return [
+        sys.executable,
+        "run.py",
+        f"+experiment={exp}",
+        f"total_steps={steps}",
+        f"seed={run_seed if seed is None else seed}",
+        *extra,
+        *resume,
+        f"hydra.run.dir=bench/out/{name}",
+        "progress=false",
+    ]
 
 
 def run(name: str) -> int:
@@ -54,15 +78,16 @@ def run(name: str) -> int:
 
 
 def curve(name: str) -> list[tuple[int, float]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    """rollout/success_rate over steps, every segment of a resumed run included (rlexp's TensorBoard reader)."""
+    from rlexp.analysis.tb import read_scalars
 
-    points: list[tuple[int, float]] = []
-    for events in sorted((OUT / name / "tb").glob("*/events.*")):
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        acc.Reload()
-        if "rollout/success_rate" in acc.Tags()["scalars"]:
-            points += [(e.step, e.value) for e in acc.Scalars("rollout/success_rate")]
-    return sorted(points)
+    steps, values = read_scalars(OUT / name / "tb", ["rollout/success_rate"])["rollout/success_rate"]
+    return [(int(s), float(v)) for s, v in zip(steps, values, strict=True)]
+
+
+def crossing(name: str, level: float) -> str:
+    step = next((s for s, v in curve(name) if v >= level), None)
+    return "never" if step is None else f"{step:,}"
 
 
 def milestones(name: str, every: int = 100_000) -> str:
@@ -85,12 +110,32 @@ def segment(name: str, meta: dict) -> str:
     return f" (steps {start:,}-{meta['total_steps']:,}, resumed)"
 
 
-def table(note: str = "") -> str:
-    rows = ["| run | command | seed | steps | wall time (train) | steps/s | success | return | final dist (mm) "
-            "| book |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+def train_minutes(name: str, meta: dict) -> float:
+    """Training wall time: over every resumed segment for a run re-run into its own directory (a stop and a
+    resume), the segment alone for a run that continues another (CONTINUES, labelled by `segment`)."""
+    if name in CONTINUES:
+        return meta["training_time_sec"] / 60
+    return meta.get("train_time_total_sec", meta["training_time_sec"]) / 60
+
+
+def steps_per_sec(name: str, meta: dict) -> float:
+    """Over the same time as `train_minutes` (meta's own steps_per_sec covers the last process only)."""
+    if name in CONTINUES or "train_time_total_sec" not in meta:
+        return meta["steps_per_sec"]
+    return meta["total_steps"] / meta["train_time_total_sec"]
+
+
+def table(names: list[str], note: str = "") -> str:
+    solve = any("eval.freq=100000" in RUNS[n][5] for n in names)
+    rows = [
+        "| run | command | seed | steps | wall time (train) | steps/s | success | return | final dist (mm) "
+        + ("| first periodic eval >= 90% (steps, train time) " if solve else "")
+        + "| book |",
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if solve else ""),
+    ]
     done = []
-    for name, (_exp, steps, book, _target) in RUNS.items():
+    for name in names:
+        steps, book = RUNS[name][1], RUNS[name][2]
         meta_p, eval_p = OUT / name / "model.meta.json", OUT / name / "eval.json"
         if not (meta_p.exists() and eval_p.exists()):
             continue
@@ -99,16 +144,96 @@ def table(note: str = "") -> str:
             continue
         done.append(name)
         agg = ev["aggregate"]
-        cmd = "python " + " ".join(command(name, meta["seed"])[1:-2])
+        cmd = "python " + " ".join(command(name)[1:-2])
         rows.append(
             f"| {name} | `{cmd}` | {meta['seed']} | {meta['total_steps']:,} | "
-            f"{meta['training_time_sec'] / 60:.1f} min{segment(name, meta)} | "
-            f"{meta['steps_per_sec']:.0f} | {agg['success_rate']:.0%} ({ev['n_episodes']} ep) | "
-            f"{agg['return_mean']:.2f} ± {agg['return_std']:.2f} | {agg['final_distance_mean'] * 1000:.1f} | {book} |")
-    lines = ["Machine: " + machine() + ".", *([note] if note else []), "", *rows, "",
-             "Training success (`rollout/success_rate`, last 100 training episodes, stochastic policy) "
-             "from each run's TensorBoard events:", ""]
+            f"{train_minutes(name, meta):.1f} min{segment(name, meta)} | "
+            f"{steps_per_sec(name, meta):.0f} | {agg['success_rate']:.0%} ({ev['n_episodes']} ep) | "
+            f"{agg['return_mean']:.2f} ± {agg['return_std']:.2f} | {agg['final_distance_mean'] * 1000:.1f} | "
+            + (f"{solved(name)} | " if solve else "")
+            + f"{book} |"
+        )
+    lines = [
+        "Machine: " + machine() + ".",
+        *([note] if note else []),
+        "",
+        *rows,
+        "",
+        "Training success (`rollout/success_rate`, last 100 training episodes, stochastic policy) "
+        "from each run's TensorBoard events:",
+        "",
+    ]
     lines += [f"- {name}: {m}" for name in done if (m := milestones(name))]
+    lines += ["", "Take-off: the first logged step where training success reached 50% and 90%:", ""]
+    lines += [f"- {name}: {crossing(name, 0.5)} / {crossing(name, 0.9)}" for name in done if curve(name)]
+    return "\n".join(lines) + "\n"
+
+
+def solved(name: str, level: float = 0.9) -> str:
+    """Env steps and training wall time until the run's periodic evaluation (evaluations.csv) first
+    reached `level` success."""
+    from rlexp.analysis.runs import evaluations, first_reaching
+
+    rows = evaluations(OUT / name)
+    hit = first_reaching(rows, level)
+    if hit is None:
+        return f"not reached ({len(rows)} evals)" if rows else "n/a"
+    return f"{int(hit['step']):,} steps, {hit['train_time_s'] / 60:.1f} min"
+
+
+# Issue 11 item 4: time to solve FetchPush-v4, from every run directory bench/out/push_* whatever its recipe
+# (`python run.py +experiment=... eval.freq=N hydra.run.dir=bench/out/push_NAME`); a run stopped early with a
+# checkpoint still gives a row (steps reached, not reached).
+def solve_row(run_dir: Path, level: float = 0.9) -> tuple[str, list[dict]] | None:
+    from rlexp.analysis.runs import evaluations, first_reaching
+    from rlexp.rundir import RunDir
+
+    run = RunDir(run_dir)
+    ckpt, overrides = run.latest_checkpoint(), run.root / ".hydra" / "overrides.yaml"
+    if ckpt is None or not overrides.exists():
+        return None
+    meta = json.loads(ckpt.meta.read_text())
+    seconds = meta.get("train_time_total_sec", meta["training_time_sec"])
+    args = [line[2:].strip() for line in overrides.read_text().splitlines() if line.startswith("- ")]
+    args = [a for a in args if not a.startswith(("progress=", "hydra."))]
+    args.append(f"hydra.run.dir=bench/out/{run.root.name}")
+    rows = evaluations(run.root)
+    hit = first_reaching(rows, level)
+    reached = (
+        f"**{int(hit['step']):,} steps, {hit['train_time_s'] / 60:.1f} min**"
+        if hit
+        else f"not reached by {meta['total_steps']:,}"
+    )
+    last = f"{rows[-1]['success_rate']:.0%} at {int(rows[-1]['step']):,}" if rows else "no eval yet"
+    row = (
+        f"| {run.root.name} | `python run.py {' '.join(args)}` | {meta['algo']} | {meta['seed']} | "
+        f"{meta['total_steps']:,} | {seconds / 60:.1f} min | {meta['total_steps'] / seconds:.0f} | {reached} | "
+        f"{last} |"
+    )
+    return row, rows
+
+
+def solve_table(note: str = "") -> str:
+    found = {d.name: r for d in sorted(OUT.glob("push_*")) if d.is_dir() and (r := solve_row(d))}
+    lines = [
+        "Machine: " + machine() + ".",
+        *([note] if note else []),
+        "",
+        "| run | command | algo | seed | steps reached | training time | steps/s | first periodic eval >= 90% "
+        "(steps, training time) | last periodic eval |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *[row for row, _ in found.values()],
+        "",
+        "Periodic evaluation success (and mean final distance, mm) by run:",
+        "",
+    ]
+    for name, (_, rows) in found.items():
+        if rows:
+            marks = ", ".join(
+                f"{int(r['step']) // 1000}k {r['success_rate']:.0%} ({r['final_distance_mean'] * 1000:.0f})"
+                for r in rows
+            )
+            lines.append(f"- {name}: {marks}")
     return "\n".join(lines) + "\n"
 
 
@@ -126,19 +251,66 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {platform.system()}, Python {platform.python_version()}, CPU only"
 
 
-def plot(name: str, out: Path) -> None:
+# her_push_2m's training success (seed 0, the book recipe before the fast path; docs/results.md, learning-bench
+# section): its run directory was not kept, so a comparison plot takes the recorded 100k marks.
+HER_PUSH_2M_MARKS = [
+    0.05,
+    0.04,
+    0.07,
+    0.09,
+    0.10,
+    0.11,
+    0.10,
+    0.09,
+    0.03,
+    0.08,
+    0.04,
+    0.11,
+    0.28,
+    0.56,
+    0.74,
+    0.80,
+    0.84,
+    0.90,
+    0.94,
+    0.93,
+]
+
+
+def plot(names: list[str], out: Path) -> None:
+    """rollout/success_rate of each run (solid) and its periodic evaluation success, if any (dots)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = curve(name)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([p[0] for p in pts], [p[1] for p in pts])
+    from rlexp.analysis.runs import evaluations
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for name in names:
+        pts = curve(name)
+        line = ax.plot([p[0] for p in pts], [p[1] for p in pts], label=f"{name}: training success")[0]
+        rows = evaluations(OUT / name)
+        if rows:
+            ax.plot(
+                [r["step"] for r in rows],
+                [r["success_rate"] for r in rows],
+                "o",
+                ms=5,
+                mfc="white",
+                mec=line.get_color(),
+                mew=1.5,
+                zorder=3,
+                label=f"{name}: periodic eval (100 ep)",
+            )
+    if any(RUNS[n][0] == "ch05_her_push" for n in names) and not {"her_push", "her_push_2m"} & set(names):
+        marks = [(i + 1) * 100_000 for i in range(len(HER_PUSH_2M_MARKS))]
+        ax.plot(marks, HER_PUSH_2M_MARKS, "k--", lw=1, label="her_push_2m (before the fast path): training success")
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("rollout/success_rate")
-    ax.set_title(f"{RUNS[name][0]} (seed 0)")
+    ax.set_ylabel("success rate")
+    ax.set_title(", ".join(sorted({RUNS[n][0] for n in names})))
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
 
@@ -151,19 +323,38 @@ def main() -> None:
     t = sub.add_parser("table")
     t.add_argument("--write", type=Path, default=None, help="Markdown file whose learning-bench section to replace")
     t.add_argument("--note", default="", help="a line under the machine line (e.g. what else shared the cores)")
+    t.add_argument(
+        "--fast",
+        action="store_true",
+        help="the issue-11 runs (fast path, overlap) instead of the issue-2 runs made before it",
+    )
+    v = sub.add_parser("solve", help="time to solve Push (issue 11 item 4) from bench/out/push_* runs")
+    v.add_argument("--write", type=Path, default=None)
+    v.add_argument("--note", default="")
     p = sub.add_parser("plot")
-    p.add_argument("name", choices=list(RUNS))
-    p.add_argument("out", type=Path)
+    p.add_argument("names", nargs="+", choices=list(RUNS))
+    p.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.cmd == "run":
         sys.exit(max(run(n) for n in args.names))
     elif args.cmd == "table":
-        body = table(args.note)
+        names = [n for n in RUNS if (n in BEFORE_FAST) != args.fast]
+        body = table(names, args.note)
         print(body)
         if args.write:
-            write_section(args.write, "learning-bench", "Learning runs: the book's headline experiments", body)
+            key, title = (
+                ("learning-fast", "Learning checks on the fast path and with overlap=true")
+                if args.fast
+                else ("learning-bench", "Learning runs: the book's headline experiments")
+            )
+            write_section(args.write, key, title, body)
+    elif args.cmd == "solve":
+        body = solve_table(args.note)
+        print(body)
+        if args.write:
+            write_section(args.write, "push-solve", "Time to solve FetchPush-v4", body)
     else:
-        plot(args.name, args.out)
+        plot(args.names, args.out)
 
 
 if __name__ == "__main__":
