@@ -85,14 +85,13 @@ def curve(name: str) -> list[tuple[int, float]]:
     return [(int(s), float(v)) for s, v in zip(steps, values, strict=True)]
 
 
-def crossing(name: str, level: float) -> str:
-    step = next((s for s, v in curve(name) if v >= level), None)
+def crossing(pts: list[tuple[int, float]], level: float) -> str:
+    step = next((s for s, v in pts if v >= level), None)
     return "never" if step is None else f"{step:,}"
 
 
-def milestones(name: str, every: int = 100_000) -> str:
+def milestones(pts: list[tuple[int, float]], every: int = 100_000) -> str:
     """rollout/success_rate (mean of the last 100 training episodes) at the first logged step past each mark."""
-    pts = curve(name)
     if not pts:
         return ""
     marks, out = list(range(every, pts[-1][0] + 1, every)), []
@@ -125,8 +124,13 @@ def steps_per_sec(name: str, meta: dict) -> float:
     return meta["total_steps"] / meta["train_time_total_sec"]
 
 
+def reached(hit: dict) -> str:
+    """An evaluations.csv row as env steps and training time to it."""
+    return f"{int(hit['step']):,} steps, {hit['train_time_s'] / 60:.1f} min"
+
+
 def table(names: list[str], note: str = "") -> str:
-    solve = any("eval.freq=100000" in RUNS[n][5] for n in names)
+    solve = any(set(EVAL) <= set(RUNS[n][5]) for n in names)
     rows = [
         "| run | command | seed | steps | wall time (train) | steps/s | success | return | final dist (mm) "
         + ("| first periodic eval >= 90% (steps, train time) " if solve else "")
@@ -163,9 +167,10 @@ def table(names: list[str], note: str = "") -> str:
         "from each run's TensorBoard events:",
         "",
     ]
-    lines += [f"- {name}: {m}" for name in done if (m := milestones(name))]
+    curves = {name: pts for name in done if (pts := curve(name))}
+    lines += [f"- {name}: {m}" for name, pts in curves.items() if (m := milestones(pts))]
     lines += ["", "Take-off: the first logged step where training success reached 50% and 90%:", ""]
-    lines += [f"- {name}: {crossing(name, 0.5)} / {crossing(name, 0.9)}" for name in done if curve(name)]
+    lines += [f"- {name}: {crossing(pts, 0.5)} / {crossing(pts, 0.9)}" for name, pts in curves.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -178,7 +183,7 @@ def solved(name: str, level: float = 0.9) -> str:
     hit = first_reaching(rows, level)
     if hit is None:
         return f"not reached ({len(rows)} evals)" if rows else "n/a"
-    return f"{int(hit['step']):,} steps, {hit['train_time_s'] / 60:.1f} min"
+    return reached(hit)
 
 
 # Issue 11 item 4: time to solve FetchPush-v4, from every run directory bench/out/push_* whatever its recipe
@@ -193,21 +198,17 @@ def solve_row(run_dir: Path, level: float = 0.9) -> tuple[str, list[dict]] | Non
     if ckpt is None or not overrides.exists():
         return None
     meta = json.loads(ckpt.meta.read_text())
-    seconds = meta.get("train_time_total_sec", meta["training_time_sec"])
     args = [line[2:].strip() for line in overrides.read_text().splitlines() if line.startswith("- ")]
     args = [a for a in args if not a.startswith(("progress=", "hydra."))]
     args.append(f"hydra.run.dir=bench/out/{run.root.name}")
     rows = evaluations(run.root)
     hit = first_reaching(rows, level)
-    reached = (
-        f"**{int(hit['step']):,} steps, {hit['train_time_s'] / 60:.1f} min**"
-        if hit
-        else f"not reached by {meta['total_steps']:,}"
-    )
+    first = f"**{reached(hit)}**" if hit else f"not reached by {meta['total_steps']:,}"
     last = f"{rows[-1]['success_rate']:.0%} at {int(rows[-1]['step']):,}" if rows else "no eval yet"
     row = (
         f"| {run.root.name} | `python run.py {' '.join(args)}` | {meta['algo']} | {meta['seed']} | "
-        f"{meta['total_steps']:,} | {seconds / 60:.1f} min | {meta['total_steps'] / seconds:.0f} | {reached} | "
+        f"{meta['total_steps']:,} | {train_minutes(run.root.name, meta):.1f} min | "
+        f"{steps_per_sec(run.root.name, meta):.0f} | {first} | "
         f"{last} |"
     )
     return row, rows

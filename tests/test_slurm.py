@@ -76,6 +76,7 @@ def starter(conf: str, job: str, delay_s: float = 2.0):
         if not seen or seen[-1] != state:
             seen.append(state)
         if state in ("REQUEUE_HOLD", "SPECIAL_EXIT"):  # held instead of pending: release it
+            # Not slurm(): a release that races the job's own move to PENDING fails harmlessly; the next poll sees it.
             subprocess.run(["scontrol", "release", job], capture_output=True, timeout=60,
                            env={**os.environ, "SLURM_CONF": conf})
             return False

@@ -29,12 +29,12 @@ def read_scalars(root: Path, tags: Iterable[str]) -> dict[str, tuple[np.ndarray,
         acc = EventAccumulator(str(events), size_guidance={"scalars": 0, "tensors": 0})
         acc.Reload()
         logged = acc.Tags()
-        as_tensors = set(logged.get("tensors", []))
+        as_tensors, as_scalars = set(logged.get("tensors", [])), set(logged.get("scalars", []))
         for tag in tags:
             if tag in as_tensors:
                 points[tag].update({int(ev.step): float(make_ndarray(ev.tensor_proto).reshape(-1)[0])
                                     for ev in acc.Tensors(tag)})
-            if tag in set(logged.get("scalars", [])):
+            if tag in as_scalars:
                 points[tag].update({int(ev.step): float(ev.value) for ev in acc.Scalars(tag)})
     out = {}
     for tag, series in points.items():
