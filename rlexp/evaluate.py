@@ -110,7 +110,9 @@ def run_episodes(
     env = make_env_from_cfg(cfg.env) if own else env
     episodes = []
     try:
-        for seed in tqdm(seeds, desc="eval", unit="ep", disable=not progress, leave=False):
+        # disable=None: tqdm turns itself off when stderr is not a terminal (sweep logs, redirected output),
+        # where its carriage-return redraws would fill the log with one line per episode
+        for seed in tqdm(seeds, desc="eval", unit="ep", disable=None if progress else True, leave=False):
             if stop is not None and stop():
                 raise EvaluationStopped
             obs, _ = env.reset(seed=int(seed))
@@ -187,7 +189,7 @@ def evaluate(
         seeds: episode i is reset with seeds[i] (the book's protocol: 0..N-1).
         deterministic: the policy's mean action (the book's default) or sampled actions.
         checkpoint: the model file evaluated, recorded in the JSON.
-        progress: a tqdm bar over episodes.
+        progress: a tqdm bar over episodes, on a terminal only.
         stop: called before each episode; True raises EvaluationStopped (a signal arrived).
         config_hash: the run's hash if the caller has it (RunSpec.hash), else computed from cfg.
     """

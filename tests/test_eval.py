@@ -60,3 +60,17 @@ def test_video_writes_mp4_and_gif(ppo_run: Path, tmp_path: Path) -> None:
     assert frames.std() > 5
     gif = iio.imread(tmp_path / "demo.gif", index=None)
     assert gif.shape[0] > 10 and gif.shape[1:3] == (60, 80)
+
+
+def test_eval_progress_bar_stays_out_of_redirected_output(ppo_run: Path, capfd: pytest.CaptureFixture) -> None:
+    """progress=true (the default) in a sweep's log or a redirected run: no per-episode bar redraws there."""
+    from rlexp.evaluate import load_model, load_run_config, run_episodes
+
+    cfg = load_run_config(ppo_run / "model.zip")
+    model = load_model(ppo_run / "model.zip", cfg, device="cpu")
+    try:
+        assert len(run_episodes(model, cfg, [0, 1], progress=True)) == 2
+    finally:
+        model.get_env().close()
+    out, err = capfd.readouterr()
+    assert "eval:" not in out + err and "ep/s" not in out + err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -257,3 +258,61 @@ def test_checkpoints_leave_the_monitor_file_attached(tmp_path: Path) -> None:
     set_env_state(env, state, arrays)
     assert env.results_writer is not None
     env.close()
+
+
+def _history(folder: Path) -> list[tuple[str, int, float]]:
+    """Every scalar event in the folder's events files, duplicates included, in file order."""
+    from rlexp.training.tblog import _events
+
+    return [(v.tag, int(e.step), v.simple_value) for e in _events(folder) if e.HasField("summary")
+            for v in e.summary.value]
+
+
+def test_a_kill_inside_the_tensorboard_rewrite_loses_nothing(tmp_path: Path) -> None:
+    """SIGKILL at moments spread over tblog.keep_until (reading, writing the new file, moving it in, deleting
+    the old ones): nothing at or before the checkpoint's step is ever missing, and the next call leaves each
+    scalar once, as logged, with none after the step."""
+    import os
+    import time
+
+    from torch.utils.tensorboard import SummaryWriter  # the writer SB3 logs with
+
+    from rlexp.training.tblog import keep_until
+
+    tb, step = tmp_path / "tb", 3500
+    tags = ("rollout/success_rate", "train/critic_loss", "time/fps")
+    for seg, (lo, hi) in enumerate([(0, 2000), (2000, 5000)]):  # a run resumed once, then killed past 3500
+        writer = SummaryWriter(str(tb), filename_suffix=f".{seg}")
+        for s in range(lo, hi, 10):
+            for i, tag in enumerate(tags):
+                writer.add_scalar(tag, float(s * 3 + i) / 7, s)
+        writer.close()
+    expected = sorted(set(t for t in _history(tb) if t[1] <= step))
+    assert len(expected) == 3 * 351
+
+    def rewrite_in_child(delay: float) -> bool:
+        """keep_until in a forked process, SIGKILLed after `delay` s; True if it was killed mid-way."""
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                keep_until(tb, tb, step)
+            finally:
+                os._exit(0)
+        time.sleep(delay)
+        os.kill(pid, signal.SIGKILL)
+        return os.waitpid(pid, 0)[1] != 0
+
+    probe = tmp_path / "probe"
+    shutil.copytree(tb, probe)
+    t0 = time.perf_counter()
+    keep_until(probe, probe, step)
+    duration = time.perf_counter() - t0
+    killed = 0
+    for delay in np.linspace(0.0, duration * 1.2, 12):
+        killed += rewrite_in_child(float(delay))
+        history = _history(tb)
+        assert set(expected) <= set(history), f"lost events after a kill at {delay:.3f} s"
+    assert killed >= 6  # most kills landed inside the rewrite, not after it
+    keep_until(tb, tb, step)
+    assert sorted(_history(tb)) == expected and len(_history(tb)) == len(expected)
+    assert [p.name for p in tb.iterdir() if not p.name.startswith("events.out.tfevents.")] == []
