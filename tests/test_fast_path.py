@@ -140,6 +140,35 @@ def test_fast_sac_update_equals_sb3s(ent_coef: str | float) -> None:
                           fast.logger.name_to_value["train/ent_coef_loss"], **close)
 
 
+def test_features_once_and_direct_mlps_are_bitwise_sb3s_network_calls() -> None:
+    """FastSAC's Fetch path (features computed once per batch, MLPs as F.linear + in-place ReLU) gives bitwise
+    the weights of the same FastSAC going through SB3's module calls; training flags are set as SB3 sets them."""
+    register_robotics()
+    venv = make_vec_env("FetchPush-v4", n_envs=1)
+    kwargs = dict(learning_starts=0, batch_size=64, gamma=0.95, ent_coef=0.05, seed=0,
+                  policy_kwargs={"net_arch": [64, 64]})
+    direct, calls, plain = FastSAC("MultiInputPolicy", venv, **kwargs), FastSAC("MultiInputPolicy", venv, **kwargs), \
+        SAC("MultiInputPolicy", venv, **kwargs)
+    calls.shared_features = False
+    start = {k: v.clone() for k, v in direct.policy.state_dict().items()}
+    batch = _batch(venv)
+    for model in (direct, calls):
+        model.policy.load_state_dict(start)
+        model.replay_buffer.sample = lambda *a, **k: batch
+        model.set_logger(configure(None, []))
+        th.manual_seed(7)
+        model.train(gradient_steps=3, batch_size=64)
+    assert direct._features_once and not calls._features_once
+    for (name, p), q in zip(direct.policy.state_dict().items(), calls.policy.state_dict().values(), strict=True):
+        assert th.equal(p, q), name
+    for mode in (True, False):
+        direct.policy.set_training_mode(mode)
+        plain.policy.set_training_mode(mode)
+        assert [(n, m.training) for n, m in direct.policy.named_modules()] == \
+               [(n, m.training) for n, m in plain.policy.named_modules()]
+    assert not direct.critic_target.training  # SB3 keeps the target in eval mode
+
+
 def test_fast_is_a_run_only_key_and_swaps_classes_at_build() -> None:
     cfg = rlexp.compose(*HER_TINY)
     off = rlexp.compose(*HER_TINY, "fast=false")

@@ -9,6 +9,15 @@ What differs from `stable_baselines3.SAC.train`, and why each keeps the update r
 - Polyak averaging is two `torch._foreach_*` calls over all target tensors: the same `mul_(1 - tau)` then
   `add(alpha=tau)` as `stable_baselines3.common.utils.polyak_update`, bitwise.
 - Losses stay tensors until the end of `train()`: one host sync per call instead of three per step.
+- Where the observation features have no weights (Fetch's dict observations: SB3's CombinedExtractor of
+  Flatten layers, or FlattenExtractor), a batch's features are computed once for obs and once for next_obs
+  and fed to the actor's and critics' layers; SB3 recomputes the same tensors in each of its five network
+  calls. Same values, same layers, same order.
+- The update's MLPs (Sequentials of Linear and ReLU) run as F.linear and in-place ReLU on the Linear's fresh
+  output, without nn.Module call overhead: the same kernels, bitwise the same values and gradients.
+- `policy.set_training_mode`, called three times per env step, sets the same `training` flags on the same
+  modules (actor and critic, not the target, as SB3 does) from a list made once, instead of recursing
+  through nn.Module.train.
 Random draws (the actor's samples) happen in the same order, so for the same weights, batch and torch
 seed the losses, parameters, optimizer states and target networks equal SB3's within float tolerance
 (tests/test_fast_path.py). Optimizer state dicts keep SB3's layout: checkpoints load either way.
@@ -19,13 +28,45 @@ from __future__ import annotations
 import numpy as np
 import torch as th
 from stable_baselines3 import SAC
+from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor
 from stable_baselines3.common.utils import polyak_update
+from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN
 from torch.nn import functional as F  # noqa: N812 - as SB3 writes it
 
 
 def fused_adam_available(device: th.device) -> bool:
     """Fused Adam exists for CPU (torch >= 2.4) and CUDA; elsewhere (mps, ...) keep the foreach loop."""
     return device.type in ("cpu", "cuda")
+
+
+def _mlp(net: th.nn.Module, x: th.Tensor) -> th.Tensor:
+    """net(x) for a Sequential of Linear and ReLU layers without module-call overhead; ReLU in place on the
+    Linear's fresh output (same values and gradients: addmm's backward does not read its output)."""
+    if not isinstance(net, th.nn.Sequential):
+        return net(x)
+    fresh = False  # x is a tensor this function made (never the caller's input)
+    for layer in net:
+        if type(layer) is th.nn.Linear:
+            x, fresh = F.linear(x, layer.weight, layer.bias), True
+        elif type(layer) is th.nn.ReLU and fresh:
+            x = th.relu_(x)
+        else:
+            x, fresh = layer(x), False
+    return x
+
+
+def _flat_training_mode(policy: th.nn.Module) -> None:
+    """Give an SB3 SAC policy a set_training_mode with SB3's effect and none of nn.Module.train's recursion."""
+    nets = [policy.actor, policy.critic]
+    modules = list({id(m): m for net in nets for m in net.modules()}.values()) + [policy]
+    if any(type(m).train is not th.nn.Module.train for m in modules):
+        return  # a module with its own train() (none in SB3's SAC policies): keep SB3's recursion
+
+    def set_training_mode(mode: bool) -> None:
+        for module in modules:
+            module.__dict__["training"] = mode  # what nn.Module.train sets, without __setattr__'s checks
+
+    policy.set_training_mode = set_training_mode
 
 
 class FastSAC(SAC):
@@ -35,6 +76,11 @@ class FastSAC(SAC):
     # Each speed-up on its own switch, for bench/throughput.py --candidates (all on by default)
     fused_adam = True
     skip_critic_grads = True
+    shared_features = True
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        _flat_training_mode(self.policy)
 
     def _fast_optimizers(self, optimizers: list[th.optim.Optimizer]) -> None:
         """Every call: a checkpoint's optimizer state brings back the param groups' flags it was saved with."""
@@ -61,6 +107,34 @@ class FastSAC(SAC):
                              and self.skip_critic_grads]
         self._polyak_src = list(self.critic.parameters())
         self._polyak_dst = list(self.critic_target.parameters())
+        nets = (self.actor, self.critic, self.critic_target)
+        self._features_once = self.shared_features and not self.use_sde and all(
+            type(n.features_extractor) in (CombinedExtractor, FlattenExtractor)
+            and not list(n.features_extractor.parameters()) and n.normalize_images == self.actor.normalize_images
+            for n in nets)
+
+    def _features(self, obs: th.Tensor | dict[str, th.Tensor]) -> th.Tensor | None:
+        """The weightless features all three networks compute from `obs`; None where they must compute them."""
+        return self.actor.extract_features(obs, self.actor.features_extractor) if self._features_once else None
+
+    def _action_log_prob(self, obs: object, features: th.Tensor | None) -> tuple[th.Tensor, th.Tensor]:
+        """actor.action_log_prob(obs), from precomputed features when there are some (no gSDE there)."""
+        if features is None:
+            return self.actor.action_log_prob(obs)
+        actor = self.actor
+        latent_pi = _mlp(actor.latent_pi, features)
+        mean_actions = actor.mu(latent_pi)
+        log_std = th.clamp(actor.log_std(latent_pi), LOG_STD_MIN, LOG_STD_MAX)
+        return actor.action_dist.log_prob_from_params(mean_actions, log_std)
+
+    @staticmethod
+    def _q_values(critic: th.nn.Module, obs: object, features: th.Tensor | None,
+                  actions: th.Tensor) -> tuple[th.Tensor, ...]:
+        """critic(obs, actions), from precomputed features when there are some."""
+        if features is None:
+            return critic(obs, actions)
+        qvalue_input = th.cat([features, actions], dim=1)
+        return tuple(_mlp(q_net, qvalue_input) for q_net in critic.q_networks)
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self.policy.set_training_mode(True)
@@ -79,7 +153,9 @@ class FastSAC(SAC):
             if self.use_sde:
                 self.actor.reset_noise()
 
-            actions_pi, log_prob = self.actor.action_log_prob(replay_data.observations)
+            obs, next_obs = replay_data.observations, replay_data.next_observations
+            features, next_features = self._features(obs), self._features(next_obs)
+            actions_pi, log_prob = self._action_log_prob(obs, features)
             log_prob = log_prob.reshape(-1, 1)
 
             ent_coef_loss = None
@@ -98,13 +174,13 @@ class FastSAC(SAC):
                 self.ent_coef_optimizer.step()
 
             with th.no_grad():
-                next_actions, next_log_prob = self.actor.action_log_prob(replay_data.next_observations)
-                next_q_values = th.cat(self.critic_target(replay_data.next_observations, next_actions), dim=1)
+                next_actions, next_log_prob = self._action_log_prob(next_obs, next_features)
+                next_q_values = th.cat(self._q_values(self.critic_target, next_obs, next_features, next_actions), dim=1)
                 next_q_values, _ = th.min(next_q_values, dim=1, keepdim=True)
                 next_q_values = next_q_values - ent_coef * next_log_prob.reshape(-1, 1)
                 target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
 
-            current_q_values = self.critic(replay_data.observations, replay_data.actions)
+            current_q_values = self._q_values(self.critic, obs, features, replay_data.actions)
             critic_loss = 0.5 * sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
             assert isinstance(critic_loss, th.Tensor)
             critic_losses.append(critic_loss.detach())
@@ -117,7 +193,7 @@ class FastSAC(SAC):
             for p in self._critic_only:
                 p.requires_grad_(False)
             try:
-                q_values_pi = th.cat(self.critic(replay_data.observations, actions_pi), dim=1)
+                q_values_pi = th.cat(self._q_values(self.critic, obs, features, actions_pi), dim=1)
                 min_qf_pi, _ = th.min(q_values_pi, dim=1, keepdim=True)
                 actor_loss = (ent_coef * log_prob - min_qf_pi).mean()
                 actor_losses.append(actor_loss.detach())
