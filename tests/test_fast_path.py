@@ -167,6 +167,11 @@ def test_features_once_and_direct_mlps_are_bitwise_sb3s_network_calls() -> None:
         assert [(n, m.training) for n, m in direct.policy.named_modules()] == \
                [(n, m.training) for n, m in plain.policy.named_modules()]
     assert not direct.critic_target.training  # SB3 keeps the target in eval mode
+    calls_seen = []  # a forward hook (rlexp's fault injector arms one) still runs: that call takes SB3's path
+    handle = direct.critic.register_forward_hook(lambda *_: calls_seen.append(1))
+    direct.train(gradient_steps=1, batch_size=64)
+    handle.remove()
+    assert len(calls_seen) == 2  # the critic loss and the actor loss
 
 
 def test_fast_is_a_run_only_key_and_swaps_classes_at_build() -> None:

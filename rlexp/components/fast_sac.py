@@ -12,7 +12,8 @@ What differs from `stable_baselines3.SAC.train`, and why each keeps the update r
 - Where the observation features have no weights (Fetch's dict observations: SB3's CombinedExtractor of
   Flatten layers, or FlattenExtractor), a batch's features are computed once for obs and once for next_obs
   and fed to the actor's and critics' layers; SB3 recomputes the same tensors in each of its five network
-  calls. Same values, same layers, same order.
+  calls. Same values, same layers, same order. A train() call with forward hooks registered on the networks
+  (rlexp's fault injector, a user's) takes SB3's module calls, so the hooks run.
 - The update's MLPs (Sequentials of Linear and ReLU) run as F.linear and in-place ReLU on the Linear's fresh
   output, without nn.Module call overhead: the same kernels, bitwise the same values and gradients.
 - `policy.set_training_mode`, called three times per env step, sets the same `training` flags on the same
@@ -32,6 +33,7 @@ from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtr
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN
 from torch.nn import functional as F  # noqa: N812 - as SB3 writes it
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 
 def fused_adam_available(device: th.device) -> bool:
@@ -112,10 +114,17 @@ class FastSAC(SAC):
             type(n.features_extractor) in (CombinedExtractor, FlattenExtractor)
             and not list(n.features_extractor.parameters()) and n.normalize_images == self.actor.normalize_images
             for n in nets)
+        self._net_modules = [m for n in nets for m in n.modules()]
 
-    def _features(self, obs: th.Tensor | dict[str, th.Tensor]) -> th.Tensor | None:
+    def _hooked(self) -> bool:
+        """Forward hooks anywhere in the networks (a user's, rlexp's fault injector): the direct path would skip
+        them, so this call goes through SB3's module calls."""
+        return bool(_global_forward_hooks or _global_forward_pre_hooks) or any(
+            m._forward_hooks or m._forward_pre_hooks for m in self._net_modules)
+
+    def _features(self, obs: th.Tensor | dict[str, th.Tensor], direct: bool) -> th.Tensor | None:
         """The weightless features all three networks compute from `obs`; None where they must compute them."""
-        return self.actor.extract_features(obs, self.actor.features_extractor) if self._features_once else None
+        return self.actor.extract_features(obs, self.actor.features_extractor) if direct else None
 
     def _action_log_prob(self, obs: object, features: th.Tensor | None) -> tuple[th.Tensor, th.Tensor]:
         """actor.action_log_prob(obs), from precomputed features when there are some (no gSDE there)."""
@@ -146,6 +155,7 @@ class FastSAC(SAC):
         if self._critic_only is None:
             self._fast_setup()
 
+        direct = self._features_once and not self._hooked()
         ent_coef_losses, ent_coefs, actor_losses, critic_losses = [], [], [], []
         for gradient_step in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
@@ -154,7 +164,7 @@ class FastSAC(SAC):
                 self.actor.reset_noise()
 
             obs, next_obs = replay_data.observations, replay_data.next_observations
-            features, next_features = self._features(obs), self._features(next_obs)
+            features, next_features = self._features(obs, direct), self._features(next_obs, direct)
             actions_pi, log_prob = self._action_log_prob(obs, features)
             log_prob = log_prob.reshape(-1, 1)
 
