@@ -39,7 +39,8 @@ PART_NAMES = {
     "obs": "Fetch observations by index (rlexp.components.fetch_obs)",
     "her": "HER sampling, cached valid indices, one gather (fast_her)",
     "adam": "fused Adam (FastSAC)",
-    "lean": "lean train(): no critic weight grads in the actor loss, foreach Polyak, one sync (FastSAC)",
+    "lean": "lean train(): no critic weight grads in the actor loss, features once, direct MLPs, foreach Polyak, "
+            "one sync, flat set_training_mode (FastSAC)",
 }
 
 
@@ -92,6 +93,9 @@ def rlexp_model(device: str, parts: set[str], overlap: bool) -> Any:
         if "her" not in parts:
             FastHerReplayBuffer.sample = HerReplayBuffer.sample  # type: ignore[method-assign]
         FastSAC.fused_adam, FastSAC.skip_critic_grads = "adam" in parts, "lean" in parts
+        FastSAC.shared_features = "lean" in parts
+        if "lean" not in parts:  # SB3's recursive set_training_mode back (FastSAC gives the policy a flat one)
+            vars(model.policy).pop("set_training_mode", None)
         if not parts & {"adam", "lean"}:
             FastSAC.train = SAC.train  # type: ignore[method-assign]
     return model
