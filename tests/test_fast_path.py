@@ -140,13 +140,18 @@ def test_fast_sac_update_equals_sb3s(ent_coef: str | float) -> None:
                           fast.logger.name_to_value["train/ent_coef_loss"], **close)
 
 
-def test_features_once_and_direct_mlps_are_bitwise_sb3s_network_calls() -> None:
+@pytest.mark.parametrize("policy_kwargs", [
+    {"net_arch": [64, 64]},
+    {"net_arch": [32, 32], "n_critics": 3, "share_features_extractor": True},
+    {"net_arch": [32], "activation_fn": th.nn.Tanh},
+])
+def test_features_once_and_direct_mlps_are_bitwise_sb3s_network_calls(policy_kwargs: dict) -> None:
     """FastSAC's Fetch path (features computed once per batch, MLPs as F.linear + in-place ReLU) gives bitwise
-    the weights of the same FastSAC going through SB3's module calls; training flags are set as SB3 sets them."""
+    the weights of the same FastSAC going through SB3's module calls; training flags are set as SB3 sets them;
+    module hooks still run."""
     register_robotics()
     venv = make_vec_env("FetchPush-v4", n_envs=1)
-    kwargs = dict(learning_starts=0, batch_size=64, gamma=0.95, ent_coef=0.05, seed=0,
-                  policy_kwargs={"net_arch": [64, 64]})
+    kwargs = dict(learning_starts=0, batch_size=64, gamma=0.95, ent_coef=0.05, seed=0, policy_kwargs=policy_kwargs)
     direct, calls, plain = FastSAC("MultiInputPolicy", venv, **kwargs), FastSAC("MultiInputPolicy", venv, **kwargs), \
         SAC("MultiInputPolicy", venv, **kwargs)
     calls.shared_features = False
@@ -167,11 +172,38 @@ def test_features_once_and_direct_mlps_are_bitwise_sb3s_network_calls() -> None:
         assert [(n, m.training) for n, m in direct.policy.named_modules()] == \
                [(n, m.training) for n, m in plain.policy.named_modules()]
     assert not direct.critic_target.training  # SB3 keeps the target in eval mode
-    calls_seen = []  # a forward hook (rlexp's fault injector arms one) still runs: that call takes SB3's path
-    handle = direct.critic.register_forward_hook(lambda *_: calls_seen.append(1))
+    seen = []  # forward and backward hooks (rlexp's fault injector arms one) still run: SB3's path for that call
+    handles = [direct.critic.register_forward_hook(lambda *_: seen.append("fwd")),
+               direct.critic.q_networks[0].register_full_backward_hook(lambda *_: seen.append("bwd"))]
     direct.train(gradient_steps=1, batch_size=64)
+    for handle in handles:
+        handle.remove()
+    assert seen.count("fwd") == 2 and "bwd" in seen  # the critic loss and the actor loss
+
+
+def test_fast_sac_saved_and_loaded_by_sb3_keeps_updating_its_own_networks(tmp_path: Path) -> None:
+    """SB3's own save/load (and a deep copy or pickle of the policy) get FastSAC's state made for the new
+    networks, not stale copies of the old ones: the loaded model's target moves and its hooks run."""
+    import copy
+    import pickle
+
+    register_robotics()
+    venv = make_vec_env("FetchReach-v4", n_envs=1)
+    model = FastSAC("MultiInputPolicy", venv, learning_starts=0, batch_size=16, policy_kwargs={"net_arch": [8]})
+    model.learn(40)
+    model.save(tmp_path / "m.zip")
+    loaded = FastSAC.load(tmp_path / "m.zip", env=venv)
+    target = [p.clone() for p in loaded.critic_target.parameters()]
+    seen = []
+    handle = loaded.critic.register_forward_hook(lambda *_: seen.append(1))
+    loaded.learn(20, reset_num_timesteps=False)
     handle.remove()
-    assert len(calls_seen) == 2  # the critic loss and the actor loss
+    assert seen and any(not th.equal(a, b) for a, b in zip(target, loaded.critic_target.parameters(), strict=True))
+    clone = copy.deepcopy(loaded.policy)
+    clone.set_training_mode(True)
+    loaded.policy.set_training_mode(False)
+    assert clone.actor.training and not loaded.policy.actor.training
+    assert pickle.loads(pickle.dumps(loaded.policy)).critic.q_networks
 
 
 def test_fast_is_a_run_only_key_and_swaps_classes_at_build() -> None:

@@ -12,10 +12,11 @@ What differs from `stable_baselines3.SAC.train`, and why each keeps the update r
 - Where the observation features have no weights (Fetch's dict observations: SB3's CombinedExtractor of
   Flatten layers, or FlattenExtractor), a batch's features are computed once for obs and once for next_obs
   and fed to the actor's and critics' layers; SB3 recomputes the same tensors in each of its five network
-  calls. Same values, same layers, same order. A train() call with forward hooks registered on the networks
-  (rlexp's fault injector, a user's) takes SB3's module calls, so the hooks run.
-- The update's MLPs (Sequentials of Linear and ReLU) run as F.linear and in-place ReLU on the Linear's fresh
-  output, without nn.Module call overhead: the same kernels, bitwise the same values and gradients.
+  calls. Same values, same layers, same order. On that path the MLPs (plain Sequentials of Linear and ReLU)
+  run as F.linear and in-place ReLU on the Linear's fresh output, without nn.Module call overhead: the same
+  kernels, bitwise the same values and gradients. Networks with weights in their extractor (pixels), gSDE,
+  and any train() call with module hooks on the networks (rlexp's fault injector, a user's) take SB3's module
+  calls, so hooks run.
 - `policy.set_training_mode`, called three times per env step, sets the same `training` flags on the same
   modules (actor and critic, not the target, as SB3 does) from a list made once, instead of recursing
   through nn.Module.train.
@@ -33,7 +34,12 @@ from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtr
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN
 from torch.nn import functional as F  # noqa: N812 - as SB3 writes it
-from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
+from torch.nn.modules.module import (
+    _global_backward_hooks,
+    _global_backward_pre_hooks,
+    _global_forward_hooks,
+    _global_forward_pre_hooks,
+)
 
 
 def fused_adam_available(device: th.device) -> bool:
@@ -44,31 +50,37 @@ def fused_adam_available(device: th.device) -> bool:
 def _mlp(net: th.nn.Module, x: th.Tensor) -> th.Tensor:
     """net(x) for a Sequential of Linear and ReLU layers without module-call overhead; ReLU in place on the
     Linear's fresh output (same values and gradients: addmm's backward does not read its output)."""
-    if not isinstance(net, th.nn.Sequential):
+    if type(net) is not th.nn.Sequential:  # a subclass may have its own forward
         return net(x)
-    fresh = False  # x is a tensor this function made (never the caller's input)
+    fresh = False  # x is a Linear's output this function made: never the caller's input, read by no backward
     for layer in net:
         if type(layer) is th.nn.Linear:
             x, fresh = F.linear(x, layer.weight, layer.bias), True
         elif type(layer) is th.nn.ReLU and fresh:
-            x = th.relu_(x)
+            x, fresh = th.relu_(x), False  # ReLU's backward reads its output: a second in-place op may not
         else:
             x, fresh = layer(x), False
     return x
 
 
-def _flat_training_mode(policy: th.nn.Module) -> None:
-    """Give an SB3 SAC policy a set_training_mode with SB3's effect and none of nn.Module.train's recursion."""
-    nets = [policy.actor, policy.critic]
-    modules = list({id(m): m for net in nets for m in net.modules()}.values()) + [policy]
-    if any(type(m).train is not th.nn.Module.train for m in modules):
-        return  # a module with its own train() (none in SB3's SAC policies): keep SB3's recursion
+class FlatTrainingMode:
+    """An SB3 SAC policy's set_training_mode with SB3's effect (actor, critic and the policy; the target stays in
+    eval mode) and none of nn.Module.train's recursion. An object, not a closure: a deep copy of the policy gets
+    one over its own modules, and the policy still pickles."""
 
-    def set_training_mode(mode: bool) -> None:
-        for module in modules:
+    def __init__(self, policy: th.nn.Module) -> None:
+        nets = [policy.actor, policy.critic]
+        self.modules = list({id(m): m for net in nets for m in net.modules()}.values()) + [policy]
+
+    def __call__(self, mode: bool) -> None:
+        for module in self.modules:
             module.__dict__["training"] = mode  # what nn.Module.train sets, without __setattr__'s checks
 
-    policy.set_training_mode = set_training_mode
+    @classmethod
+    def install(cls, policy: th.nn.Module) -> None:
+        flat = cls(policy)
+        if all(type(m).train is th.nn.Module.train for m in flat.modules):  # else a module has its own train()
+            policy.set_training_mode = flat
 
 
 class FastSAC(SAC):
@@ -82,7 +94,13 @@ class FastSAC(SAC):
 
     def _setup_model(self) -> None:
         super()._setup_model()
-        _flat_training_mode(self.policy)
+        FlatTrainingMode.install(self.policy)
+        self._critic_only = None  # the lists _fast_setup makes name this model's tensors: made again on use
+
+    def _excluded_save_params(self) -> list[str]:
+        """SB3 pickles every other attribute into the zip: these lists would be stale copies of the networks."""
+        return [*super()._excluded_save_params(), "_critic_only", "_polyak_src", "_polyak_dst", "_net_modules",
+                "_features_once"]
 
     def _fast_optimizers(self, optimizers: list[th.optim.Optimizer]) -> None:
         """Every call: a checkpoint's optimizer state brings back the param groups' flags it was saved with."""
@@ -117,10 +135,12 @@ class FastSAC(SAC):
         self._net_modules = [m for n in nets for m in n.modules()]
 
     def _hooked(self) -> bool:
-        """Forward hooks anywhere in the networks (a user's, rlexp's fault injector): the direct path would skip
+        """Module hooks anywhere in the networks (a user's, rlexp's fault injector's): the direct path would skip
         them, so this call goes through SB3's module calls."""
-        return bool(_global_forward_hooks or _global_forward_pre_hooks) or any(
-            m._forward_hooks or m._forward_pre_hooks for m in self._net_modules)
+        return bool(_global_forward_hooks or _global_forward_pre_hooks or _global_backward_hooks
+                    or _global_backward_pre_hooks) or any(
+            m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+            for m in self._net_modules)
 
     def _features(self, obs: th.Tensor | dict[str, th.Tensor], direct: bool) -> th.Tensor | None:
         """The weightless features all three networks compute from `obs`; None where they must compute them."""
