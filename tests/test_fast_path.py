@@ -140,6 +140,7 @@ def test_fast_sac_update_equals_sb3s(ent_coef: str | float) -> None:
                           fast.logger.name_to_value["train/ent_coef_loss"], **close)
 
 
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # the hook below: its inputs need no grad
 @pytest.mark.parametrize("policy_kwargs", [
     {"net_arch": [64, 64]},
     {"net_arch": [32, 32], "n_critics": 3, "share_features_extractor": True},
