@@ -156,8 +156,12 @@ def models(batch_size: int) -> dict[str, Any]:
     kwargs = dict(learning_starts=0, batch_size=batch_size, gamma=0.95, ent_coef=0.05, seed=0,
                   learning_rate=3e-4, policy_kwargs={"net_arch": [256, 256]})  # ch05_her_push's networks
     built = {"SB3 SAC.train": SAC, "rlexp FastSAC (the default)": FastSAC,
+             "FastSAC without its direct network calls (SB3's module calls)": FastSAC,
              "FastSAC, twin critics batched (not used)": stacked_sac_class()}
     out = {name: cls("MultiInputPolicy", venv, **kwargs) for name, cls in built.items()}
+    calls = out["FastSAC without its direct network calls (SB3's module calls)"]
+    calls.shared_features = False
+    vars(calls.policy).pop("set_training_mode", None)  # SB3's recursive one
     first = next(iter(out.values()))
     batch = fixed_batch(venv.observation_space, batch_size)
     start = {k: v.clone() for k, v in first.policy.state_dict().items()}
