@@ -130,8 +130,7 @@ class FastSAC(SAC):
         nets = (self.actor, self.critic, self.critic_target)
         self._features_once = self.shared_features and not self.use_sde and all(
             type(n.features_extractor) in (CombinedExtractor, FlattenExtractor)
-            and not list(n.features_extractor.parameters()) and n.normalize_images == self.actor.normalize_images
-            for n in nets)
+            and not list(n.features_extractor.parameters()) for n in nets)
         self._net_modules = [m for n in nets for m in n.modules()]
 
     def _hooked(self) -> bool:
