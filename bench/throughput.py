@@ -36,11 +36,11 @@ from docsection import write_section  # noqa: E402
 LEARNING_STARTS = 1000
 PARTS = ("obs", "her", "adam", "lean")  # the fast path's pieces (--candidates measures each alone)
 PART_NAMES = {
-    "obs": "Fetch observations by index (rlexp.components.fetch_obs)",
+    "obs": "Fetch observations by index (rlexp.components.fetch_index)",
     "her": "HER sampling, cached valid indices, one gather (fast_her)",
     "adam": "fused Adam (FastSAC)",
     "lean": "lean train(): no critic weight grads in the actor loss, features once, direct MLPs, foreach Polyak, "
-            "one sync, flat set_training_mode (FastSAC)",
+            "one sync, flat set_training_mode, acting without distribution objects (FastSAC)",
 }
 
 
@@ -94,8 +94,9 @@ def rlexp_model(device: str, parts: set[str], overlap: bool) -> Any:
             FastHerReplayBuffer.sample = HerReplayBuffer.sample  # type: ignore[method-assign]
         FastSAC.fused_adam, FastSAC.skip_critic_grads = "adam" in parts, "lean" in parts
         FastSAC.shared_features = "lean" in parts
-        if "lean" not in parts:  # SB3's recursive set_training_mode back (FastSAC gives the policy a flat one)
+        if "lean" not in parts:  # SB3's recursive set_training_mode and module-call acting back
             vars(model.policy).pop("set_training_mode", None)
+            vars(model.policy).pop("_predict", None)
         if not parts & {"adam", "lean"}:
             FastSAC.train = SAC.train  # type: ignore[method-assign]
     return model
@@ -111,7 +112,7 @@ def ceiling(steps: int, fast_obs: bool) -> dict[str, float]:
     gym.register_envs(gymnasium_robotics)
     venv = make_vec_env("FetchPush-v4", n_envs=8, seed=0, monitor_kwargs={"info_keywords": ("is_success",)})
     if fast_obs:
-        from rlexp.components.fetch_obs import install
+        from rlexp.components.fetch_index import install
 
         for env in venv.envs:
             install(env)

@@ -162,6 +162,7 @@ def models(batch_size: int) -> dict[str, Any]:
     calls = out["FastSAC without its direct network calls (SB3's module calls)"]
     calls.shared_features = False
     vars(calls.policy).pop("set_training_mode", None)  # SB3's recursive one
+    vars(calls.policy).pop("_predict", None)  # SB3's module-call acting
     first = next(iter(out.values()))
     batch = fixed_batch(venv.observation_space, batch_size)
     start = {k: v.clone() for k, v in first.policy.state_dict().items()}

@@ -21,7 +21,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 import rlexp
 from rlexp.builder import build
-from rlexp.components import fetch_obs
+from rlexp.components import fetch_index
 from rlexp.components.envs import register_robotics
 from rlexp.components.fast_her import FastHerReplayBuffer
 from rlexp.components.fast_sac import FastSAC
@@ -34,10 +34,14 @@ from helpers import HER_TINY, ok, read_json, run_py
 
 @pytest.mark.parametrize("env_id", ["FetchPush-v4", "FetchReach-v4", "FetchPickAndPlace-v4"])
 def test_fetch_observations_by_index_are_bitwise_equal(env_id: str) -> None:
-    """Same seeds and actions: the same observations, rewards, terminations and infos, bit for bit."""
+    """Same seeds and actions: the same observations, rewards, terminations, infos and simulator state (the
+    action and the gripper block applied by index), bit for bit."""
     register_robotics()
     plain, fast = gym.make(env_id), gym.make(env_id)
-    assert fetch_obs.install(fast)
+    assert fetch_index.install(fast)
+    base = fast.unwrapped
+    assert [type(vars(base)[k]).__name__ for k in ("_get_obs", "_set_action", "_step_callback")] == \
+        ["FetchObservation", "FetchAction", "FetchGripperBlock"]
     rng = np.random.default_rng(0)
     for episode in range(2):
         outs = [plain.reset(seed=episode), fast.reset(seed=episode)]
@@ -48,7 +52,9 @@ def test_fetch_observations_by_index_are_bitwise_equal(env_id: str) -> None:
             action = rng.uniform(-1, 1, 4).astype(np.float32)
             outs = [plain.step(action), fast.step(action)]
             assert outs[0][1:] == outs[1][1:]  # reward, terminated, truncated, info
-    assert not fetch_obs.install(gym.make("Pendulum-v1"))
+            for field in ("qpos", "qvel", "ctrl", "mocap_pos", "mocap_quat"):  # the action applied the same way
+                assert getattr(plain.unwrapped.data, field).tobytes() == getattr(base.data, field).tobytes(), field
+    assert not fetch_index.install(gym.make("Pendulum-v1"))
 
 
 def _fill(buffers: list[HerReplayBuffer], venv: VecEnv, steps: int) -> Iterator[None]:
@@ -182,6 +188,31 @@ def test_features_once_and_direct_mlps_are_bitwise_sb3s_network_calls(policy_kwa
     assert seen.count("fwd") == 2 and "bwd" in seen  # the critic loss and the actor loss
 
 
+def test_direct_acting_gives_sb3s_actions_bitwise() -> None:
+    """FastSAC's policy acts (and evaluates) through direct calls: for the same weights, observations and torch
+    seed, predict gives SB3's actions bit for bit, stochastic and deterministic, and leaves the torch RNG where
+    SB3 leaves it; with a hook on the actor, the call goes through SB3's modules and the hook runs."""
+    register_robotics()
+    venv = make_vec_env("FetchPush-v4", n_envs=4, seed=3)
+    fast, plain = (cls("MultiInputPolicy", venv, seed=0, policy_kwargs={"net_arch": [32]}) for cls in (FastSAC, SAC))
+    assert "_predict" in vars(fast.policy) and "_predict" not in vars(plain.policy)
+    plain.policy.load_state_dict(fast.policy.state_dict())
+    obs = venv.reset()
+    for step in range(30):
+        for deterministic in (False, True):
+            outs = []
+            for model in (fast, plain):
+                th.manual_seed(step)
+                outs.append((model.predict(obs, deterministic=deterministic)[0], th.rand(1)))
+            assert outs[0][0].tobytes() == outs[1][0].tobytes() and th.equal(outs[0][1], outs[1][1])
+        obs = venv.step(outs[0][0])[0]
+    seen = []
+    handle = fast.actor.latent_pi.register_forward_hook(lambda *_: seen.append(1))
+    fast.predict(obs)
+    handle.remove()
+    assert seen == [1]
+
+
 def test_fast_sac_saved_and_loaded_by_sb3_keeps_updating_its_own_networks(tmp_path: Path) -> None:
     """SB3's own save/load (and a deep copy or pickle of the policy) get FastSAC's state made for the new
     networks, not stale copies of the old ones: the loaded model's target moves and its hooks run."""
@@ -216,7 +247,7 @@ def test_fast_is_a_run_only_key_and_swaps_classes_at_build() -> None:
     try:
         assert type(fast_model) is FastSAC and type(fast_model.replay_buffer) is FastHerReplayBuffer
         assert type(plain_model) is SAC and type(plain_model.replay_buffer) is HerReplayBuffer
-        assert isinstance(fast_model.get_env().envs[0].unwrapped._get_obs, fetch_obs.FetchObservation)
+        assert isinstance(fast_model.get_env().envs[0].unwrapped._get_obs, fetch_index.FetchObservation)
         # checkpoints hold the same arrays, env attributes and optimizer layout either way
         from rlexp.training.checkpoint import _Arrays, _buffer_arrays, env_state
 

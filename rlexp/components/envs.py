@@ -96,7 +96,7 @@ def env_factory(
     def _make() -> gym.Env:
         env = make_env(id, kwargs, wrappers, pixels=pixels)
         if fast_obs:  # the top-level run-only key `fast` (rlexp.builder): same observations, read by index
-            from rlexp.components.fetch_obs import install
+            from rlexp.components.fetch_index import install
 
             install(env)
         return env

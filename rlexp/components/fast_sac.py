@@ -27,12 +27,16 @@ seed the losses, parameters, optimizer states and target networks equal SB3's wi
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 import torch as th
 from stable_baselines3 import SAC
+from stable_baselines3.common.distributions import SquashedDiagGaussianDistribution
 from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor
 from stable_baselines3.common.utils import polyak_update
-from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN
+from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, SACPolicy
 from torch.nn import functional as F  # noqa: N812 - as SB3 writes it
 from torch.nn.modules.module import (
     _global_backward_hooks,
@@ -61,6 +65,73 @@ def _mlp(net: th.nn.Module, x: th.Tensor) -> th.Tensor:
         else:
             x, fresh = layer(x), False
     return x
+
+
+def _linear(layer: th.nn.Module, x: th.Tensor) -> th.Tensor:
+    """layer(x), as F.linear when the layer is a plain nn.Linear."""
+    return F.linear(x, layer.weight, layer.bias) if type(layer) is th.nn.Linear else layer(x)
+
+
+_LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+
+
+def _squashed_gaussian(mean: th.Tensor, log_std: th.Tensor, epsilon: float,
+                       deterministic: bool = False, log_prob: bool = True) -> tuple[th.Tensor, th.Tensor | None]:
+    """SB3's SquashedDiagGaussianDistribution sample (tanh of a reparametrised Normal draw) and its log-prob,
+    without building torch.distributions objects (their argument checks cost a host sync each). The same
+    operations in the same order as Normal(mean, ones_like(mean) * exp(log_std)).rsample() / .log_prob() and
+    SB3's tanh correction, so values, gradients and the random draw are bitwise SB3's."""
+    std = th.ones_like(mean) * log_std.exp()
+    mean, std = th.broadcast_tensors(mean, std)  # as Normal stores them: the same autograd graph
+    if deterministic:
+        return th.tanh(mean), None
+    gaussian = mean + th.empty(mean.shape, dtype=mean.dtype, device=mean.device).normal_() * std
+    actions = th.tanh(gaussian)
+    if not log_prob:
+        return actions, None
+    var = std**2
+    log_scale = std.log()
+    logp = (-((gaussian - mean) ** 2) / (2 * var) - log_scale - _LOG_SQRT_2PI).sum(dim=1)
+    logp -= th.sum(th.log(1 - actions**2 + epsilon), dim=1)
+    return actions, logp
+
+
+def _direct_actor(actor: th.nn.Module) -> bool:
+    """The actor's path can run as direct calls: weightless dict/flat features, a squashed Gaussian, no gSDE."""
+    return (type(actor.features_extractor) in (CombinedExtractor, FlattenExtractor)
+            and not list(actor.features_extractor.parameters()) and not actor.use_sde
+            and type(actor.action_dist) is SquashedDiagGaussianDistribution)
+
+
+def _hooks(modules: list[th.nn.Module]) -> bool:
+    """Module hooks anywhere (a user's, rlexp's fault injector's): direct calls would skip them."""
+    return bool(_global_forward_hooks or _global_forward_pre_hooks or _global_backward_hooks
+                or _global_backward_pre_hooks) or any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks for m in modules)
+
+
+class DirectActing:
+    """An SB3 SAC policy's `_predict` (used by `predict`: acting and evaluation) through direct calls where the
+    actor allows them (`_direct_actor`, no hooks), SB3's module calls otherwise: the same actions bitwise, the
+    same random draw. An object, not a closure, for the same reasons as FlatTrainingMode."""
+
+    def __init__(self, policy: th.nn.Module) -> None:
+        self.policy = policy
+        self.modules = list(policy.actor.modules())
+
+    def __call__(self, observation: Any, deterministic: bool = False) -> th.Tensor:
+        actor = self.policy.actor
+        if _hooks(self.modules):
+            return type(self.policy)._predict(self.policy, observation, deterministic)
+        latent_pi = _mlp(actor.latent_pi, actor.extract_features(observation, actor.features_extractor))
+        mean_actions = _linear(actor.mu, latent_pi)
+        log_std = th.clamp(_linear(actor.log_std, latent_pi), LOG_STD_MIN, LOG_STD_MAX)
+        return _squashed_gaussian(mean_actions, log_std, actor.action_dist.epsilon, deterministic, log_prob=False)[0]
+
+    @classmethod
+    def install(cls, policy: th.nn.Module) -> None:
+        if _direct_actor(policy.actor) and type(policy)._predict is SACPolicy._predict:
+            policy._predict = cls(policy)
 
 
 class FlatTrainingMode:
@@ -95,6 +166,8 @@ class FastSAC(SAC):
     def _setup_model(self) -> None:
         super()._setup_model()
         FlatTrainingMode.install(self.policy)
+        if self.shared_features:
+            DirectActing.install(self.policy)
         self._critic_only = None  # the lists _fast_setup makes name this model's tensors: made again on use
 
     def _excluded_save_params(self) -> list[str]:
@@ -128,18 +201,15 @@ class FastSAC(SAC):
         self._polyak_src = list(self.critic.parameters())
         self._polyak_dst = list(self.critic_target.parameters())
         nets = (self.actor, self.critic, self.critic_target)
-        self._features_once = self.shared_features and not self.use_sde and all(
+        self._features_once = self.shared_features and _direct_actor(self.actor) and all(
             type(n.features_extractor) in (CombinedExtractor, FlattenExtractor)
-            and not list(n.features_extractor.parameters()) for n in nets)
+            and not list(n.features_extractor.parameters()) for n in nets[1:])
         self._net_modules = [m for n in nets for m in n.modules()]
 
     def _hooked(self) -> bool:
         """Module hooks anywhere in the networks (a user's, rlexp's fault injector's): the direct path would skip
         them, so this call goes through SB3's module calls."""
-        return bool(_global_forward_hooks or _global_forward_pre_hooks or _global_backward_hooks
-                    or _global_backward_pre_hooks) or any(
-            m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-            for m in self._net_modules)
+        return _hooks(self._net_modules)
 
     def _features(self, obs: th.Tensor | dict[str, th.Tensor], direct: bool) -> th.Tensor | None:
         """The weightless features all three networks compute from `obs`; None where they must compute them."""
@@ -151,9 +221,9 @@ class FastSAC(SAC):
             return self.actor.action_log_prob(obs)
         actor = self.actor
         latent_pi = _mlp(actor.latent_pi, features)
-        mean_actions = actor.mu(latent_pi)
-        log_std = th.clamp(actor.log_std(latent_pi), LOG_STD_MIN, LOG_STD_MAX)
-        return actor.action_dist.log_prob_from_params(mean_actions, log_std)
+        mean_actions = _linear(actor.mu, latent_pi)
+        log_std = th.clamp(_linear(actor.log_std, latent_pi), LOG_STD_MIN, LOG_STD_MAX)
+        return _squashed_gaussian(mean_actions, log_std, actor.action_dist.epsilon)  # type: ignore[return-value]
 
     @staticmethod
     def _q_values(critic: th.nn.Module, obs: object, features: th.Tensor | None,
