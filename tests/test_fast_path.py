@@ -153,12 +153,13 @@ def test_fast_sac_update_equals_sb3s(ent_coef: str | float) -> None:
     {"net_arch": [32], "activation_fn": th.nn.Tanh},
 ])
 def test_features_once_and_direct_mlps_are_bitwise_sb3s_network_calls(policy_kwargs: dict) -> None:
-    """FastSAC's Fetch path (features computed once per batch, MLPs as F.linear + in-place ReLU) gives bitwise
-    the weights of the same FastSAC going through SB3's module calls; training flags are set as SB3 sets them;
-    module hooks still run."""
+    """FastSAC's Fetch path (features computed once per batch, MLPs as F.linear + in-place ReLU, the squashed
+    Gaussian without distribution objects, fused Adam called directly) gives bitwise the weights, entropy
+    coefficient and Adam states of the same FastSAC going through SB3's module calls and Optimizer.step;
+    training flags are set as SB3 sets them; module hooks still run."""
     register_robotics()
     venv = make_vec_env("FetchPush-v4", n_envs=1)
-    kwargs = dict(learning_starts=0, batch_size=64, gamma=0.95, ent_coef=0.05, seed=0, policy_kwargs=policy_kwargs)
+    kwargs = dict(learning_starts=0, batch_size=64, gamma=0.95, ent_coef="auto", seed=0, policy_kwargs=policy_kwargs)
     direct, calls, plain = FastSAC("MultiInputPolicy", venv, **kwargs), FastSAC("MultiInputPolicy", venv, **kwargs), \
         SAC("MultiInputPolicy", venv, **kwargs)
     calls.shared_features = False
@@ -173,6 +174,11 @@ def test_features_once_and_direct_mlps_are_bitwise_sb3s_network_calls(policy_kwa
     assert direct._features_once and not calls._features_once
     for (name, p), q in zip(direct.policy.state_dict().items(), calls.policy.state_dict().values(), strict=True):
         assert th.equal(p, q), name
+    assert th.equal(direct.log_ent_coef, calls.log_ent_coef)
+    for opt in ("actor.optimizer", "critic.optimizer", "ent_coef_optimizer"):  # Adam's moments and step counts
+        states = [direct.get_parameters()[opt]["state"], calls.get_parameters()[opt]["state"]]
+        assert states[0].keys() == states[1].keys() and all(
+            th.equal(states[0][i][k], states[1][i][k]) for i in states[0] for k in states[0][i]), opt
     for mode in (True, False):
         direct.policy.set_training_mode(mode)
         plain.policy.set_training_mode(mode)
