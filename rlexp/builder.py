@@ -69,7 +69,7 @@ def make_train_env(cfg: DictConfig, **extra: Any) -> VecEnv:
     """`extra`: arguments a run adds that are not config (training: where Monitor files go)."""
     node = with_current_target(cfg.env)
     if is_fast(cfg) and node.get("_target_") == FACTORY:
-        extra["fast_obs"] = True  # Fetch observations read by index (rlexp.components.fetch_index), bitwise the same
+        extra["fast_obs"] = True  # Fetch obs and action by index (rlexp.components.fetch_index), bitwise the same
     if cfg.get("overlap"):  # all envs in one worker process (rlexp.training.overlap)
         from rlexp.training.overlap import OverlapVecEnv, reserve_core
 
