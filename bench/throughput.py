@@ -3,6 +3,7 @@
     python bench/throughput.py --repeats 3 --steps 12000 --write docs/results.md
     python bench/throughput.py --device cuda --write docs/results.md       # on a GPU machine
     python bench/throughput.py --candidates --repeats 2 --steps 6000       # each fast-path piece on its own
+    python bench/throughput.py --concurrent 6 --seconds 60 --write docs/results.md  # plain and rlexp at once
 
 Every measurement is its own process (one torch thread), run one after another and interleaved across
 repeats, so all modes see the same machine load. Each trains the same recipe (bench/plain_sb3.py: 8 envs,
@@ -13,6 +14,11 @@ CPU seconds per 1k env steps
 ceiling: the same 8 Fetch envs stepped with random actions, no learning. Ratios against plain SB3 are
 medians of per-repeat ratios. rlexp rows build the model with rlexp.builder.build and call SB3's learn,
 as rlexp.training does (without its checkpoint and TensorBoard callbacks).
+
+On a shared VM the host's load moves by tens of percent within a minute, more than the differences measured.
+`--concurrent N` therefore runs N pairs of plain SB3 and the default path *at the same time*, one pinned to
+each core (swapped every pair), each timed over the same `--seconds` of wall clock: both see the same host at
+the same moment, as two runs of a sweep filling both cores do.
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ def cpu_seconds() -> float:
     return total
 
 
-def timer_callback(start: int) -> Any:
+def timer_callback(start: int, seconds: float = 0.0) -> Any:
     from stable_baselines3.common.callbacks import BaseCallback
 
     class Timer(BaseCallback):
@@ -70,7 +76,7 @@ def timer_callback(start: int) -> Any:
         def _on_step(self) -> bool:
             if self.t0 is None and self.num_timesteps >= start:
                 self.t0 = (time.perf_counter(), cpu_seconds(), self.num_timesteps)
-            return True
+            return not (seconds and self.t0 and time.perf_counter() - self.t0[0] >= seconds)
 
     return Timer()
 
@@ -125,7 +131,7 @@ def ceiling(steps: int, fast_obs: bool) -> dict[str, float]:
     return {"wall": time.perf_counter() - t0, "cpu": cpu_seconds() - c0, "steps": steps // 8 * 8}
 
 
-def child(mode: str, steps: int, device: str) -> dict[str, float]:
+def child(mode: str, steps: int, device: str, seconds: float = 0.0) -> dict[str, float]:
     import torch
 
     torch.set_num_threads(1)
@@ -140,8 +146,8 @@ def child(mode: str, steps: int, device: str) -> dict[str, float]:
         parts = set(PARTS) if mode in ("rlexp", "rlexp_overlap") else named
         model = rlexp_model(device, parts, overlap=mode == "rlexp_overlap")
     warm = LEARNING_STARTS + 1000
-    timer = timer_callback(warm)
-    model.learn(warm + steps, callback=timer, progress_bar=False)
+    timer = timer_callback(warm, seconds)
+    model.learn(warm + (steps if not seconds else 10**9), callback=timer, progress_bar=False)
     wall, cpu = time.perf_counter() - timer.t0[0], cpu_seconds() - timer.t0[1]
     out = {"wall": wall, "cpu": cpu, "steps": model.num_timesteps - timer.t0[2]}
     model.get_env().close()
@@ -158,6 +164,57 @@ def run_child(mode: str, steps: int, device: str) -> dict[str, float]:
     if proc.returncode != 0 or not lines:
         sys.exit(f"throughput: {mode} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def run_pair(modes: tuple[str, str], seconds: float, device: str, cores: tuple[int, int]) -> list[dict[str, float]]:
+    """Both modes at once, each pinned to one core, each timed over `seconds` of wall clock."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    procs = [subprocess.Popen(["taskset", "-c", str(core), sys.executable, __file__, "--child", mode, "--seconds",
+                               str(seconds), "--device", device], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env, cwd=ROOT) for mode, core in zip(modes, cores, strict=True)]
+    out = []
+    for mode, proc in zip(modes, procs, strict=True):
+        stdout, stderr = proc.communicate()
+        lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            sys.exit(f"throughput: {mode} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+        out.append(json.loads(lines[-1][len("RESULT "):]))
+    return out
+
+
+def concurrent_table(pairs: int, seconds: float, device: str) -> tuple[str, float]:
+    """plain SB3 and the default path side by side at the same moment; the table and the median ratio."""
+    rows = ["| pair | cores (plain, rlexp) | plain steps/s | rlexp steps/s | plain CPU s/1k | rlexp CPU s/1k "
+            "| x plain, steps per CPU-s |", "|---|---|---:|---:|---:|---:|---:|"]
+    ratios = []
+    for i in range(pairs):
+        cores = (0, 1) if i % 2 == 0 else (1, 0)
+        plain, fast = run_pair(("plain", "rlexp"), seconds, device, cores)
+        ratio = (fast["steps"] / fast["cpu"]) / (plain["steps"] / plain["cpu"])
+        ratios.append(ratio)
+        rows.append(f"| {i + 1} | {cores[0]}, {cores[1]} | {plain['steps'] / plain['wall']:.0f} | "
+                    f"{fast['steps'] / fast['wall']:.0f} | {plain['cpu'] / plain['steps'] * 1000:.2f} | "
+                    f"{fast['cpu'] / fast['steps'] * 1000:.2f} | {ratio:.2f} |")
+        print(rows[-1], flush=True)
+    return "\n".join(rows), statistics.median(ratios)
+
+
+def write_concurrent(args: argparse.Namespace, table: str, ratio: float, load: float) -> None:
+    import stable_baselines3
+    import torch
+
+    body = (f"The recipe of the table above; plain SB3 and rlexp's default path run at the same time, one pinned "
+            f"to each core (swapped every pair), each timed over {args.seconds:g} s of wall clock after "
+            f"{LEARNING_STARTS + 1000:,} untimed steps; learner on `{args.device}`, one torch thread each. Machine: "
+            f"{machine(args.device)}; load average {load:.1f} at start. torch {torch.__version__}, SB3 "
+            f"{stable_baselines3.__version__}, {time.strftime('%Y-%m-%d', time.gmtime())}.\n\n"
+            f"`python bench/throughput.py --concurrent {args.concurrent} --seconds {args.seconds:g}`\n\n"
+            f"{table}\n\nMedian over the pairs: **{ratio:.2f}x** plain SB3's env steps per CPU-second.\n")
+    kind = args.device.split(":")[0]
+    write_section(args.write, f"throughput-{kind}-concurrent",
+                  f"Throughput: plain SB3 and rlexp at the same moment, one per core ({args.device})", body)
+    print(f"wrote {args.write}")
 
 
 def has_overlap() -> bool:
@@ -189,10 +246,22 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu | cuda (the learner's device; envs are on the CPU)")
     ap.add_argument("--candidates", action="store_true", help="also measure each fast-path piece alone")
     ap.add_argument("--write", type=Path, help="put the table into this Markdown file (docs/results.md)")
+    ap.add_argument("--concurrent", type=int, default=0, metavar="N",
+                    help="instead: N pairs of plain SB3 and the default path run at the same time, one per core")
+    ap.add_argument("--seconds", type=float, default=0.0, help="timed wall seconds per --concurrent run (60)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(args.child, args.steps, args.device)), flush=True)
+        print("RESULT " + json.dumps(child(args.child, args.steps, args.device, args.seconds)), flush=True)
+        return
+    if args.concurrent:
+        args.seconds = args.seconds or 60.0
+        load = os.getloadavg()[0]
+        table, ratio = concurrent_table(args.concurrent, args.seconds, args.device)
+        print(table)
+        print(f"median: {ratio:.2f}x plain SB3's env steps per CPU-second")
+        if args.write:
+            write_concurrent(args, table, ratio, load)
         return
 
     overlap = has_overlap()
@@ -235,7 +304,13 @@ def main() -> None:
         med = statistics.median(rate(x) for x in results[mode])
         cpu_k = statistics.median(x["cpu"] / x["steps"] * 1000 for x in results[mode])
         rows.append(f"| {what} | {med:.0f} | {cpu_k:.2f} | | | {med / ceil:.2f} |")
-    table = "\n".join(rows)
+    per_repeat = []  # the spread behind each median ratio
+    for mode, what, fn in (("rlexp", "the default path's steps per CPU-second", per_cpu),
+                           ("rlexp_overlap", "overlap's wall-clock steps/s", rate)):
+        if mode in results:
+            ratios = ", ".join(f"{fn(x) / fn(p):.2f}" for x, p in zip(results[mode], results["plain"], strict=True))
+            per_repeat.append(f"{what} {ratios}")
+    table = "\n".join(rows) + ("\n\nPer repeat, x plain SB3: " + "; ".join(per_repeat) + "." if per_repeat else "")
     print(table)
     if args.write:
         import stable_baselines3

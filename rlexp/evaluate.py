@@ -104,10 +104,11 @@ def run_episodes(
     stop: Callable[[], bool] | None = None, env: Any = None,
 ) -> list[dict[str, Any]]:
     """One dict per episode. `env`: an evaluation env to reuse (kept open); None builds one from cfg.env."""
+    from rlexp.builder import is_fast
     from rlexp.components.envs import make_env_from_cfg
 
     own = env is None
-    env = make_env_from_cfg(cfg.env) if own else env
+    env = make_env_from_cfg(cfg.env, fast_obs=is_fast(cfg)) if own else env
     episodes = []
     try:
         # disable=None: tqdm turns itself off when stderr is not a terminal (sweep logs, redirected output),

@@ -75,15 +75,21 @@ def make_env(
     return _wrap(gym.make(id, **make_kwargs), wrappers, pixels)
 
 
-def make_env_from_cfg(env_cfg: Any, **extra: Any) -> gym.Env:
+def make_env_from_cfg(env_cfg: Any, fast_obs: bool = False, **extra: Any) -> gym.Env:
     """One env from an `env:` config node (kwargs, pixels and wrappers included), e.g. for evaluation.
+    `fast_obs`: a Fetch env steps by index (rlexp.components.fetch_index; bitwise the same episodes).
 
     Also reads configs of older runs, where the pixel wrapper was an entry of `wrappers` and `pixels` absent.
     """
     from omegaconf import OmegaConf
 
     node = OmegaConf.to_container(env_cfg, resolve=True) if OmegaConf.is_config(env_cfg) else dict(env_cfg)
-    return make_env(node["id"], node.get("kwargs"), node.get("wrappers") or (), pixels=node.get("pixels"), **extra)
+    env = make_env(node["id"], node.get("kwargs"), node.get("wrappers") or (), pixels=node.get("pixels"), **extra)
+    if fast_obs:
+        from rlexp.components.fetch_index import install
+
+        install(env)
+    return env
 
 
 def env_factory(
@@ -95,7 +101,7 @@ def env_factory(
 ) -> Callable[[], gym.Env]:
     def _make() -> gym.Env:
         env = make_env(id, kwargs, wrappers, pixels=pixels)
-        if fast_obs:  # the top-level run-only key `fast` (rlexp.builder): same observations, read by index
+        if fast_obs:  # the top-level run-only key `fast` (rlexp.builder): same episodes, stepped by index
             from rlexp.components.fetch_index import install
 
             install(env)
