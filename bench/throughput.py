@@ -42,7 +42,7 @@ from docsection import write_section  # noqa: E402
 LEARNING_STARTS = 1000
 PARTS = ("obs", "her", "adam", "lean")  # the fast path's pieces (--candidates measures each alone)
 PART_NAMES = {
-    "obs": "Fetch observations by index (rlexp.components.fetch_index)",
+    "obs": "Fetch stepped by index: observations, action, gripper block (rlexp.components.fetch_index)",
     "her": "HER sampling, cached valid indices, one gather (fast_her)",
     "adam": "fused Adam (FastSAC)",
     "lean": "lean train(): no critic weight grads in the actor loss, features once, direct MLPs, foreach Polyak, "
@@ -75,6 +75,9 @@ def timer_callback(start: int, seconds: float = 0.0) -> Any:
 
         def _on_step(self) -> bool:
             if self.t0 is None and self.num_timesteps >= start:
+                if os.environ.get("RLEXP_BENCH_BARRIER"):  # --concurrent: start the clock when the other run does
+                    print("READY", flush=True)
+                    sys.stdin.readline()
                 self.t0 = (time.perf_counter(), cpu_seconds(), self.num_timesteps)
             return not (seconds and self.t0 and time.perf_counter() - self.t0[0] >= seconds)
 
@@ -95,7 +98,8 @@ def rlexp_model(device: str, parts: set[str], overlap: bool) -> Any:
 
         if "obs" not in parts:
             for env in model.get_env().envs:
-                vars(env.unwrapped).pop("_get_obs", None)
+                for name in ("_get_obs", "_set_action", "_step_callback"):
+                    vars(env.unwrapped).pop(name, None)
         if "her" not in parts:
             FastHerReplayBuffer.sample = HerReplayBuffer.sample  # type: ignore[method-assign]
         FastSAC.fused_adam, FastSAC.skip_critic_grads = "adam" in parts, "lean" in parts
@@ -167,18 +171,40 @@ def run_child(mode: str, steps: int, device: str) -> dict[str, float]:
 
 
 def run_pair(modes: tuple[str, str], seconds: float, device: str, cores: tuple[int, int]) -> list[dict[str, float]]:
-    """Both modes at once, each pinned to one core, each timed over `seconds` of wall clock."""
+    """Both modes at once, each pinned to one core; after both finish their untimed warm-up (a barrier), each is
+    timed over the same `seconds` of wall clock."""
+    import tempfile
+
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"),
+               RLEXP_BENCH_BARRIER="1")
+    errs = [tempfile.TemporaryFile(mode="w+") for _ in modes]  # a full stderr pipe must not stall a timed run
     procs = [subprocess.Popen(["taskset", "-c", str(core), sys.executable, __file__, "--child", mode, "--seconds",
-                               str(seconds), "--device", device], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env, cwd=ROOT) for mode, core in zip(modes, cores, strict=True)]
+                               str(seconds), "--device", device], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=err, text=True, env=env, cwd=ROOT)
+             for mode, core, err in zip(modes, cores, errs, strict=True)]
+
+    def fail(mode: str, proc: subprocess.Popen, err: Any) -> None:
+        for other in procs:
+            other.kill()
+        err.seek(0)
+        sys.exit(f"throughput: {mode} failed (exit {proc.wait()}):\n{err.read()[-3000:]}")
+
+    for mode, proc, err in zip(modes, procs, errs, strict=True):
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        while line and line.strip() != "READY":
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            fail(mode, proc, err)
+    for proc in procs:
+        proc.stdin.write("go\n")  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
     out = []
-    for mode, proc in zip(modes, procs, strict=True):
-        stdout, stderr = proc.communicate()
+    for mode, proc, err in zip(modes, procs, errs, strict=True):
+        stdout, _ = proc.communicate()
         lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
-            sys.exit(f"throughput: {mode} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+            fail(mode, proc, err)
         out.append(json.loads(lines[-1][len("RESULT "):]))
     return out
 
@@ -248,7 +274,7 @@ def main() -> None:
     ap.add_argument("--write", type=Path, help="put the table into this Markdown file (docs/results.md)")
     ap.add_argument("--concurrent", type=int, default=0, metavar="N",
                     help="instead: N pairs of plain SB3 and the default path run at the same time, one per core")
-    ap.add_argument("--seconds", type=float, default=0.0, help="timed wall seconds per --concurrent run (60)")
+    ap.add_argument("--seconds", type=float, default=0.0, help="with --concurrent: timed wall seconds per run (60)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -300,7 +326,7 @@ def main() -> None:
         if mode == "rlexp" and not overlap:
             rows.append("| rlexp overlap=true | skipped: no `overlap` key in this checkout | | | | |")
     for mode, what in (("ceiling", "env ceiling: 8 envs, random actions"),
-                       ("ceiling_fast", "env ceiling with fast Fetch observations")):
+                       ("ceiling_fast", "env ceiling, Fetch stepped by index")):
         med = statistics.median(rate(x) for x in results[mode])
         cpu_k = statistics.median(x["cpu"] / x["steps"] * 1000 for x in results[mode])
         rows.append(f"| {what} | {med:.0f} | {cpu_k:.2f} | | | {med / ceil:.2f} |")

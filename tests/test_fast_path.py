@@ -147,19 +147,26 @@ def test_fast_sac_update_equals_sb3s(ent_coef: str | float) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # the hook below: its inputs need no grad
-@pytest.mark.parametrize("policy_kwargs", [
-    {"net_arch": [64, 64]},
-    {"net_arch": [32, 32], "n_critics": 3, "share_features_extractor": True},
-    {"net_arch": [32], "activation_fn": th.nn.Tanh},
+@pytest.mark.parametrize(("policy_kwargs", "ent_coef"), [
+    ({"net_arch": [64, 64]}, "auto"),
+    ({"net_arch": [32, 32], "n_critics": 3, "share_features_extractor": True}, 0.05),
+    ({"net_arch": [32], "activation_fn": th.nn.Tanh}, "auto"),
 ])
-def test_features_once_and_direct_mlps_are_bitwise_sb3s_network_calls(policy_kwargs: dict) -> None:
+def test_features_once_and_direct_mlps_are_bitwise_sb3s_network_calls(policy_kwargs: dict, ent_coef: str | float,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """FastSAC's Fetch path (features computed once per batch, MLPs as F.linear + in-place ReLU, the squashed
     Gaussian without distribution objects, fused Adam called directly) gives bitwise the weights, entropy
     coefficient and Adam states of the same FastSAC going through SB3's module calls and Optimizer.step;
     training flags are set as SB3 sets them; module hooks still run."""
     register_robotics()
     venv = make_vec_env("FetchPush-v4", n_envs=1)
-    kwargs = dict(learning_starts=0, batch_size=64, gamma=0.95, ent_coef="auto", seed=0, policy_kwargs=policy_kwargs)
+    kwargs = dict(learning_starts=0, batch_size=64, gamma=0.95, ent_coef=ent_coef, seed=0, policy_kwargs=policy_kwargs)
+    from rlexp.components import fast_sac
+
+    direct_steps = []  # the direct Adam call really ran (it falls back on the first step: no state yet)
+    original = fast_sac._direct_adam_step
+    monkeypatch.setattr(fast_sac, "_direct_adam_step", lambda opt: direct_steps.append(original(opt)) or
+                        direct_steps[-1])
     direct, calls, plain = FastSAC("MultiInputPolicy", venv, **kwargs), FastSAC("MultiInputPolicy", venv, **kwargs), \
         SAC("MultiInputPolicy", venv, **kwargs)
     calls.shared_features = False
@@ -172,10 +179,13 @@ def test_features_once_and_direct_mlps_are_bitwise_sb3s_network_calls(policy_kwa
         th.manual_seed(7)
         model.train(gradient_steps=3, batch_size=64)
     assert direct._features_once and not calls._features_once
+    n_opts = 3 if ent_coef == "auto" else 2
+    assert direct_steps == [False] * n_opts + [True] * 2 * n_opts  # three gradient steps of the direct model
     for (name, p), q in zip(direct.policy.state_dict().items(), calls.policy.state_dict().values(), strict=True):
         assert th.equal(p, q), name
-    assert th.equal(direct.log_ent_coef, calls.log_ent_coef)
-    for opt in ("actor.optimizer", "critic.optimizer", "ent_coef_optimizer"):  # Adam's moments and step counts
+    if ent_coef == "auto":
+        assert th.equal(direct.log_ent_coef, calls.log_ent_coef)
+    for opt in ("actor.optimizer", "critic.optimizer", "ent_coef_optimizer")[:n_opts]:  # Adam's moments, steps
         states = [direct.get_parameters()[opt]["state"], calls.get_parameters()[opt]["state"]]
         assert states[0].keys() == states[1].keys() and all(
             th.equal(states[0][i][k], states[1][i][k]) for i in states[0] for k in states[0][i]), opt
@@ -192,17 +202,31 @@ def test_features_once_and_direct_mlps_are_bitwise_sb3s_network_calls(policy_kwa
     for handle in handles:
         handle.remove()
     assert seen.count("fwd") == 2 and "bwd" in seen  # the critic loss and the actor loss
+    plain.replay_buffer.sample = lambda *a, **k: batch
+    plain.set_logger(configure(None, []))
+    for model in (direct, plain):  # a diverged actor stops the update, as SB3's distribution check stops it
+        with th.no_grad():
+            model.actor.mu.weight[0, 0] = float("nan")
+        with pytest.raises(ValueError):
+            model.train(gradient_steps=1, batch_size=64)
 
 
 def test_direct_acting_gives_sb3s_actions_bitwise() -> None:
     """FastSAC's policy acts (and evaluates) through direct calls: for the same weights, observations and torch
     seed, predict gives SB3's actions bit for bit, stochastic and deterministic, and leaves the torch RNG where
-    SB3 leaves it; with a hook on the actor, the call goes through SB3's modules and the hook runs."""
+    SB3 leaves it; with a hook on the actor, the call goes through SB3's modules and the hook runs; NaN weights
+    raise a ValueError as SB3's do; gSDE keeps SB3's acting."""
     register_robotics()
     venv = make_vec_env("FetchPush-v4", n_envs=4, seed=3)
     fast, plain = (cls("MultiInputPolicy", venv, seed=0, policy_kwargs={"net_arch": [32]}) for cls in (FastSAC, SAC))
     assert "_predict" in vars(fast.policy) and "_predict" not in vars(plain.policy)
+    assert "_predict" not in vars(FastSAC("MultiInputPolicy", venv, use_sde=True).policy)
     plain.policy.load_state_dict(fast.policy.state_dict())
+
+    def no_module_call(*_: object, **__: object) -> None:
+        raise AssertionError("the actor's module call ran")
+
+    fast.actor.forward = no_module_call  # the direct path never calls it
     obs = venv.reset()
     for step in range(30):
         for deterministic in (False, True):
@@ -212,11 +236,17 @@ def test_direct_acting_gives_sb3s_actions_bitwise() -> None:
                 outs.append((model.predict(obs, deterministic=deterministic)[0], th.rand(1)))
             assert outs[0][0].tobytes() == outs[1][0].tobytes() and th.equal(outs[0][1], outs[1][1])
         obs = venv.step(outs[0][0])[0]
+    del fast.actor.forward
     seen = []
     handle = fast.actor.latent_pi.register_forward_hook(lambda *_: seen.append(1))
     fast.predict(obs)
     handle.remove()
     assert seen == [1]
+    for model in (fast, plain):
+        with th.no_grad():
+            model.actor.mu.weight[0, 0] = float("nan")
+        with pytest.raises(ValueError):
+            model.predict(obs)
 
 
 def test_fast_sac_saved_and_loaded_by_sb3_keeps_updating_its_own_networks(tmp_path: Path) -> None:

@@ -20,6 +20,14 @@ What differs from `stable_baselines3.SAC.train`, and why each keeps the update r
 - `policy.set_training_mode`, called three times per env step, sets the same `training` flags on the same
   modules (actor and critic, not the target, as SB3 does) from a list made once, instead of recursing
   through nn.Module.train.
+- On the same path the actor's squashed Gaussian (its sample and log-prob in the update; its action when the
+  policy acts or is evaluated, `DirectActing`) is the same tensor operations in the same order as
+  torch.distributions.Normal and SB3's tanh correction, without building distribution objects: bitwise the
+  same values, gradients and random draw. Their argument checks (a host sync each) are what is skipped: a
+  diverged run (NaN weights) raises a ValueError from the update's losses or the action instead.
+- Fused Adam is called as `torch._fused_adam_` directly, the call Adam.step makes, without Optimizer.step's
+  Python wrapper (three optimizers per gradient step with ent_coef=auto): bitwise the same update. Anything the
+  direct call does not cover (first step, hooks, a wrapped step, other options) goes through Adam.step.
 Random draws (the actor's samples) happen in the same order, so for the same weights, batch and torch
 seed the losses, parameters, optimizer states and target networks equal SB3's within float tolerance
 (tests/test_fast_path.py). Optimizer state dicts keep SB3's layout: checkpoints load either way.
@@ -36,7 +44,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.distributions import SquashedDiagGaussianDistribution
 from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor
 from stable_baselines3.common.utils import polyak_update
-from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, SACPolicy
+from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACPolicy
 from torch.nn import functional as F  # noqa: N812 - as SB3 writes it
 from torch.nn.modules.module import (
     _global_backward_hooks,
@@ -98,8 +106,12 @@ def _squashed_gaussian(mean: th.Tensor, log_std: th.Tensor, epsilon: float,
 
 
 def _direct_actor(actor: th.nn.Module) -> bool:
-    """The actor's path can run as direct calls: weightless dict/flat features, a squashed Gaussian, no gSDE."""
-    return (type(actor.features_extractor) in (CombinedExtractor, FlattenExtractor)
+    """The actor's path can run as direct calls: SB3's own Actor methods (a subclass may only change how features
+    are extracted, which the direct path calls), weightless dict/flat features, a squashed Gaussian, no gSDE."""
+    cls = type(actor)
+    return (isinstance(actor, Actor) and all(getattr(cls, name) is getattr(Actor, name) for name in
+                                               ("forward", "get_action_dist_params", "action_log_prob"))
+            and type(actor.features_extractor) in (CombinedExtractor, FlattenExtractor)
             and not list(actor.features_extractor.parameters()) and not actor.use_sde
             and type(actor.action_dist) is SquashedDiagGaussianDistribution)
 
@@ -127,7 +139,10 @@ class DirectActing:
         latent_pi = _mlp(actor.latent_pi, actor.extract_features(observation, actor.features_extractor))
         mean_actions = _linear(actor.mu, latent_pi)
         log_std = th.clamp(_linear(actor.log_std, latent_pi), LOG_STD_MIN, LOG_STD_MAX)
-        return _squashed_gaussian(mean_actions, log_std, actor.action_dist.epsilon, deterministic, log_prob=False)[0]
+        actions = _squashed_gaussian(mean_actions, log_std, actor.action_dist.epsilon, deterministic, log_prob=False)[0]
+        if th.isnan(actions).any():  # where torch.distributions' argument check raises for SB3
+            raise ValueError("the actor's action distribution has NaN parameters (the weights diverged)")
+        return actions
 
     @classmethod
     def install(cls, policy: th.nn.Module) -> None:
@@ -162,7 +177,8 @@ def _direct_adam_step(opt: th.optim.Optimizer) -> bool:
     step). Bitwise the same update. False (nothing done) where Adam.step must run: another optimizer, options
     this call does not cover, hooks, a parameter without a gradient or without state yet (the first step)."""
     if type(opt) is not th.optim.Adam or len(opt.param_groups) != 1 or opt._optimizer_step_pre_hooks \
-            or opt._optimizer_step_post_hooks or _global_optimizer_pre_hooks or _global_optimizer_post_hooks:
+            or opt._optimizer_step_post_hooks or _global_optimizer_pre_hooks or _global_optimizer_post_hooks \
+            or "step" in vars(opt) or getattr(opt, "grad_scale", None) is not None:  # a wrapped step, a GradScaler
         return False
     group = opt.param_groups[0]
     if not group["fused"] or group["amsgrad"] or group["maximize"] or group["capturable"] \
@@ -172,7 +188,8 @@ def _direct_adam_step(opt: th.optim.Optimizer) -> bool:
     grads, exp_avgs, exp_avg_sqs, steps = [], [], [], []
     for param in params:
         state = opt.state.get(param)
-        if param.grad is None or not state or param.grad.is_sparse:
+        if param.grad is None or not state or param.grad.is_sparse or param.dtype != params[0].dtype \
+                or param.device != params[0].device:  # Adam.step groups tensors by device and dtype
             return False
         grads.append(param.grad)
         exp_avgs.append(state["exp_avg"])
@@ -363,9 +380,12 @@ class FastSAC(SAC):
         def mean(values: list[th.Tensor]) -> float:
             return float(np.mean(th.stack(values).float().cpu().numpy().astype(np.float64)))
 
+        means = {"ent_coef": mean(ent_coefs), "actor_loss": mean(actor_losses), "critic_loss": mean(critic_losses)}
+        if direct and any(math.isnan(v) for v in means.values()):
+            raise ValueError(f"FastSAC: NaN in the gradient step ({means}) at update {self._n_updates}: the run "
+                             "diverged (SB3's torch.distributions argument check stops it at the same point)")
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/ent_coef", mean(ent_coefs))
-        self.logger.record("train/actor_loss", mean(actor_losses))
-        self.logger.record("train/critic_loss", mean(critic_losses))
+        for key, value in means.items():
+            self.logger.record(f"train/{key}", value)
         if len(ent_coef_losses) > 0:
             self.logger.record("train/ent_coef_loss", mean(ent_coef_losses))

@@ -83,7 +83,8 @@ class FetchAction:
         self.env, self.data, self.model = env, env.data, model
         self.n_mocap = int(model.nmocap) * 7
         self.welds = []  # (mocap id, welded body id), as reset_mocap2body_xpos resolves them
-        for eq_type, obj1, obj2 in zip(model.eq_type, model.eq_obj1id, model.eq_obj2id, strict=True):
+        for eq_type, obj1, obj2 in zip(model.eq_type, model.eq_obj1id, model.eq_obj2id, strict=True) \
+                if self.n_mocap else ():
             if eq_type == mujoco.mjtEq.mjEQ_WELD:
                 mocap = model.body_mocapid[obj1]
                 pair = (int(mocap), int(obj2)) if mocap != -1 else (int(model.body_mocapid[obj2]), int(obj1))
@@ -140,15 +141,17 @@ def install(env: gym.Env) -> bool:
     if not isinstance(base, MujocoFetchEnv):
         return False
     cls = type(base)
+    pieces = {"_get_obs": FetchObservation, "_set_action": FetchAction, "_step_callback": FetchGripperBlock}
+    ours = {"_get_obs": cls.generate_mujoco_observations is MujocoFetchEnv.generate_mujoco_observations
+            and cls._get_obs is MujocoFetchEnv._get_obs, "_set_action": cls._set_action is MujocoFetchEnv._set_action,
+            "_step_callback": cls._step_callback is MujocoFetchEnv._step_callback}
     replaced = False
-    if cls.generate_mujoco_observations is MujocoFetchEnv.generate_mujoco_observations \
-            and cls._get_obs is MujocoFetchEnv._get_obs:
-        base._get_obs = FetchObservation(base)
-        replaced = True
-    if cls._set_action is MujocoFetchEnv._set_action:
-        base._set_action = FetchAction(base)
-        replaced = True
-    if cls._step_callback is MujocoFetchEnv._step_callback:
-        base._step_callback = FetchGripperBlock(base)
+    for name, piece in pieces.items():
+        if not ours[name]:
+            continue  # a subclass's own method: leave it alone
+        try:
+            setattr(base, name, piece(base))
+        except ValueError:  # a model these indices do not describe (other joints, welds): keep the original
+            continue
         replaced = True
     return replaced
