@@ -270,7 +270,10 @@ class FastSAC(SAC):
 
     @staticmethod
     def _zero_grad(opt: th.optim.Optimizer, direct: bool) -> None:
-        _zero_grad(opt) if direct else opt.zero_grad()
+        if direct and type(opt).zero_grad is th.optim.Optimizer.zero_grad and "zero_grad" not in vars(opt):
+            _zero_grad(opt)
+        else:
+            opt.zero_grad()
 
     @staticmethod
     def _step(opt: th.optim.Optimizer, direct: bool) -> None:
