@@ -156,10 +156,10 @@ def models(batch_size: int) -> dict[str, Any]:
     kwargs = dict(learning_starts=0, batch_size=batch_size, gamma=0.95, ent_coef=0.05, seed=0,
                   learning_rate=3e-4, policy_kwargs={"net_arch": [256, 256]})  # ch05_her_push's networks
     built = {"SB3 SAC.train": SAC, "rlexp FastSAC (the default)": FastSAC,
-             "FastSAC without its direct network calls (SB3's module calls)": FastSAC,
+             "FastSAC without its direct calls (SB3's module calls, distributions, Optimizer.step)": FastSAC,
              "FastSAC, twin critics batched (not used)": stacked_sac_class()}
     out = {name: cls("MultiInputPolicy", venv, **kwargs) for name, cls in built.items()}
-    calls = out["FastSAC without its direct network calls (SB3's module calls)"]
+    calls = out["FastSAC without its direct calls (SB3's module calls, distributions, Optimizer.step)"]
     calls.shared_features = False
     vars(calls.policy).pop("set_training_mode", None)  # SB3's recursive one
     vars(calls.policy).pop("_predict", None)  # SB3's module-call acting
