@@ -64,32 +64,35 @@ def make_env(
     wrappers: Sequence[Any] = (),
     render_mode: str | None = None,
     pixels: Mapping[str, Any] | None = None,
+    fast_obs: bool = False,
     **extra: Any,
 ) -> gym.Env:
-    """One env as evaluation sees it: gymnasium.make + pixel observations + the configured wrappers, no Monitor."""
+    """One env as evaluation sees it: gymnasium.make + pixel observations + the configured wrappers, no Monitor.
+    `fast_obs` (the run-only key `fast`, rlexp.builder): a Fetch env steps by index (rlexp.components.fetch_index;
+    bitwise the same episodes)."""
     check_env_id(id)
     make_kwargs = dict(kwargs or {})
     if render_mode is not None:
         make_kwargs["render_mode"] = render_mode
     make_kwargs.update(extra)
-    return _wrap(gym.make(id, **make_kwargs), wrappers, pixels)
+    env = _wrap(gym.make(id, **make_kwargs), wrappers, pixels)
+    if fast_obs:
+        from rlexp.components.fetch_index import install
+
+        install(env)
+    return env
 
 
 def make_env_from_cfg(env_cfg: Any, fast_obs: bool = False, **extra: Any) -> gym.Env:
     """One env from an `env:` config node (kwargs, pixels and wrappers included), e.g. for evaluation.
-    `fast_obs`: a Fetch env steps by index (rlexp.components.fetch_index; bitwise the same episodes).
 
     Also reads configs of older runs, where the pixel wrapper was an entry of `wrappers` and `pixels` absent.
     """
     from omegaconf import OmegaConf
 
     node = OmegaConf.to_container(env_cfg, resolve=True) if OmegaConf.is_config(env_cfg) else dict(env_cfg)
-    env = make_env(node["id"], node.get("kwargs"), node.get("wrappers") or (), pixels=node.get("pixels"), **extra)
-    if fast_obs:
-        from rlexp.components.fetch_index import install
-
-        install(env)
-    return env
+    return make_env(node["id"], node.get("kwargs"), node.get("wrappers") or (), pixels=node.get("pixels"),
+                    fast_obs=fast_obs, **extra)
 
 
 def env_factory(
@@ -100,12 +103,7 @@ def env_factory(
     fast_obs: bool = False,
 ) -> Callable[[], gym.Env]:
     def _make() -> gym.Env:
-        env = make_env(id, kwargs, wrappers, pixels=pixels)
-        if fast_obs:  # the top-level run-only key `fast` (rlexp.builder): same episodes, stepped by index
-            from rlexp.components.fetch_index import install
-
-            install(env)
-        return env
+        return make_env(id, kwargs, wrappers, pixels=pixels, fast_obs=fast_obs)
 
     return _make
 
