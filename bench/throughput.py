@@ -159,9 +159,15 @@ def child(mode: str, steps: int, device: str, seconds: float = 0.0) -> dict[str,
 
 
 # ------------------------------------------------------------------------------------------ parent side
+def child_env(**extra: str) -> dict[str, str]:
+    """A measurement child's environment: one OpenMP thread, this checkout importable (the caller's path kept)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"),
+                **extra)
+
+
 def run_child(mode: str, steps: int, device: str) -> dict[str, float]:
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)  # keep the caller's too
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    env = child_env()
     proc = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(steps), "--device", device],
                           capture_output=True, text=True, env=env, cwd=ROOT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -175,9 +181,7 @@ def run_pair(modes: tuple[str, str], seconds: float, device: str, cores: tuple[i
     timed over the same `seconds` of wall clock."""
     import tempfile
 
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"),
-               RLEXP_BENCH_BARRIER="1")
+    env = child_env(RLEXP_BENCH_BARRIER="1")
     errs = [tempfile.TemporaryFile(mode="w+") for _ in modes]  # a full stderr pipe must not stall a timed run
     procs = [subprocess.Popen(["taskset", "-c", str(core), sys.executable, __file__, "--child", mode, "--seconds",
                                str(seconds), "--device", device], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
