@@ -93,6 +93,14 @@ def test_fast_her_sampling_returns_sb3s_batches_bitwise() -> None:
                 assert th.equal(getattr(a, part)[key], getattr(b, part)[key]), (part, key)
         compared += 1
     assert compared >= 25 and plain.full
+    # Storage that is not C-contiguous (a user's or a loader's arrays) is indexed as SB3 does, not copied whole
+    fast.observations["observation"] = np.asfortranarray(fast.observations["observation"])
+    fast.rewards = np.asfortranarray(fast.rewards)
+    np.random.seed(1)
+    a = plain.sample(64)
+    np.random.seed(1)
+    b = fast.sample(64)
+    assert th.equal(a.observations["observation"], b.observations["observation"]) and th.equal(a.rewards, b.rewards)
 
 
 def _batch(env: VecEnv, n: int = 64) -> DictReplayBufferSamples:
@@ -178,7 +186,7 @@ def test_features_once_and_direct_mlps_are_bitwise_sb3s_network_calls(policy_kwa
         model.set_logger(configure(None, []))
         th.manual_seed(7)
         model.train(gradient_steps=3, batch_size=64)
-    assert direct._features_once and not calls._features_once
+    assert direct._features_once and not calls._features_once and direct._actor_features.mode == "dict"
     n_opts = 3 if ent_coef == "auto" else 2
     assert direct_steps == [False] * n_opts + [True] * 2 * n_opts  # three gradient steps of the direct model
     for (name, p), q in zip(direct.policy.state_dict().items(), calls.policy.state_dict().values(), strict=True):
@@ -221,12 +229,14 @@ def test_direct_acting_gives_sb3s_actions_bitwise() -> None:
     fast, plain = (cls("MultiInputPolicy", venv, seed=0, policy_kwargs={"net_arch": [32]}) for cls in (FastSAC, SAC))
     assert "_predict" in vars(fast.policy) and "_predict" not in vars(plain.policy)
     assert "_predict" not in vars(FastSAC("MultiInputPolicy", venv, use_sde=True).policy)
+    assert vars(fast.policy)["_predict"].features.mode == "dict"  # Fetch's features as direct tensor calls
     plain.policy.load_state_dict(fast.policy.state_dict())
 
     def no_module_call(*_: object, **__: object) -> None:
         raise AssertionError("the actor's module call ran")
 
     fast.actor.forward = no_module_call  # the direct path never calls it
+    fast.actor.features_extractor.forward = no_module_call  # nor the Flatten extractor's module call
     obs = venv.reset()
     for step in range(30):
         for deterministic in (False, True):
@@ -236,7 +246,7 @@ def test_direct_acting_gives_sb3s_actions_bitwise() -> None:
                 outs.append((model.predict(obs, deterministic=deterministic)[0], th.rand(1)))
             assert outs[0][0].tobytes() == outs[1][0].tobytes() and th.equal(outs[0][1], outs[1][1])
         obs = venv.step(outs[0][0])[0]
-    del fast.actor.forward
+    del fast.actor.forward, fast.actor.features_extractor.forward
     seen = []
     handle = fast.actor.latent_pi.register_forward_hook(lambda *_: seen.append(1))
     fast.predict(obs)

@@ -4,9 +4,11 @@ SB3's `sample` scans the whole buffer (`ep_length > 0`, then `flatnonzero`: 8M c
 on every gradient step, and gathers every key twice (real and relabelled halves) before concatenating.
 FastHerReplayBuffer keeps the sorted list of sampleable transitions until an episode ends or is
 overwritten (the only events that change it), scans only the filled rows, and gathers each key once in
-the final order. It makes the same NumPy random draws in the same order (`np.random.choice` over the same
-index list, then SB3's own `_sample_goals`), so for the same stored episodes and seed it returns bitwise
-the same batch (tests/test_fast_path.py). Stored arrays and checkpoints are exactly SB3's.
+the final order, by one flat index into a reshaped view of the (buffer_size, n_envs) grid instead of two
+index arrays (a pure copy of the same elements). It makes the same NumPy random draws in the same order
+(`np.random.choice` over the same index list, then SB3's own `_sample_goals`), so for the same stored
+episodes and seed it returns bitwise the same batch (tests/test_fast_path.py). Stored arrays and
+checkpoints are exactly SB3's.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch as th
 from stable_baselines3 import HerReplayBuffer
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples
 
@@ -63,27 +66,36 @@ class FastHerReplayBuffer(HerReplayBuffer):
                 "for learning_starts that is greater than the maximum number of timesteps in the environment."
             )
         sampled = np.random.choice(valid, size=batch_size, replace=True)
-        batch_indices, env_indices = np.unravel_index(sampled, self.ep_length.shape)
         nb_virtual = int(self.her_ratio * batch_size)
         n_real = batch_size - nb_virtual
-        # SB3 returns the real transitions (drawn last) first, then the relabelled ones
-        rows = np.concatenate((batch_indices[nb_virtual:], batch_indices[:nb_virtual]))
-        envs = np.concatenate((env_indices[nb_virtual:], env_indices[:nb_virtual]))
-        obs = {key: arr[rows, envs] for key, arr in self.observations.items()}
-        next_obs = {key: arr[rows, envs] for key, arr in self.next_observations.items()}
-        rewards = self.rewards[rows, envs].reshape(-1, 1)
+        # SB3 returns the real transitions (drawn last) first, then the relabelled ones. `sampled` indexes the
+        # (buffer_size, n_envs) grid flat, so each stored array is gathered by one flat index along a reshaped
+        # view: the same elements as SB3's arr[rows, envs], without two-array advanced indexing.
+        flat = np.concatenate((sampled[nb_virtual:], sampled[:nb_virtual]))
+
+        def gather(arr: np.ndarray) -> np.ndarray:
+            if not arr.flags.c_contiguous:  # reshape would copy the whole buffer: index it as SB3 does
+                return arr[np.unravel_index(flat, arr.shape[:2])]
+            return arr.reshape(-1, *arr.shape[2:])[flat]
+
+        obs = {key: gather(arr) for key, arr in self.observations.items()}
+        next_obs = {key: gather(arr) for key, arr in self.next_observations.items()}
+        rewards = gather(self.rewards).reshape(-1, 1)
         if nb_virtual:
-            new_goals = self._sample_goals(batch_indices[:nb_virtual], env_indices[:nb_virtual])
+            batch_indices, env_indices = np.unravel_index(sampled[:nb_virtual], self.ep_length.shape)
+            new_goals = self._sample_goals(batch_indices, env_indices)
             obs["desired_goal"][n_real:] = new_goals
             next_obs["desired_goal"][n_real:] = new_goals
             assert self.env is not None, "HerReplayBuffer needs its VecEnv to compute rewards of relabelled goals"
             virtual = self.env.env_method("compute_reward", next_obs["achieved_goal"][n_real:], new_goals,
                                           [{} for _ in range(nb_virtual)], indices=[0])
             rewards[n_real:] = virtual[0].astype(np.float32).reshape(-1, 1)
+        # Every array here is a fresh gather: tensors may share its memory (SB3's to_torch copies it again)
+        tensor = lambda arr: th.as_tensor(arr, device=self.device)  # noqa: E731
         return DictReplayBufferSamples(
-            observations={key: self.to_torch(v) for key, v in obs.items()},
-            actions=self.to_torch(self.actions[rows, envs]),
-            next_observations={key: self.to_torch(v) for key, v in next_obs.items()},
-            dones=self.to_torch(self.dones[rows, envs] * (1 - self.timeouts[rows, envs])).reshape(-1, 1),
-            rewards=self.to_torch(rewards),
+            observations={key: tensor(v) for key, v in obs.items()},
+            actions=tensor(gather(self.actions)),
+            next_observations={key: tensor(v) for key, v in next_obs.items()},
+            dones=tensor(gather(self.dones) * (1 - gather(self.timeouts))).reshape(-1, 1),
+            rewards=tensor(rewards),
         )

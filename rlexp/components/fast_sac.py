@@ -8,11 +8,14 @@ What differs from `stable_baselines3.SAC.train`, and why each keeps the update r
   the actor's own gradients are unchanged.
 - Polyak averaging is two `torch._foreach_*` calls over all target tensors: the same `mul_(1 - tau)` then
   `add(alpha=tau)` as `stable_baselines3.common.utils.polyak_update`, bitwise.
-- Losses stay tensors until the end of `train()`: one host sync per call instead of three per step.
+- Losses stay tensors until the end of `train()`: one host sync per call for every logged value, instead of
+  three per step.
 - Where the observation features have no weights (Fetch's dict observations: SB3's CombinedExtractor of
   Flatten layers, or FlattenExtractor), a batch's features are computed once for obs and once for next_obs
   and fed to the actor's and critics' layers; SB3 recomputes the same tensors in each of its five network
-  calls. Same values, same layers, same order. On that path the MLPs (plain Sequentials of Linear and ReLU)
+  calls. Same values, same layers, same order. The features themselves (SB3's preprocess_obs cast and Flatten
+  layers, `Features`) are the same tensor calls without the module and preprocessing wrappers, here and when
+  acting. On that path the MLPs (plain Sequentials of Linear and ReLU)
   run as F.linear and in-place ReLU on the Linear's fresh output, without nn.Module call overhead: the same
   kernels, bitwise the same values and gradients. Networks with weights in their extractor (pixels), gSDE,
   and any train() call with module hooks on the networks (rlexp's fault injector, a user's) take SB3's module
@@ -40,8 +43,10 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3 import SAC
 from stable_baselines3.common.distributions import SquashedDiagGaussianDistribution
+from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACPolicy
@@ -79,6 +84,38 @@ def _mlp(net: th.nn.Module, x: th.Tensor) -> th.Tensor:
 def _linear(layer: th.nn.Module, x: th.Tensor) -> th.Tensor:
     """layer(x), as F.linear when the layer is a plain nn.Linear."""
     return F.linear(x, layer.weight, layer.bias) if type(layer) is th.nn.Linear else layer(x)
+
+
+def _plain_box(space: spaces.Space) -> bool:
+    """A Box SB3's preprocess_obs only casts to float (no image scaling)."""
+    return isinstance(space, spaces.Box) and not is_image_space(space)
+
+
+class Features:
+    """`net.extract_features(obs, net.features_extractor)` as direct tensor calls where the extractor is SB3's Flatten
+    layers over plain Box observations: preprocess_obs is `.float()` there and each layer `flatten(1)`, so the same
+    ops in the same order give the same tensor (for Fetch: the cat of achieved_goal, desired_goal, observation).
+    Any other extractor keeps SB3's calls. An object, not a closure: it pickles, and a deep copy follows the net."""
+
+    def __init__(self, net: th.nn.Module) -> None:
+        self.net, self.mode, self.keys = net, "sb3", []
+        extractor, space = net.features_extractor, net.observation_space
+        if type(extractor) is CombinedExtractor and isinstance(space, spaces.Dict) and all(
+                self._flatten(layer) and _plain_box(space[key]) for key, layer in extractor.extractors.items()):
+            self.mode, self.keys = "dict", list(extractor.extractors)
+        elif type(extractor) is FlattenExtractor and self._flatten(extractor.flatten) and _plain_box(space):
+            self.mode = "flat"
+
+    @staticmethod
+    def _flatten(layer: th.nn.Module) -> bool:
+        return type(layer) is th.nn.Flatten and layer.start_dim == 1 and layer.end_dim == -1
+
+    def __call__(self, obs: Any) -> th.Tensor:
+        if self.mode == "dict":
+            return th.cat([obs[key].float().flatten(1) for key in self.keys], dim=1)
+        if self.mode == "flat":
+            return obs.float().flatten(1)
+        return self.net.extract_features(obs, self.net.features_extractor)
 
 
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
@@ -131,12 +168,13 @@ class DirectActing:
     def __init__(self, policy: th.nn.Module) -> None:
         self.policy = policy
         self.modules = list(policy.actor.modules())
+        self.features = Features(policy.actor)
 
     def __call__(self, observation: Any, deterministic: bool = False) -> th.Tensor:
         actor = self.policy.actor
         if _hooks(self.modules):
             return type(self.policy)._predict(self.policy, observation, deterministic)
-        latent_pi = _mlp(actor.latent_pi, actor.extract_features(observation, actor.features_extractor))
+        latent_pi = _mlp(actor.latent_pi, self.features(observation))
         mean_actions = _linear(actor.mu, latent_pi)
         log_std = th.clamp(_linear(actor.log_std, latent_pi), LOG_STD_MIN, LOG_STD_MAX)
         actions = _squashed_gaussian(mean_actions, log_std, actor.action_dist.epsilon, deterministic, log_prob=False)[0]
@@ -230,7 +268,7 @@ class FastSAC(SAC):
     def _excluded_save_params(self) -> list[str]:
         """SB3 pickles every other attribute into the zip: these lists would be stale copies of the networks."""
         return [*super()._excluded_save_params(), "_critic_only", "_polyak_src", "_polyak_dst", "_net_modules",
-                "_features_once"]
+                "_features_once", "_actor_features"]
 
     def _fast_optimizers(self, optimizers: list[th.optim.Optimizer]) -> None:
         """Every call: a checkpoint's optimizer state brings back the param groups' flags it was saved with."""
@@ -262,6 +300,7 @@ class FastSAC(SAC):
             type(n.features_extractor) in (CombinedExtractor, FlattenExtractor)
             and not list(n.features_extractor.parameters()) for n in nets[1:])
         self._net_modules = [m for n in nets for m in n.modules()]
+        self._actor_features = Features(self.actor)
 
     def _hooked(self) -> bool:
         """Module hooks anywhere in the networks (a user's, rlexp's fault injector's): the direct path would skip
@@ -282,7 +321,7 @@ class FastSAC(SAC):
 
     def _features(self, obs: th.Tensor | dict[str, th.Tensor], direct: bool) -> th.Tensor | None:
         """The weightless features all three networks compute from `obs`; None where they must compute them."""
-        return self.actor.extract_features(obs, self.actor.features_extractor) if direct else None
+        return self._actor_features(obs) if direct else None
 
     def _action_log_prob(self, obs: object, features: th.Tensor | None) -> tuple[th.Tensor, th.Tensor]:
         """actor.action_log_prob(obs), from precomputed features when there are some (no gSDE there)."""
@@ -380,15 +419,22 @@ class FastSAC(SAC):
 
         self._n_updates += gradient_steps
 
-        def mean(values: list[th.Tensor]) -> float:
-            return float(np.mean(th.stack(values).float().cpu().numpy().astype(np.float64)))
-
-        means = {"ent_coef": mean(ent_coefs), "actor_loss": mean(actor_losses), "critic_loss": mean(critic_losses)}
+        # One host sync for every logged value: SB3's np.mean of each list, as float64 means over slices of one array
+        series = {"ent_coef": ent_coefs, "actor_loss": actor_losses, "critic_loss": critic_losses,
+                  "ent_coef_loss": ent_coef_losses}
+        flat = th.cat([v.reshape(-1) for values in series.values() for v in values]).float().cpu().numpy()
+        flat = flat.astype(np.float64)
+        means, at = {}, 0
+        for key, values in series.items():
+            if values:
+                means[key] = float(np.mean(flat[at:at + len(values)]))
+            at += len(values)
+        ent_coef_loss_mean = means.pop("ent_coef_loss", None)
         if direct and any(math.isnan(v) for v in means.values()):
             raise ValueError(f"FastSAC: NaN in the gradient step ({means}) at update {self._n_updates}: the run "
                              "diverged (SB3's torch.distributions argument check stops it at the same point)")
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         for key, value in means.items():
             self.logger.record(f"train/{key}", value)
-        if len(ent_coef_losses) > 0:
-            self.logger.record("train/ent_coef_loss", mean(ent_coef_losses))
+        if ent_coef_loss_mean is not None:
+            self.logger.record("train/ent_coef_loss", ent_coef_loss_mean)
