@@ -93,7 +93,7 @@ def test_fast_her_sampling_returns_sb3s_batches_bitwise() -> None:
                 assert th.equal(getattr(a, part)[key], getattr(b, part)[key]), (part, key)
         compared += 1
     assert compared >= 25 and plain.full
-    # Storage that is not C-contiguous (a user's or a loader's arrays) is indexed as SB3 does, not copied whole
+    # Storage that is not C-contiguous (a user's or a loader's arrays) takes the two-array indexing branch
     fast.observations["observation"] = np.asfortranarray(fast.observations["observation"])
     fast.rewards = np.asfortranarray(fast.rewards)
     np.random.seed(1)
@@ -101,6 +101,50 @@ def test_fast_her_sampling_returns_sb3s_batches_bitwise() -> None:
     np.random.seed(1)
     b = fast.sample(64)
     assert th.equal(a.observations["observation"], b.observations["observation"]) and th.equal(a.rewards, b.rewards)
+
+
+class _GoalEnv(gym.Env):
+    """A goal env with a zero-size observation key: the flat gather must give SB3's (n, 0) arrays for it."""
+
+    def __init__(self) -> None:
+        box = lambda n: gym.spaces.Box(-1, 1, (n,), np.float32)  # noqa: E731
+        self.observation_space = gym.spaces.Dict(
+            {"observation": box(3), "achieved_goal": box(2), "desired_goal": box(2), "extra": box(0)})
+        self.action_space, self.t = box(4), 0  # _fill acts as on Fetch
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {k: self.np_random.uniform(-1, 1, s.shape).astype(np.float32)
+                for k, s in self.observation_space.spaces.items()}
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        self.t += 1
+        obs = self._obs()
+        return obs, float(self.compute_reward(obs["achieved_goal"], obs["desired_goal"], {})), False, self.t >= 5, {}
+
+    def compute_reward(self, achieved: np.ndarray, desired: np.ndarray, _info: object) -> np.ndarray:
+        return -(np.linalg.norm(achieved - desired, axis=-1) > 0.5).astype(np.float32)
+
+
+def test_fast_her_sampling_handles_a_zero_size_key() -> None:
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    venv = DummyVecEnv([_GoalEnv])
+    args = (100, venv.observation_space, venv.action_space)
+    plain, fast = HerReplayBuffer(*args, env=venv), FastHerReplayBuffer(*args, env=venv)
+    for _ in _fill([plain, fast], venv, 40):
+        pass
+    np.random.seed(0)
+    a = plain.sample(8)
+    np.random.seed(0)
+    b = fast.sample(8)
+    for key in a.observations:
+        assert th.equal(a.observations[key], b.observations[key]), key
+    assert tuple(b.observations["extra"].shape) == (8, 0)
 
 
 def _batch(env: VecEnv, n: int = 64) -> DictReplayBufferSamples:
@@ -257,6 +301,33 @@ def test_direct_acting_gives_sb3s_actions_bitwise() -> None:
             model.actor.mu.weight[0, 0] = float("nan")
         with pytest.raises(ValueError):
             model.predict(obs)
+
+
+def test_an_actor_with_its_own_extract_features_keeps_it_on_the_direct_path() -> None:
+    """A subclass may change how an actor extracts features (rlexp's DetachedEncoderActor does): the direct path
+    calls it, so acting gives SB3's actions bitwise."""
+    from stable_baselines3.sac.policies import Actor, MultiInputPolicy
+
+    class ScaledActor(Actor):
+        def extract_features(self, obs: object, features_extractor: th.nn.Module) -> th.Tensor:
+            return super().extract_features(obs, features_extractor) * 2.0
+
+    class Policy(MultiInputPolicy):
+        def make_actor(self, features_extractor: th.nn.Module | None = None) -> Actor:
+            kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
+            return ScaledActor(**kwargs).to(self.device)
+
+    register_robotics()
+    venv = make_vec_env("FetchPush-v4", n_envs=2, seed=1)
+    fast, plain = FastSAC(Policy, venv, seed=0), SAC(Policy, venv, seed=0)
+    plain.policy.load_state_dict(fast.policy.state_dict())
+    assert vars(fast.policy)["_predict"].features.mode == "sb3"
+    obs = venv.reset()
+    for deterministic in (True, False):
+        th.manual_seed(0)
+        a = fast.predict(obs, deterministic=deterministic)[0]
+        th.manual_seed(0)
+        assert a.tobytes() == plain.predict(obs, deterministic=deterministic)[0].tobytes()
 
 
 def test_fast_sac_saved_and_loaded_by_sb3_keeps_updating_its_own_networks(tmp_path: Path) -> None:

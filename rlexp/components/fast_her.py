@@ -76,7 +76,7 @@ class FastHerReplayBuffer(HerReplayBuffer):
         def gather(arr: np.ndarray) -> np.ndarray:
             if not arr.flags.c_contiguous:  # reshape would copy the whole buffer: index it as SB3 does
                 return arr[np.unravel_index(flat, arr.shape[:2])]
-            return arr.reshape(-1, *arr.shape[2:])[flat]
+            return arr.reshape(arr.shape[0] * arr.shape[1], *arr.shape[2:])[flat]  # explicit: zero-size keys too
 
         obs = {key: gather(arr) for key, arr in self.observations.items()}
         next_obs = {key: gather(arr) for key, arr in self.next_observations.items()}

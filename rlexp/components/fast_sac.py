@@ -46,6 +46,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3 import SAC
 from stable_baselines3.common.distributions import SquashedDiagGaussianDistribution
+from stable_baselines3.common.policies import BaseModel
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor
 from stable_baselines3.common.utils import polyak_update
@@ -95,11 +96,14 @@ class Features:
     """`net.extract_features(obs, net.features_extractor)` as direct tensor calls where the extractor is SB3's Flatten
     layers over plain Box observations: preprocess_obs is `.float()` there and each layer `flatten(1)`, so the same
     ops in the same order give the same tensor (for Fetch: the cat of achieved_goal, desired_goal, observation).
-    Any other extractor keeps SB3's calls. An object, not a closure: it pickles, and a deep copy follows the net."""
+    Any other extractor, and a net with its own extract_features, keeps SB3's calls. An object, not a closure: it
+    pickles, and a deep copy follows the net."""
 
     def __init__(self, net: th.nn.Module) -> None:
         self.net, self.mode, self.keys = net, "sb3", []
         extractor, space = net.features_extractor, net.observation_space
+        if type(net).extract_features is not BaseModel.extract_features:  # e.g. a subclass that transforms them
+            return
         if type(extractor) is CombinedExtractor and isinstance(space, spaces.Dict) and all(
                 self._flatten(layer) and _plain_box(space[key]) for key, layer in extractor.extractors.items()):
             self.mode, self.keys = "dict", list(extractor.extractors)
