@@ -433,12 +433,9 @@ class FastSAC(SAC):
             if values:
                 means[key] = float(np.mean(flat[at:at + len(values)]))
             at += len(values)
-        ent_coef_loss_mean = means.pop("ent_coef_loss", None)
-        if direct and any(math.isnan(v) for v in means.values()):
+        if direct and any(math.isnan(means[key]) for key in ("ent_coef", "actor_loss", "critic_loss")):
             raise ValueError(f"FastSAC: NaN in the gradient step ({means}) at update {self._n_updates}: the run "
                              "diverged (SB3's torch.distributions argument check stops it at the same point)")
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for key, value in means.items():
+        for key, value in means.items():  # SB3's order; ent_coef_loss only with ent_coef=auto
             self.logger.record(f"train/{key}", value)
-        if ent_coef_loss_mean is not None:
-            self.logger.record("train/ent_coef_loss", ent_coef_loss_mean)
