@@ -2,11 +2,16 @@
 
     python bench/learning.py run ppo_reach      # one run (see RUNS), artifacts under bench/out/NAME
     python bench/learning.py table [--fast] [--write docs/results.md]   # Markdown table of the finished runs
-    python bench/learning.py solve [--write docs/results.md]   # time to solve Push (bench/out/push_* runs)
+    python bench/learning.py solve [--write docs/results.md]   # time to solve Push (push_* runs and records)
     python bench/learning.py plot push_overlap_s0 --out docs/img/push_overlap_curve.png   # success over steps
 
 Each run is a plain `python run.py +experiment=...` subprocess, so the numbers come from the same path
 users take. Not part of the test suite: these take minutes to hours on CPU.
+
+Run directories (bench/out/, untracked: GBs of replay-buffer checkpoints) do not outlive the machine. `--write`
+copies the small files the tables read into bench/records/NAME (tracked), and the tables read a run from
+bench/out/NAME if it is here, else from its record. Rows of runs that have neither (runs from before the
+records) are carried over from the doc verbatim, never dropped.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from docsection import write_section  # beside this script
+from docsection import carry_over, write_section  # beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
+RECORDS = ROOT / "bench" / "records"
+# What a record keeps of a run: what table() and solve_row() read, plus success.csv (the TensorBoard curve).
+RECORD_FILES = ("model.meta.json", "eval.json", "evaluations.csv", ".hydra/overrides.yaml")
 # name -> (experiment, total_steps, book reference, target, seed, extra overrides)
 Run = tuple[str, int, str, str, int, tuple[str, ...]]
 # The first five ran before the fast path (issue 2) and stay in their own section of docs/results.md;
@@ -78,10 +86,62 @@ def run(name: str) -> int:
     return subprocess.call(cmd, cwd=ROOT)
 
 
+def run_path(name: str) -> Path:
+    """The run's directory if it is on this machine, else its record."""
+    return OUT / name if (OUT / name).is_dir() else RECORDS / name
+
+
+def known_runs(pattern: str) -> set[str]:
+    """Names of the runs this machine can tabulate: run directories and records."""
+    return {d.name for root in (OUT, RECORDS) for d in root.glob(pattern) if d.is_dir() and d.name[0] != "."}
+
+
+def record(name: str) -> None:
+    """Make bench/records/NAME a copy of run bench/out/NAME's small files.
+
+    Built beside and swapped in whole: a record never mixes files of two runs that had the same name (a
+    file the run no longer has goes with the old record)."""
+    from rlexp.rundir import RunDir
+
+    src = OUT / name
+    files = {rel: src / rel for rel in RECORD_FILES if (src / rel).is_file()}
+    ckpt = RunDir(src).latest_checkpoint()
+    if ckpt is not None:  # solve_row's meta: a run stopped before its end has no model.meta.json
+        files["checkpoint.meta.json"] = ckpt.meta
+    texts = {rel: path.read_text() for rel, path in files.items()}
+    if "evaluations.csv" in texts:  # appended by a run that may still be going: whole rows only
+        texts["evaluations.csv"] = texts["evaluations.csv"][: texts["evaluations.csv"].rfind("\n") + 1]
+    if (src / "tb").is_dir():
+        texts["success.csv"] = "step,success_rate\n" + "".join(f"{s},{v!r}\n" for s, v in curve(name))
+    dst, tmp, old = RECORDS / name, RECORDS / f".{name}.tmp", RECORDS / f".{name}.old"
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    for rel, text in texts.items():
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_text(text)
+    if dst.exists():
+        dst.rename(old)
+    tmp.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def record_all(pattern: str) -> None:
+    for d in sorted(OUT.glob(pattern)):
+        if d.is_dir():
+            record(d.name)
+
+
 def curve(name: str) -> list[tuple[int, float]]:
-    """rollout/success_rate over steps, every segment of a resumed run included (rlexp's TensorBoard reader)."""
+    """rollout/success_rate over steps, every segment of a resumed run included (rlexp's TensorBoard reader);
+    a record's success.csv where the run directory is not here."""
     from rlexp.analysis.tb import read_scalars
 
+    if not (OUT / name / "tb").is_dir():
+        rec = RECORDS / name / "success.csv"
+        if not rec.is_file():
+            return []
+        rows = [line.split(",") for line in rec.read_text().splitlines()[1:] if line]
+        return [(int(s), float(v)) for s, v in rows]
     steps, values = read_scalars(OUT / name / "tb", ["rollout/success_rate"])["rollout/success_rate"]
     return [(int(s), float(v)) for s, v in zip(steps, values, strict=True)]
 
@@ -141,7 +201,7 @@ def table(names: list[str], note: str = "") -> str:
     done = []
     for name in names:
         steps, book = RUNS[name][1], RUNS[name][2]
-        meta_p, eval_p = OUT / name / "model.meta.json", OUT / name / "eval.json"
+        meta_p, eval_p = run_path(name) / "model.meta.json", run_path(name) / "eval.json"
         if not (meta_p.exists() and eval_p.exists()):
             continue
         meta, ev = json.loads(meta_p.read_text()), json.loads(eval_p.read_text())
@@ -180,14 +240,14 @@ def solved(name: str, level: float = 0.9) -> str:
     reached `level` success."""
     from rlexp.analysis.runs import evaluations, first_reaching
 
-    rows = evaluations(OUT / name)
+    rows = evaluations(run_path(name))
     hit = first_reaching(rows, level)
     if hit is None:
         return f"not reached ({len(rows)} evals)" if rows else "n/a"
     return reached(hit)
 
 
-# Issue 11 item 4: time to solve FetchPush-v4, from every run directory bench/out/push_* whatever its recipe
+# Issue 11 item 4: time to solve FetchPush-v4, from every run push_* (directory or record) whatever its recipe
 # (`python run.py +experiment=... eval.freq=N hydra.run.dir=bench/out/push_NAME`); a run stopped early with a
 # checkpoint still gives a row (steps reached, not reached).
 def solve_row(run_dir: Path, level: float = 0.9) -> tuple[str, list[dict]] | None:
@@ -195,10 +255,15 @@ def solve_row(run_dir: Path, level: float = 0.9) -> tuple[str, list[dict]] | Non
     from rlexp.rundir import RunDir
 
     run = RunDir(run_dir)
-    ckpt, overrides = run.latest_checkpoint(), run.root / ".hydra" / "overrides.yaml"
-    if ckpt is None or not overrides.exists():
+    if run_dir.parent == RECORDS:
+        meta_p = run_dir / "checkpoint.meta.json"
+    else:
+        ckpt = run.latest_checkpoint()
+        meta_p = ckpt.meta if ckpt is not None else run_dir / "missing"
+    overrides = run.root / ".hydra" / "overrides.yaml"
+    if not meta_p.exists() or not overrides.exists():
         return None
-    meta = json.loads(ckpt.meta.read_text())
+    meta = json.loads(meta_p.read_text())
     args = [line[2:].strip() for line in overrides.read_text().splitlines() if line.startswith("- ")]
     args = [a for a in args if not a.startswith(("progress=", "hydra."))]
     args.append(f"hydra.run.dir=bench/out/{run.root.name}")
@@ -216,7 +281,7 @@ def solve_row(run_dir: Path, level: float = 0.9) -> tuple[str, list[dict]] | Non
 
 
 def solve_table(note: str = "") -> str:
-    found = {d.name: r for d in sorted(OUT.glob("push_*")) if d.is_dir() and (r := solve_row(d))}
+    found = {n: r for n in sorted(known_runs("push_*")) if (r := solve_row(run_path(n)))}
     lines = [
         "Machine: " + machine() + ".",
         *([note] if note else []),
@@ -292,7 +357,7 @@ def plot(names: list[str], out: Path) -> None:
     for name in names:
         pts = curve(name)
         line = ax.plot([p[0] for p in pts], [p[1] for p in pts], label=f"{name}: training success")[0]
-        rows = evaluations(OUT / name)
+        rows = evaluations(run_path(name))
         if rows:
             ax.plot(
                 [r["step"] for r in rows],
@@ -330,7 +395,7 @@ def main() -> None:
         action="store_true",
         help="the issue-11 runs (fast path, overlap) instead of the issue-2 runs made before it",
     )
-    v = sub.add_parser("solve", help="time to solve Push (issue 11 item 4) from bench/out/push_* runs")
+    v = sub.add_parser("solve", help="time to solve Push (issue 11 item 4) from the push_* runs and records")
     v.add_argument("--write", type=Path, default=None)
     v.add_argument("--note", default="")
     p = sub.add_parser("plot")
@@ -341,22 +406,32 @@ def main() -> None:
         sys.exit(max(run(n) for n in args.names))
     elif args.cmd == "table":
         names = [n for n in RUNS if (n in BEFORE_FAST) != args.fast]
-        body = table(names, args.note)
-        print(body)
         if args.write:
-            key, title = (
-                ("learning-fast", "Learning checks on the fast path and with overlap=true")
-                if args.fast
-                else ("learning-bench", "Learning runs: the book's headline experiments")
-            )
-            write_section(args.write, key, title, body)
+            for n in names:
+                if (OUT / n).is_dir():
+                    record(n)
+        key, title = (
+            ("learning-fast", "Learning checks on the fast path and with overlap=true")
+            if args.fast
+            else ("learning-bench", "Learning runs: the book's headline experiments")
+        )
+        publish(args.write, key, title, table(names, args.note), names)
     elif args.cmd == "solve":
-        body = solve_table(args.note)
-        print(body)
         if args.write:
-            write_section(args.write, "push-solve", "Time to solve FetchPush-v4", body)
+            record_all("push_*")
+        body = solve_table(args.note)
+        publish(args.write, "push-solve", "Time to solve FetchPush-v4", body, [])  # by name
     else:
         plot(args.names, args.out)
+
+
+def publish(path: Path | None, key: str, title: str, body: str, order: list[str]) -> None:
+    """Print the section; with --write, put it into `path`, keeping the rows of runs not rebuilt here."""
+    if path:
+        body = carry_over(path, key, body, order)
+    print(body)
+    if path:
+        write_section(path, key, title, body)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ BASE = ["+experiment=ch05_her_reach", "env=reach_dense", "n_envs=2", "algo.learn
         "eval.n_episodes=3", "diagnostics.freq=0", "device=cpu", "total_steps=800", "checkpoint_freq=500"]
 EVAL = ["eval.freq=200", "eval.freq_episodes=2"]
 TIME_COLUMNS = {"t", "train_time_s", "eval_time_s"}
+# One pytest-xdist worker for the whole module: its module fixture `runs` trains twice, built once per worker.
+pytestmark = pytest.mark.xdist_group("logs")
 
 
 def train(run_dir: Path, *extra: str, fault: str | None = None) -> subprocess.CompletedProcess:
@@ -307,11 +309,15 @@ def test_a_kill_inside_the_tensorboard_rewrite_loses_nothing(tmp_path: Path) -> 
     t0 = time.perf_counter()
     keep_until(probe, probe, step)
     duration = time.perf_counter() - t0
-    killed = 0
-    for delay in np.linspace(0.0, duration * 1.2, 12):
-        killed += rewrite_in_child(float(delay))
-        history = _history(tb)
-        assert set(expected) <= set(history), f"lost events after a kill at {delay:.3f} s"
+    killed, span = 0, duration * 1.2
+    for _ in range(4):  # a child faster than the timed probe (the other cores freed up): kill sooner, again
+        for delay in np.linspace(0.0, span, 12):
+            killed += rewrite_in_child(float(delay))
+            history = _history(tb)
+            assert set(expected) <= set(history), f"lost events after a kill at {delay:.3f} s"
+        if killed >= 6:
+            break
+        span /= 2
     assert killed >= 6  # most kills landed inside the rewrite, not after it
     keep_until(tb, tb, step)
     assert sorted(_history(tb)) == expected  # each once: `expected` holds no duplicates

@@ -30,7 +30,9 @@ from rlexp.analysis.status import sweep_status
 from helpers import PPO_TINY, ROOT, _env, assert_same_final, checkpoints, ok, read_json, rlexp_cli, run_py, wait_for
 
 SCRIPT = ROOT / "tools" / "slurm_local.sh"
-pytestmark = pytest.mark.slow  # a real SLURM sweep of training runs
+# slow: a real SLURM sweep of training runs. xdist_group: the whole module on one pytest-xdist worker, since
+# the module fixture brings the one local cluster up and down (`--dist loadgroup` in pyproject.toml).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 
 @pytest.fixture(scope="module")

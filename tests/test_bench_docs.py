@@ -1,0 +1,121 @@
+"""bench/: a results section rebuilt where only some runs' directories are keeps every other row, and a run's
+record (bench/records/NAME) tabulates like the run directory it was copied from.
+
+The learning tables in docs/results.md are built from run directories (bench/out/, untracked); a rebuild on a
+fresh machine used to drop every row whose run was not there.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import HER_TINY, ROOT, ok, run_py
+
+sys.path.insert(0, str(ROOT / "bench"))
+import learning  # noqa: E402
+from docsection import carry_over, write_section  # noqa: E402
+
+HEAD = "| run | steps | result |\n|---|---|---|"
+OLD = f"""Machine: old box.
+Two runs shared the cores.
+
+{HEAD}
+| a | 100 | 5% |
+| b | 200 | 40% |
+| c | 300 | 90% |
+
+Marks by run:
+
+- a: 50k 5%
+- b: 50k 5%, 100k 40%
+- c: 100k 90%
+"""
+
+
+def _doc(tmp_path: Path) -> Path:
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n\nprose above\n")
+    write_section(doc, "solve", "Time to solve", OLD)
+    doc.write_text(doc.read_text() + "\nprose below\n")
+    return doc
+
+
+def test_rebuild_keeps_rows_it_has_no_run_for(tmp_path: Path) -> None:
+    doc = _doc(tmp_path)
+    new = f"Machine: new box.\n\n{HEAD}\n| b | 250 | 60% |\n\nMarks by run:\n\n- b: 50k 5%, 100k 40%, 150k 60%\n"
+    body = carry_over(doc, "solve", new, order=["a", "b", "c"])
+    write_section(doc, "solve", "Time to solve", body)
+    text = doc.read_text()
+    # a and c kept verbatim, b replaced, in the given order; the old header still describes a and c
+    assert f"{HEAD}\n| a | 100 | 5% |\n| b | 250 | 60% |\n| c | 300 | 90% |" in text
+    assert "- a: 50k 5%\n- b: 50k 5%, 100k 40%, 150k 60%\n- c: 100k 90%" in text
+    assert "| b | 200 |" not in text
+    assert "Machine: old box.\nTwo runs shared the cores." in text
+    assert "Rows rebuilt later (b): Machine: new box." in text
+    assert text.startswith("# Results\n\nprose above\n") and text.endswith("prose below\n")
+    # the same rebuild again changes nothing; rebuilding a names a only, and takes it out of b's line
+    assert carry_over(doc, "solve", new, order=["a", "b", "c"]) == body
+    new_a = f"Machine: third box.\n\n{HEAD}\n| a | 150 | 7% |\n| b | 250 | 60% |\n"
+    text = carry_over(doc, "solve", new_a, order=["a", "b", "c"])
+    assert "Rows rebuilt later (b): Machine: new box." in text and "Rows rebuilt later (a): Machine: third box." in text
+    new_ab = f"Machine: fourth box.\n\n{HEAD}\n| a | 160 | 8% |\n| b | 260 | 61% |\n"
+    doc.write_text(doc.read_text().replace(body, text))
+    text = carry_over(doc, "solve", new_ab, order=["a", "b", "c"])
+    assert text.count("Rows rebuilt later") == 1 and "Rows rebuilt later (a, b): Machine: fourth box." in text
+    assert "| c | 300 | 90% |" in text and "- c: 100k 90%" in text
+
+
+def test_unchanged_rows_keep_their_header_and_reworded_captions_keep_their_lists(tmp_path: Path) -> None:
+    doc = _doc(tmp_path)
+    rows = "| a | 100 | 5% |\n| b | 200 | 40% |\n| c | 300 | 90% |"
+    same = f"Machine: new box.\n\n{HEAD}\n{rows}\n\nMarks:\n\n- a: 50k 5%\n"
+    text = carry_over(doc, "solve", same)
+    assert "Machine: old box." in text and "new box" not in text  # nothing rebuilt with new numbers
+    assert "Marks:\n\n- a: 50k 5%" in text
+    assert "Marks by run:\n\n- b: 50k 5%, 100k 40%\n- c: 100k 90%" in text  # the old caption's other runs
+
+
+def test_rebuild_with_nothing_here_is_a_no_op(tmp_path: Path) -> None:
+    doc = _doc(tmp_path)
+    empty = f"Machine: new box.\n\n{HEAD}\n\nMarks by run:\n\n\nTake-off:\n\n"
+    before = doc.read_text()
+    write_section(doc, "solve", "Time to solve", carry_over(doc, "solve", empty, order=[]))
+    assert doc.read_text() == before
+
+
+def test_full_rebuild_with_new_numbers_replaces_the_header(tmp_path: Path) -> None:
+    doc = _doc(tmp_path)
+    new = (
+        f"Machine: new box.\n\n{HEAD}\n| a | 1 | 1% |\n| b | 2 | 2% |\n| c | 3 | 3% |\n\n"
+        "Marks by run:\n\n- a: x\n- b: y\n- c: z\n"
+    )
+    assert carry_over(doc, "solve", new, order=["a", "b", "c"]) == new
+
+
+@pytest.mark.slow
+def test_record_tabulates_like_its_run_and_never_mixes_two_runs(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    out, records = tmp_path / "out", tmp_path / "records"
+    monkeypatch.setattr(learning, "OUT", out)
+    monkeypatch.setattr(learning, "RECORDS", records)
+    run = out / "push_tiny"
+    ok(run_py(*HER_TINY, "total_steps=600", "eval.freq=200", f"hydra.run.dir={run}"))
+    from_run = learning.solve_row(run)
+    curve = learning.curve("push_tiny")
+    learning.record("push_tiny")
+    assert sorted(p.name for p in (records / "push_tiny").iterdir()) == [
+        ".hydra", "checkpoint.meta.json", "eval.json", "evaluations.csv", "model.meta.json", "success.csv"]
+    shutil.move(run, tmp_path / "gone")  # the machine the run was on is gone; its record is not
+    assert learning.run_path("push_tiny") == records / "push_tiny"
+    assert learning.solve_row(records / "push_tiny") == from_run and from_run[1]  # the same row, evaluations
+    assert learning.curve("push_tiny") == curve and curve
+    assert learning.known_runs("push_*") == {"push_tiny"}
+    # the name reused by a run that has no final evaluation yet: the old eval.json must not stay in the record
+    shutil.copytree(tmp_path / "gone", run)
+    (run / "eval.json").unlink()
+    learning.record("push_tiny")
+    assert not (records / "push_tiny" / "eval.json").exists()
+    assert sorted(p.name for p in records.iterdir()) == ["push_tiny"]  # no build or swap folders left
