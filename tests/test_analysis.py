@@ -18,9 +18,6 @@ from scipy import stats
 
 from helpers import PPO_TINY, ROOT, ok, read_json, rlexp_cli, run_py
 
-# One pytest-xdist worker for the whole module: its module fixture trains a 4-run sweep, built once per worker.
-pytestmark = pytest.mark.xdist_group("analysis")
-
 GAMMAS = (0.9, 0.99)
 
 

@@ -39,8 +39,6 @@ BASE = ["+experiment=ch05_her_reach", "env=reach_dense", "n_envs=2", "algo.learn
         "eval.n_episodes=3", "diagnostics.freq=0", "device=cpu", "total_steps=800", "checkpoint_freq=500"]
 EVAL = ["eval.freq=200", "eval.freq_episodes=2"]
 TIME_COLUMNS = {"t", "train_time_s", "eval_time_s"}
-# One pytest-xdist worker for the whole module: its module fixture `runs` trains twice, built once per worker.
-pytestmark = pytest.mark.xdist_group("logs")
 
 
 def train(run_dir: Path, *extra: str, fault: str | None = None) -> subprocess.CompletedProcess:

@@ -20,8 +20,7 @@ import pytest
 
 from helpers import ROOT, read_json
 
-# xdist_group: one pytest-xdist worker for the module, so its module fixture (a wheel and a fresh venv) is built once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("package")]
+pytestmark = pytest.mark.slow
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -30,9 +30,9 @@ from rlexp.analysis.status import sweep_status
 from helpers import PPO_TINY, ROOT, _env, assert_same_final, checkpoints, ok, read_json, rlexp_cli, run_py, wait_for
 
 SCRIPT = ROOT / "tools" / "slurm_local.sh"
-# slow: a real SLURM sweep of training runs. xdist_group: the whole module on one pytest-xdist worker, since
-# the module fixture brings the one local cluster up and down (`--dist loadgroup` in pyproject.toml).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+# A real SLURM sweep of training runs. The module fixture brings the one local cluster up and down: the module
+# must run on one pytest-xdist worker (`--dist loadfile` in pyproject.toml).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
