@@ -1,4 +1,5 @@
-"""Checkpoint units in-process (no training): replay arrays round-trip exactly, config-only targets are checked."""
+"""Checkpoint units in-process (no training): replay arrays round-trip exactly, config-only targets are checked,
+the best model is committed without leftovers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 import rlexp
 from rlexp.config import check_recorded_targets, to_container
 from rlexp.errors import ConfigError
+from rlexp.rundir import RunDir, meta_of
 from rlexp.training.checkpoint import read_replay, write_replay
+from rlexp.training.logs import commit_best
 from rlexp.training.resume import config_for_resume
 
 
@@ -86,3 +89,22 @@ def test_env_state_round_trip_includes_wrapper_spaces_and_warns_on_unsaved_attri
     action = a.action_space.sample()
     b.action_space.sample()
     assert np.array_equal(a.step(action)[0]["observation"], b.step(action)[0]["observation"])
+
+
+def test_committing_an_unchanged_best_model_leaves_no_temporary_link(tmp_path: Path) -> None:
+    """Every checkpoint commits best_model.zip; one that has not changed since the last commit (already a hard
+    link of it) must leave no `.best_model.zip.link` behind for a resume to report as an interrupted write."""
+    run = RunDir(tmp_path)
+    run.best_committed.parent.mkdir(parents=True)
+    run.best.write_bytes(b"model at 100")
+    meta_of(run.best).write_text('{"best": {"step": 100}}')
+    for _ in range(2):  # a checkpoint, then one more with the best model unchanged
+        commit_best(run)
+        assert [p.name for p in run.best_committed.parent.iterdir() if p.name.startswith(".")] == []
+        assert run.best_committed.read_bytes() == b"model at 100"
+    assert run.remove_uncommitted() == []
+    run.best.unlink()  # replaced by a newer best model (written to a new file, as SB3 saves do)
+    run.best.write_bytes(b"model at 200")
+    commit_best(run)
+    assert run.best_committed.read_bytes() == b"model at 200"
+    assert [p.name for p in run.best_committed.parent.iterdir() if p.name.startswith(".")] == []

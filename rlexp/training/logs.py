@@ -236,6 +236,10 @@ def commit_best(run: RunDir) -> None:
         if not src.exists():
             remove(dst)
             continue
+        if dst.exists() and os.path.samefile(src, dst):
+            # Committed at an earlier checkpoint, unchanged since. Also: rename() onto a hard link of the same
+            # file does nothing and leaves the source name, so linking again would leave `tmp` behind.
+            continue
         tmp = dst.parent / f".{dst.name}.link"
         remove(tmp)
         try:
