@@ -31,9 +31,13 @@ def _blocks(text: str) -> list[list[str]]:
     return [b for b in out if b]
 
 
+def _is_table(block: list[str]) -> bool:
+    return len(block) >= 2 and block[0].startswith("|") and block[1].startswith("|---")
+
+
 def _keyed(block: list[str]) -> tuple[str, dict[str, str]] | None:
     """A table (rows by their first cell) or a bullet list (items by the text before ':'), else None."""
-    if len(block) >= 2 and block[0].startswith("|") and block[1].startswith("|---"):
+    if _is_table(block):
         return "table", {line.split("|")[1].strip(): line for line in block[2:]}
     if all(line.startswith("- ") and ":" in line for line in block):
         return "bullets", {line[2:].split(":", 1)[0].strip(): line for line in block}
@@ -71,7 +75,8 @@ def carry_over(path: Path, name: str, body: str, order: list[str] | tuple[str, .
         return body
     old_blocks = _blocks(text[text.index(start) : text.index(end)])[1:]  # past the marker and the title
     old = _anchored("\n\n".join("\n".join(b) for b in old_blocks))
-    new_rows, old_rows = _anchored(body).get("table", {}), old.get("table", {})
+    new = _anchored(body)
+    new_rows, old_rows = new.get("table", {}), old.get("table", {})
     rebuilt = [k for k, line in new_rows.items() if old_rows.get(k) != line]
     if not set(old_rows) - set(rebuilt):
         return body  # every old row rebuilt with new numbers: the new header describes them all
@@ -85,7 +90,7 @@ def carry_over(path: Path, name: str, body: str, order: list[str] | tuple[str, .
         return [out[k] for k in sorted(out, key=by_order)]
 
     blocks = _blocks(body)
-    first_table = next((i for i, b in enumerate(blocks) if _keyed(b) and _keyed(b)[0] == "table"), len(blocks))
+    first_table = next((i for i, b in enumerate(blocks) if _is_table(b)), len(blocks))
     rest: list[tuple[bool, list[str]]] = []  # (keyed, lines) from the table on
     caption, seen = "", set()
     for i, block in enumerate(blocks[first_table:], first_table):
@@ -101,7 +106,7 @@ def carry_over(path: Path, name: str, body: str, order: list[str] | tuple[str, .
         anchor = "table" if kind[0] == "table" else caption
         rest.append((True, (block[:2] if anchor == "table" else []) + merged(anchor, kind[1])))
     # A list whose caption the new body lacks (reworded, or gone): kept at the end for the runs no new list has.
-    listed = {k for anchor, lines in _anchored(body).items() if anchor != "table" for k in lines}
+    listed = {k for anchor, lines in new.items() if anchor != "table" for k in lines}
     for old_caption, lines in old.items():
         if old_caption not in seen | {"table"}:
             orphans = {k: v for k, v in lines.items() if k not in listed and k not in rebuilt}

@@ -125,10 +125,11 @@ def record(name: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def record_all(pattern: str) -> None:
-    for d in sorted(OUT.glob(pattern)):
-        if d.is_dir():
-            record(d.name)
+def record_all(names: list[str]) -> None:
+    """Record each of `names` whose run directory is on this machine."""
+    for name in names:
+        if (OUT / name).is_dir():
+            record(name)
 
 
 def curve(name: str) -> list[tuple[int, float]]:
@@ -256,12 +257,12 @@ def solve_row(run_dir: Path, level: float = 0.9) -> tuple[str, list[dict]] | Non
 
     run = RunDir(run_dir)
     if run_dir.parent == RECORDS:
-        meta_p = run_dir / "checkpoint.meta.json"
+        meta_p: Path | None = run_dir / "checkpoint.meta.json"
     else:
         ckpt = run.latest_checkpoint()
-        meta_p = ckpt.meta if ckpt is not None else run_dir / "missing"
+        meta_p = ckpt.meta if ckpt is not None else None
     overrides = run.root / ".hydra" / "overrides.yaml"
-    if not meta_p.exists() or not overrides.exists():
+    if meta_p is None or not meta_p.exists() or not overrides.exists():
         return None
     meta = json.loads(meta_p.read_text())
     args = [line[2:].strip() for line in overrides.read_text().splitlines() if line.startswith("- ")]
@@ -407,9 +408,7 @@ def main() -> None:
     elif args.cmd == "table":
         names = [n for n in RUNS if (n in BEFORE_FAST) != args.fast]
         if args.write:
-            for n in names:
-                if (OUT / n).is_dir():
-                    record(n)
+            record_all(names)
         key, title = (
             ("learning-fast", "Learning checks on the fast path and with overlap=true")
             if args.fast
@@ -418,7 +417,7 @@ def main() -> None:
         publish(args.write, key, title, table(names, args.note), names)
     elif args.cmd == "solve":
         if args.write:
-            record_all("push_*")
+            record_all(sorted(d.name for d in OUT.glob("push_*")))
         body = solve_table(args.note)
         publish(args.write, "push-solve", "Time to solve FetchPush-v4", body, [])  # by name
     else:
