@@ -55,10 +55,11 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_py(*overrides: str, timeout: float = 600, multirun: bool = False) -> subprocess.CompletedProcess:
-    """`python run.py OVERRIDES` from the project root, output captured."""
-    cmd = [sys.executable, "run.py", *(["-m"] if multirun else []), *overrides]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=_env())
+def run_py(*overrides: str, timeout: float = 600, multirun: bool = False, cwd: Path = ROOT,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python run.py OVERRIDES` from the project root (or `cwd`), output captured."""
+    cmd = [sys.executable, str(ROOT / "run.py"), *(["-m"] if multirun else []), *overrides]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**_env(), **(env or {})})
 
 
 def rlexp_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -88,28 +88,33 @@ def test_resume_in_place_refuses_an_old_checkpoint(finished: Path) -> None:
     assert snapshot(finished) == before
 
 
-def _faulty(fault: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**_env(), "RLEXP_FAULT": fault}
-    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env=env)
+def _faulty(fault: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return run_py(*args, cwd=cwd, env={"RLEXP_FAULT": fault})
 
 
 def test_resume_dir_uses_the_runs_own_config_and_extends_in_place(tmp_path: Path) -> None:
     """`resume=DIR` alone continues with the run's own config (total_steps, hyperparameters, checkpoint_freq);
-    changed hyperparameters are refused by name; `total_steps=` extends an unfinished run in place."""
-    proc = _faulty("SIGTERM@100:step", *HER, "total_steps=400", "checkpoint_freq=0", f"hydra.run.dir={tmp_path}")
+    changed hyperparameters are refused by name; `total_steps=` extends an unfinished run in place. The
+    resumed commands run from another directory: the log goes on in the run's own run.log, and neither they
+    nor the refused one leave Hydra's outputs/DATE/TIME there."""
+    run_dir, cwd = tmp_path / "run", tmp_path / "cwd"
+    cwd.mkdir()
+    proc = _faulty("SIGTERM@100:step", *HER, "total_steps=400", "checkpoint_freq=0", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 3, proc.stderr[-2000:]
-    refused = run_py(f"resume={tmp_path}", "algo.gamma=0.5", "algo.batch_size=16", "progress=false")
+    refused = run_py(f"resume={run_dir}", "algo.gamma=0.5", "algo.batch_size=16", "progress=false", cwd=cwd)
     assert refused.returncode == 2 and "algo.gamma" in refused.stderr and "algo.batch_size" in refused.stderr
-    again = _faulty("SIGTERM@200:step", f"resume={tmp_path}", "progress=false")
+    again = _faulty("SIGTERM@200:step", f"resume={run_dir}", "progress=false", cwd=cwd)
     assert again.returncode == 3, again.stderr[-2000:]
-    meta = read_json(RunDir(tmp_path).latest_checkpoint().meta)
+    meta = read_json(RunDir(run_dir).latest_checkpoint().meta)
     assert meta["target_steps"] == 400 and meta["config"]["algo"]["batch_size"] == 32
     assert meta["config"]["checkpoint_freq"] == 0
-    ok(run_py(f"resume={tmp_path}", "total_steps=600", "progress=false"))
-    meta = read_json(tmp_path / "model.meta.json")
+    ok(run_py(f"resume={run_dir}", "total_steps=600", "progress=false", cwd=cwd))
+    meta = read_json(run_dir / "model.meta.json")
     assert meta["total_steps"] == 600 and meta["target_steps"] == 600 and meta["forked_from"] is None
     assert meta["resumed_from"].endswith("step_200.zip")
+    assert list(cwd.iterdir()) == []
+    text = (run_dir / "run.log").read_text()
+    assert "from step 100" in text and "from step 200" in text and "600 steps at" in text, text[-2000:]
 
 
 def test_resume_after_a_stop_during_evaluation_evaluates(tmp_path: Path) -> None:

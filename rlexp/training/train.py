@@ -20,10 +20,10 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from rlexp import artifacts
 from rlexp.builder import algo_name, build
 from rlexp.components import current_target
-from rlexp.config import to_container
+from rlexp.config import chose_run_dir, to_container
 from rlexp.errors import ConfigError
 from rlexp.evaluate import EvaluationStopped, evaluate
-from rlexp.rundir import RunDir, meta_of
+from rlexp.rundir import RunDir, meta_of, remove_empty
 from rlexp.spec import RunSpec
 from rlexp.status import Status, Summary
 from rlexp.training import checkpoint, faults, logs, resume, tblog
@@ -210,14 +210,12 @@ def _hydra_context() -> tuple[list[str] | None, bool, Callable[[RunDir, DictConf
     """Under `run.py`: the command line's overrides, whether it chose the run directory, and a writer of
     `.hydra/` (Hydra's own is off, `hydra.output_subdir: null`, so a refused command writes nothing)."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
     from omegaconf import OmegaConf
 
     if not HydraConfig.initialized():
         return None, True, None
     hc = HydraConfig.get()
-    explicit = hc.mode == RunMode.MULTIRUN or any(o.split("=", 1)[0].lstrip("+") == "hydra.run.dir"
-                                                  for o in hc.overrides.hydra)
+    explicit = chose_run_dir(hc)
 
     def record(run: RunDir, cfg: DictConfig) -> None:
         for name, node in (("config.yaml", cfg), ("hydra.yaml", OmegaConf.create({"hydra": hc})),
@@ -242,6 +240,8 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
     spec = RunSpec.of(spec)
     overrides, explicit_dir, record_config = _hydra_context()
     start = resume.plan(spec, RunDir(run_dir), overrides, explicit_dir)
+    if start.run_dir.root.resolve() != Path(run_dir).resolve():
+        _log_into(start.run_dir, Path(run_dir))
     if start.kind == "skip":
         return _skipped(start)
     run = start.run_dir
@@ -263,6 +263,27 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
             return _run(start, stop)
     finally:
         lock.release()
+
+
+def _log_into(run: RunDir, hydra_dir: Path) -> None:
+    """A resume in place trains in the checkpoint's run directory, not in the one Hydra made for this command
+    (outputs/DATE/TIME): point Hydra's text log there too, so the run's own run.log goes on where it stopped,
+    and remove Hydra's directory when this command left nothing else in it."""
+    target = run.root / "run.log"
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == hydra_dir.resolve():
+            handler.acquire()
+            try:
+                handler.close()  # closes a stream opened by an earlier record; delay=True reopens on the next
+                stray = Path(handler.baseFilename)
+                if stray.exists():  # records logged before this point: append them, then drop the file
+                    with target.open("a") as out:
+                        out.write(stray.read_text())
+                    stray.unlink()
+                handler.baseFilename = str(target)
+            finally:
+                handler.release()
+    remove_empty(hydra_dir)
 
 
 def _skipped(start: resume.Start) -> Summary:
