@@ -22,9 +22,7 @@ from omegaconf import DictConfig
 
 import rlexp  # noqa: F401  - sets MUJOCO_GL before any env is created
 from rlexp import hpo
-from rlexp.config import chose_run_dir
 from rlexp.errors import ConfigError
-from rlexp.rundir import remove_empty
 from rlexp.status import Exit, Status, Summary
 
 log = logging.getLogger("rlexp")
@@ -41,8 +39,6 @@ def main(cfg: DictConfig) -> Summary:
         summary = run_task(cfg, run_dir)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if not chose_run_dir(HydraConfig.get()):
-            remove_empty(run_dir)  # the dated directory Hydra made for this refused command
         sys.exit(Exit.BAD_INPUT)
     if summary.status in (Status.DONE, Status.SKIPPED):  # a skipped run reports its eval.json's numbers
         summary.objective = hpo.objective(objective, vars(summary))

@@ -60,16 +60,6 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def remove_empty(path: Path, levels: int = 3) -> None:
-    """Remove `path` and then its parents, `levels` directories in all, while each is empty: the
-    outputs/DATE/TIME directories Hydra makes for every command, when the command wrote nothing into them."""
-    for d in [Path(path), *Path(path).parents][:levels]:
-        try:
-            d.rmdir()
-        except OSError:  # not empty (or gone): what is above it is not ours to remove either
-            return
-
-
 @dataclass(frozen=True)
 class Checkpoint:
     """The files of one checkpoint unit; it exists only once its meta file (written last) does."""

@@ -23,7 +23,7 @@ from rlexp.components import current_target
 from rlexp.config import chose_run_dir, to_container
 from rlexp.errors import ConfigError
 from rlexp.evaluate import EvaluationStopped, evaluate
-from rlexp.rundir import RunDir, meta_of, remove_empty
+from rlexp.rundir import RunDir, meta_of
 from rlexp.spec import RunSpec
 from rlexp.status import Status, Summary
 from rlexp.training import checkpoint, faults, logs, resume, tblog
@@ -240,14 +240,14 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
     spec = RunSpec.of(spec)
     overrides, explicit_dir, record_config = _hydra_context()
     start = resume.plan(spec, RunDir(run_dir), overrides, explicit_dir)
-    if start.run_dir.root.resolve() != Path(run_dir).resolve():
-        _log_into(start.run_dir, Path(run_dir))
     if start.kind == "skip":
         return _skipped(start)
     run = start.run_dir
     lock = run.lock()
     if not lock.acquire():
         return _summary(Status.BUSY, run, holder=lock.holder())
+    if run.root.resolve() != Path(run_dir).resolve():
+        _log_into(run, Path(run_dir))
     try:
         with StopFlag() as stop:
             start = resume.plan(spec, RunDir(run_dir), overrides, explicit_dir)  # again, now that we hold it
@@ -267,23 +267,28 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
 
 def _log_into(run: RunDir, hydra_dir: Path) -> None:
     """A resume in place trains in the checkpoint's run directory, not in the one Hydra made for this command
-    (outputs/DATE/TIME): point Hydra's text log there too, so the run's own run.log goes on where it stopped,
-    and remove Hydra's directory when this command left nothing else in it."""
+    (outputs/DATE/TIME): point Hydra's text log there too, so the run's own run.log goes on where it stopped.
+
+    Lines this process already wrote to Hydra's file move with it. Hydra's directory itself stays (empty): a
+    command started in the same second shares it, and it may be the working directory (hydra.job.chdir)."""
     target = run.root / "run.log"
     for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == hydra_dir.resolve():
-            handler.acquire()
-            try:
-                handler.close()  # closes a stream opened by an earlier record; delay=True reopens on the next
-                stray = Path(handler.baseFilename)
-                if stray.exists():  # records logged before this point: append them, then drop the file
-                    with target.open("a") as out:
-                        out.write(stray.read_text())
-                    stray.unlink()
-                handler.baseFilename = str(target)
-            finally:
-                handler.release()
-    remove_empty(hydra_dir)
+        if not isinstance(handler, logging.FileHandler) or handler.mode != "a":
+            continue
+        stray = Path(handler.baseFilename)
+        if stray.resolve().parent != hydra_dir.resolve() or stray.name != target.name:
+            continue
+        handler.acquire()
+        try:
+            ours = handler.stream is not None  # opened by a record of this process (delay=True)
+            handler.close()  # mode "a": the next record reopens it, at its new place
+            if ours and stray.exists():
+                with target.open("a") as out:
+                    out.write(stray.read_text())
+                stray.unlink()
+            handler.baseFilename = str(target)
+        finally:
+            handler.release()
 
 
 def _skipped(start: resume.Start) -> Summary:
