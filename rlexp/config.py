@@ -212,12 +212,3 @@ def _trusted_target(target: Any) -> bool:
     except Exception:  # noqa: BLE001 - not importable: refused
         return False
     return isinstance(obj, type) and issubclass(obj, _trusted_kinds())
-
-
-def chose_run_dir(hydra_cfg: Any) -> bool:
-    """Whether the command chose its run directory (a multirun job's, or hydra.run.dir=): Hydra's default
-    outputs/DATE/TIME is the one a resume may leave for the checkpoint's own directory, and may remove."""
-    from hydra.types import RunMode
-
-    return hydra_cfg.mode == RunMode.MULTIRUN or any(
-        o.split("=", 1)[0].lstrip("+") == "hydra.run.dir" for o in hydra_cfg.overrides.hydra)

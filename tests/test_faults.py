@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import pytest
 from rlexp.rundir import RunDir
 from rlexp.training.checkpoint import STATE_KEY, verify
 
-from helpers import ROOT, _env, assert_same_final, assert_same_tensors, assert_tb_monotonic, ok, read_json, run_py
+from helpers import assert_same_final, assert_same_tensors, assert_tb_monotonic, ok, read_json, run_py
 
 pytestmark = pytest.mark.slow
 
@@ -47,9 +46,7 @@ def args(algo: str, run_dir: Path, *extra: str) -> list[str]:
 
 
 def run_faulty(algo: str, run_dir: Path, fault: str, *extra: str) -> subprocess.CompletedProcess:
-    env = {**_env(), "RLEXP_FAULT": fault}
-    cmd = [sys.executable, "run.py", *args(algo, run_dir, *extra)]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    return run_py(*args(algo, run_dir, *extra), env={"RLEXP_FAULT": fault})
 
 
 @pytest.fixture(scope="module")

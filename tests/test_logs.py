@@ -12,7 +12,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,6 @@ from rlexp.rundir import RunDir, meta_of
 from rlexp.training import logs
 
 from helpers import (
-    ROOT,
-    _env,
     assert_same_final,
     assert_same_tensors,
     assert_tb_monotonic,
@@ -42,9 +39,7 @@ TIME_COLUMNS = {"t", "train_time_s", "eval_time_s"}
 
 
 def train(run_dir: Path, *extra: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    env = {**_env(), **({"RLEXP_FAULT": fault} if fault else {})}
-    cmd = [sys.executable, "run.py", *BASE, *extra, f"hydra.run.dir={run_dir}"]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    return run_py(*BASE, *extra, f"hydra.run.dir={run_dir}", env={"RLEXP_FAULT": fault} if fault else None)
 
 
 @pytest.fixture(scope="module")

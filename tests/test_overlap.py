@@ -158,9 +158,7 @@ def test_stop_mid_update_saves_and_resumes_exactly(tmp_path: Path) -> None:
     common = [*TINY, "overlap=true"]
     ok(run_py(*common, "checkpoint_freq=100", "checkpoint_replay=all", f"hydra.run.dir={ref}"))
     # Armed at step 198, fired inside the update that runs while step 200 is in flight: saved at 200.
-    env = {**_env(), "RLEXP_FAULT": "SIGTERM@198:update"}
-    proc = subprocess.run([sys.executable, "run.py", *common, "checkpoint_freq=0", f"hydra.run.dir={run}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, env=env)
+    proc = run_py(*common, "checkpoint_freq=0", f"hydra.run.dir={run}", env={"RLEXP_FAULT": "SIGTERM@198:update"})
     out = proc.stdout + proc.stderr
     assert proc.returncode == 3, out[-3000:]
     step = int(re.search(r"interrupted by SIGTERM at step (\d+)", out).group(1))

@@ -259,3 +259,29 @@ def test_full_disk_skips_the_checkpoint_and_keeps_training(tmp_path: Path) -> No
         assert (run / "eval.json").exists()
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_log_moves_into_the_resumed_run_with_the_lines_already_written(tmp_path: Path) -> None:
+    """Hydra's file log, already opened by this process, follows a resume in place: earlier lines move into
+    the run's run.log after what it held, later lines append there, and Hydra's file is gone."""
+    import logging
+
+    from rlexp.training.train import _log_into
+
+    hydra_dir, run_dir = tmp_path / "outputs" / "DATE" / "TIME", tmp_path / "run"
+    hydra_dir.mkdir(parents=True)
+    run_dir.mkdir()
+    (run_dir / "run.log").write_text("first segment\n")
+    handler = logging.FileHandler(hydra_dir / "run.log", delay=True)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger()
+    logger.addHandler(handler)
+    try:
+        logger.warning("before the move")
+        _log_into(RunDir(run_dir), hydra_dir)
+        logger.warning("after the move")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert (run_dir / "run.log").read_text() == "first segment\nbefore the move\nafter the move\n"
+    assert list(hydra_dir.iterdir()) == []

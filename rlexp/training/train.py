@@ -20,7 +20,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from rlexp import artifacts
 from rlexp.builder import algo_name, build
 from rlexp.components import current_target
-from rlexp.config import chose_run_dir, to_container
+from rlexp.config import to_container
 from rlexp.errors import ConfigError
 from rlexp.evaluate import EvaluationStopped, evaluate
 from rlexp.rundir import RunDir, meta_of
@@ -210,12 +210,14 @@ def _hydra_context() -> tuple[list[str] | None, bool, Callable[[RunDir, DictConf
     """Under `run.py`: the command line's overrides, whether it chose the run directory, and a writer of
     `.hydra/` (Hydra's own is off, `hydra.output_subdir: null`, so a refused command writes nothing)."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from omegaconf import OmegaConf
 
     if not HydraConfig.initialized():
         return None, True, None
     hc = HydraConfig.get()
-    explicit = chose_run_dir(hc)
+    explicit = hc.mode == RunMode.MULTIRUN or any(o.split("=", 1)[0].lstrip("+") == "hydra.run.dir"
+                                                  for o in hc.overrides.hydra)
 
     def record(run: RunDir, cfg: DictConfig) -> None:
         for name, node in (("config.yaml", cfg), ("hydra.yaml", OmegaConf.create({"hydra": hc})),
@@ -246,9 +248,9 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
     lock = run.lock()
     if not lock.acquire():
         return _summary(Status.BUSY, run, holder=lock.holder())
-    if run.root.resolve() != Path(run_dir).resolve():
-        _log_into(run, Path(run_dir))
     try:
+        if run.root.resolve() != Path(run_dir).resolve():
+            _log_into(run, Path(run_dir))
         with StopFlag() as stop:
             start = resume.plan(spec, RunDir(run_dir), overrides, explicit_dir)  # again, now that we hold it
             if start.kind == "skip":
