@@ -45,8 +45,9 @@ PART_NAMES = {
     "obs": "Fetch stepped by index: observations, action, gripper block (rlexp.components.fetch_index)",
     "her": "HER sampling, cached valid indices, one gather (fast_her)",
     "adam": "fused Adam (FastSAC)",
-    "lean": "lean train(): no critic weight grads in the actor loss, features once, direct MLPs, foreach Polyak, "
-            "one sync, flat set_training_mode, acting without distribution objects (FastSAC)",
+    "lean": "lean train(): no critic weight grads in the actor loss, features once, direct MLPs, gradients "
+            "written out, foreach Polyak, one sync, flat set_training_mode, acting without distribution objects "
+            "(FastSAC)",
 }
 
 
@@ -103,7 +104,7 @@ def rlexp_model(device: str, parts: set[str], overlap: bool) -> Any:
         if "her" not in parts:
             FastHerReplayBuffer.sample = HerReplayBuffer.sample  # type: ignore[method-assign]
         FastSAC.fused_adam, FastSAC.skip_critic_grads = "adam" in parts, "lean" in parts
-        FastSAC.shared_features = "lean" in parts
+        FastSAC.shared_features = FastSAC.analytic_grads = "lean" in parts
         if "lean" not in parts:  # SB3's recursive set_training_mode and module-call acting back
             vars(model.policy).pop("set_training_mode", None)
             vars(model.policy).pop("_predict", None)

@@ -73,6 +73,7 @@ def stacked_sac_class() -> type:
                 p.grad = leaf.grad[i]
 
     class StackedSAC(FastSAC):
+        analytic_grads = False  # batched critics through autograd
         def train(self, gradient_steps: int, batch_size: int = 64) -> None:
             self.policy.set_training_mode(True)
             optimizers = [self.actor.optimizer, self.critic.optimizer]
@@ -156,11 +157,13 @@ def models(batch_size: int) -> dict[str, Any]:
     kwargs = dict(learning_starts=0, batch_size=batch_size, gamma=0.95, ent_coef=0.05, seed=0,
                   learning_rate=3e-4, policy_kwargs={"net_arch": [256, 256]})  # ch05_her_push's networks
     built = {"SB3 SAC.train": SAC, "rlexp FastSAC (the default)": FastSAC,
+             "FastSAC with autograd's backward (`analytic_grads = False`)": FastSAC,
              "FastSAC without its direct calls (SB3's module calls, distributions, Optimizer.step)": FastSAC,
              "FastSAC, twin critics batched (not used)": stacked_sac_class()}
     out = {name: cls("MultiInputPolicy", venv, **kwargs) for name, cls in built.items()}
     calls = out["FastSAC without its direct calls (SB3's module calls, distributions, Optimizer.step)"]
     calls.shared_features = False
+    out["FastSAC with autograd's backward (`analytic_grads = False`)"].analytic_grads = False
     vars(calls.policy).pop("set_training_mode", None)  # SB3's recursive one
     vars(calls.policy).pop("_predict", None)  # SB3's module-call acting
     first = next(iter(out.values()))

@@ -222,6 +222,7 @@ def test_features_once_and_direct_mlps_are_bitwise_sb3s_network_calls(policy_kwa
     direct, calls, plain = FastSAC("MultiInputPolicy", venv, **kwargs), FastSAC("MultiInputPolicy", venv, **kwargs), \
         SAC("MultiInputPolicy", venv, **kwargs)
     calls.shared_features = False
+    direct.analytic_grads = False  # its written-out gradients are not bitwise: the next test
     start = {k: v.clone() for k, v in direct.policy.state_dict().items()}
     batch = _batch(venv)
     for model in (direct, calls):
@@ -261,6 +262,73 @@ def test_features_once_and_direct_mlps_are_bitwise_sb3s_network_calls(policy_kwa
             model.actor.mu.weight[0, 0] = float("nan")
         with pytest.raises(ValueError):
             model.train(gradient_steps=1, batch_size=64)
+
+
+@pytest.mark.parametrize(("policy_kwargs", "ent_coef"), [
+    ({"net_arch": [64, 64]}, "auto"),
+    ({"net_arch": {"pi": [32], "qf": [48, 32, 16]}, "n_critics": 3}, 0.05),
+])
+def test_written_out_gradients_equal_autograds(policy_kwargs: dict, ent_coef: str | float) -> None:
+    """FastSAC's default update writes the gradients out (sac_grads) instead of recording them with autograd:
+    for the same weights, batch and torch seed the critics' gradients are autograd's bitwise, the actor's equal
+    them within float tolerance, and so do the weights after three steps."""
+    register_robotics()
+    venv = make_vec_env("FetchPush-v4", n_envs=1)
+    kwargs = dict(learning_starts=0, batch_size=64, gamma=0.95, ent_coef=ent_coef, seed=0, policy_kwargs=policy_kwargs)
+    written, recorded = FastSAC("MultiInputPolicy", venv, **kwargs), FastSAC("MultiInputPolicy", venv, **kwargs)
+    recorded.analytic_grads = False
+    start = {k: v.clone() for k, v in written.policy.state_dict().items()}
+    batch = _batch(venv)
+    grads = []
+    for model in (written, recorded):
+        model.policy.load_state_dict(start)
+        model.replay_buffer.sample = lambda *a, **k: batch
+        model.set_logger(configure(None, []))
+        th.manual_seed(7)
+        model.train(gradient_steps=1, batch_size=64)
+        grads.append({name: p.grad.clone() for name, p in model.policy.named_parameters() if p.grad is not None})
+    assert written._plans is not None and recorded._plans is None
+    assert grads[0].keys() == grads[1].keys() and any(k.startswith("critic.") for k in grads[0])
+    for name in grads[0]:
+        if name.startswith("critic."):
+            assert th.equal(grads[0][name], grads[1][name]), name
+        else:
+            # At the tensor's scale: autograd adds and subtracts the log-prob's two cancelling terms, whose
+            # rounding (up to ~3e-5 of the largest gradient here) sums over the batch into every entry
+            scale = grads[1][name].abs().max()
+            assert th.allclose(grads[0][name], grads[1][name], rtol=0, atol=1e-4 * scale), name
+    for key in ("train/actor_loss", "train/critic_loss", "train/ent_coef"):
+        assert written.logger.name_to_value[key] == recorded.logger.name_to_value[key], key  # same forward values
+    for model in (written, recorded):
+        th.manual_seed(8)
+        model.train(gradient_steps=2, batch_size=64)
+    for (name, p), q in zip(written.policy.state_dict().items(), recorded.policy.state_dict().values(), strict=True):
+        assert th.allclose(p, q, rtol=1e-5, atol=1e-6), name
+
+
+@pytest.mark.parametrize("change", ["tanh", "frozen", "hooked"])
+def test_written_out_gradients_only_where_they_match_the_network(change: str) -> None:
+    """Other activations, a frozen weight (autograd leaves it without a gradient, Adam then skips it) and module
+    hooks keep autograd."""
+    register_robotics()
+    venv = make_vec_env("FetchPush-v4", n_envs=1)
+    kwargs = {"net_arch": [32], "activation_fn": th.nn.Tanh} if change == "tanh" else {"net_arch": [32]}
+    model = FastSAC("MultiInputPolicy", venv, learning_starts=0, batch_size=64, seed=0, policy_kwargs=kwargs)
+    if change == "frozen":
+        model.actor.latent_pi[0].bias.requires_grad_(False)
+    if change == "hooked":
+        model.critic.register_forward_hook(lambda *_: None)
+    frozen = model.actor.latent_pi[0].bias.detach().clone()
+    batch = _batch(venv)
+    model.replay_buffer.sample = lambda *a, **k: batch
+    model.set_logger(configure(None, []))
+    calls = []
+    model._critic_step_analytic = lambda *a: calls.append(a)  # would raise on use: it returns None
+    model.train(gradient_steps=2, batch_size=64)
+    assert not calls
+    assert (model._plans is not None) == (change == "hooked")
+    if change == "frozen":
+        assert model.actor.latent_pi[0].bias.grad is None and th.equal(model.actor.latent_pi[0].bias, frozen)
 
 
 def test_direct_acting_gives_sb3s_actions_bitwise() -> None:

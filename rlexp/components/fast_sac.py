@@ -31,6 +31,11 @@ What differs from `stable_baselines3.SAC.train`, and why each keeps the update r
 - Fused Adam is called as `torch._fused_adam_` directly, the call Adam.step makes, without Optimizer.step's
   Python wrapper (three optimizers per gradient step with ent_coef=auto): bitwise the same update. Anything the
   direct call does not cover (first step, hooks, a wrapped step, other options) goes through Adam.step.
+- On the same path, where the actor and critics are plain Linear/ReLU MLPs (SB3's default networks), the
+  critic and actor losses' gradients are written out (sac_grads) instead of recorded by autograd: the same
+  matrix kernels without the graph, and without the critics' input gradient for the observation columns,
+  which the actor loss never reads. The critics' gradients are autograd's bitwise; the actor's equal them
+  within float tolerance (autograd adds and subtracts two log-prob terms that cancel exactly on paper).
 Random draws (the actor's samples) happen in the same order, so for the same weights, batch and torch
 seed the losses, parameters, optimizer states and target networks equal SB3's within float tolerance
 (tests/test_fast_path.py). Optimizer state dicts keep SB3's layout: checkpoints load either way.
@@ -39,7 +44,7 @@ seed the losses, parameters, optimizer states and target networks equal SB3's wi
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
@@ -59,6 +64,8 @@ from torch.nn.modules.module import (
     _global_forward_pre_hooks,
 )
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+
+from rlexp.components import sac_grads
 
 
 def fused_adam_available(device: th.device) -> bool:
@@ -131,19 +138,27 @@ def _squashed_gaussian(mean: th.Tensor, log_std: th.Tensor, epsilon: float,
     without building torch.distributions objects (their argument checks cost a host sync each). The same
     operations in the same order as Normal(mean, ones_like(mean) * exp(log_std)).rsample() / .log_prob() and
     SB3's tanh correction, so values, gradients and the random draw are bitwise SB3's."""
+    actions, logp, _, _ = _squashed_gaussian_parts(mean, log_std, epsilon, deterministic, log_prob)
+    return actions, logp
+
+
+def _squashed_gaussian_parts(mean: th.Tensor, log_std: th.Tensor, epsilon: float, deterministic: bool = False,
+                             log_prob: bool = True) -> tuple[th.Tensor, th.Tensor | None, th.Tensor, th.Tensor]:
+    """`_squashed_gaussian`, also returning the noise and the std (what its backward reads, sac_grads)."""
     std = th.ones_like(mean) * log_std.exp()
     mean, std = th.broadcast_tensors(mean, std)  # as Normal stores them: the same autograd graph
     if deterministic:
-        return th.tanh(mean), None
-    gaussian = mean + th.empty(mean.shape, dtype=mean.dtype, device=mean.device).normal_() * std
+        return th.tanh(mean), None, th.zeros_like(mean), std
+    noise = th.empty(mean.shape, dtype=mean.dtype, device=mean.device).normal_()
+    gaussian = mean + noise * std
     actions = th.tanh(gaussian)
     if not log_prob:
-        return actions, None
+        return actions, None, noise, std
     var = std**2
     log_scale = std.log()
     logp = (-((gaussian - mean) ** 2) / (2 * var) - log_scale - _LOG_SQRT_2PI).sum(dim=1)
     logp -= th.sum(th.log(1 - actions**2 + epsilon), dim=1)
-    return actions, logp
+    return actions, logp, noise, std
 
 
 def _direct_actor(actor: th.nn.Module) -> bool:
@@ -253,6 +268,18 @@ def _zero_grad(opt: th.optim.Optimizer) -> None:
             param.grad = None
 
 
+class _ActorPass(NamedTuple):
+    """The actor's forward at a batch, as FastSAC's written-out backward (sac_grads) reads it."""
+
+    tape: list[th.Tensor]
+    latent: th.Tensor
+    actions: th.Tensor
+    log_prob: th.Tensor
+    noise: th.Tensor
+    std: th.Tensor
+    log_std_raw: th.Tensor
+
+
 class FastSAC(SAC):
     """stable_baselines3.SAC whose `train()` does the same update with fewer operations (module docstring)."""
 
@@ -261,6 +288,8 @@ class FastSAC(SAC):
     fused_adam = True
     skip_critic_grads = True
     shared_features = True
+    analytic_grads = True  # needs shared_features' direct path
+    _plans: tuple[sac_grads.Plan, list[sac_grads.Plan]] | None = None
 
     def _setup_model(self) -> None:
         super()._setup_model()
@@ -272,7 +301,7 @@ class FastSAC(SAC):
     def _excluded_save_params(self) -> list[str]:
         """SB3 pickles every other attribute into the zip: these lists would be stale copies of the networks."""
         return [*super()._excluded_save_params(), "_critic_only", "_polyak_src", "_polyak_dst", "_net_modules",
-                "_features_once", "_actor_features"]
+                "_features_once", "_actor_features", "_plans"]
 
     def _fast_optimizers(self, optimizers: list[th.optim.Optimizer]) -> None:
         """Every call: a checkpoint's optimizer state brings back the param groups' flags it was saved with."""
@@ -305,6 +334,21 @@ class FastSAC(SAC):
             and not list(n.features_extractor.parameters()) for n in nets[1:])
         self._net_modules = [m for n in nets for m in n.modules()]
         self._actor_features = Features(self.actor)
+        self._plans = self._analytic_plans() if self.analytic_grads and self._features_once else None
+
+    def _analytic_plans(self) -> tuple[sac_grads.Plan, list[sac_grads.Plan]] | None:
+        """The actor's and critics' layer plans where sac_grads can write the update's gradients out: plain
+        Linear/ReLU MLPs, Linear heads, every weight trained (autograd leaves a frozen one without a gradient),
+        and no critic weight the actor's optimizer owns (the actor loss would have to reach it)."""
+        actor, critic = self.actor, self.critic
+        plans = [sac_grads.mlp_plan(actor.latent_pi)] + [sac_grads.mlp_plan(q) for q in critic.q_networks]
+        if any(plan is None for plan in plans) or type(actor.mu) is not th.nn.Linear \
+                or type(actor.log_std) is not th.nn.Linear:
+            return None
+        if not all(p.requires_grad for p in [*actor.parameters(), *critic.parameters()]) \
+                or len(self._critic_only) != len(list(critic.parameters())):
+            return None
+        return plans[0], plans[1:]  # type: ignore[return-value]
 
     def _hooked(self) -> bool:
         """Module hooks anywhere in the networks (a user's, rlexp's fault injector's): the direct path would skip
@@ -357,6 +401,7 @@ class FastSAC(SAC):
             self._fast_setup()
 
         direct = self._features_once and not self._hooked()
+        analytic = direct and self._plans is not None
         ent_coef_losses, ent_coefs, actor_losses, critic_losses = [], [], [], []
         for gradient_step in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
@@ -366,7 +411,11 @@ class FastSAC(SAC):
 
             obs, next_obs = replay_data.observations, replay_data.next_observations
             features, next_features = self._features(obs, direct), self._features(next_obs, direct)
-            actions_pi, log_prob = self._action_log_prob(obs, features)
+            if analytic:
+                pi = self._actor_pass(features)
+                actions_pi, log_prob = pi.actions, pi.log_prob
+            else:
+                actions_pi, log_prob = self._action_log_prob(obs, features)
             log_prob = log_prob.reshape(-1, 1)
 
             ent_coef_loss = None
@@ -391,29 +440,15 @@ class FastSAC(SAC):
                 next_q_values = next_q_values - ent_coef * next_log_prob.reshape(-1, 1)
                 target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
 
-            current_q_values = self._q_values(self.critic, obs, features, replay_data.actions)
-            critic_loss = 0.5 * sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
-            assert isinstance(critic_loss, th.Tensor)
-            critic_losses.append(critic_loss.detach())
-            self._zero_grad(self.critic.optimizer, direct)
-            critic_loss.backward()
-            self._step(self.critic.optimizer, direct)
-
-            # Actor loss: gradients reach the actions (and any weights the actor's optimizer owns), not the
-            # critic's own weights, whose gradients SB3 computes only to discard them.
-            for p in self._critic_only:
-                p.requires_grad_(False)
-            try:
-                q_values_pi = th.cat(self._q_values(self.critic, obs, features, actions_pi), dim=1)
-                min_qf_pi, _ = th.min(q_values_pi, dim=1, keepdim=True)
-                actor_loss = (ent_coef * log_prob - min_qf_pi).mean()
-                actor_losses.append(actor_loss.detach())
-                self._zero_grad(self.actor.optimizer, direct)
-                actor_loss.backward()
-            finally:
-                for p in self._critic_only:
-                    p.requires_grad_(True)
-            self._step(self.actor.optimizer, direct)
+            if analytic:
+                critic_losses.append(self._critic_step_analytic(features, replay_data.actions, target_q_values))
+                actor_losses.append(self._actor_step_analytic(features, pi, ent_coef))
+            else:
+                critic_loss, actor_loss = self._critic_and_actor_steps(obs, features, replay_data.actions,
+                                                                       target_q_values, actions_pi, log_prob,
+                                                                       ent_coef, direct)
+                critic_losses.append(critic_loss)
+                actor_losses.append(actor_loss)
 
             if gradient_step % self.target_update_interval == 0:
                 with th.no_grad():  # = polyak_update: target * (1 - tau) + tau * param, in place
@@ -422,7 +457,97 @@ class FastSAC(SAC):
                 polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
 
         self._n_updates += gradient_steps
+        self._log_means(ent_coefs, actor_losses, critic_losses, ent_coef_losses, direct)
 
+    def _critic_and_actor_steps(self, obs: object, features: th.Tensor | None, actions: th.Tensor,
+                                target_q_values: th.Tensor, actions_pi: th.Tensor, log_prob: th.Tensor,
+                                ent_coef: th.Tensor, direct: bool) -> tuple[th.Tensor, th.Tensor]:
+        """SB3's critic and actor steps through autograd (direct calls where `direct`): their losses, detached."""
+        current_q_values = self._q_values(self.critic, obs, features, actions)
+        critic_loss = 0.5 * sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
+        assert isinstance(critic_loss, th.Tensor)
+        self._zero_grad(self.critic.optimizer, direct)
+        critic_loss.backward()
+        self._step(self.critic.optimizer, direct)
+
+        # Actor loss: gradients reach the actions (and any weights the actor's optimizer owns), not the
+        # critic's own weights, whose gradients SB3 computes only to discard them.
+        for p in self._critic_only:
+            p.requires_grad_(False)
+        try:
+            q_values_pi = th.cat(self._q_values(self.critic, obs, features, actions_pi), dim=1)
+            min_qf_pi, _ = th.min(q_values_pi, dim=1, keepdim=True)
+            actor_loss = (ent_coef * log_prob - min_qf_pi).mean()
+            self._zero_grad(self.actor.optimizer, direct)
+            actor_loss.backward()
+        finally:
+            for p in self._critic_only:
+                p.requires_grad_(True)
+        self._step(self.actor.optimizer, direct)
+        return critic_loss.detach(), actor_loss.detach()
+
+    def _actor_pass(self, features: th.Tensor) -> _ActorPass:
+        """The actor's sample and log-prob at `features` without an autograd graph, with what its backward reads:
+        the same operations, values and random draw as `_action_log_prob`."""
+        actor, (plan, _) = self.actor, self._plans  # type: ignore[misc]
+        with th.no_grad():
+            tape: list[th.Tensor] = []
+            latent = sac_grads.forward(plan, features, tape)
+            mean = _linear(actor.mu, latent)
+            log_std_raw = _linear(actor.log_std, latent)
+            log_std = th.clamp(log_std_raw, LOG_STD_MIN, LOG_STD_MAX)
+            actions, log_prob, noise, std = _squashed_gaussian_parts(mean, log_std, actor.action_dist.epsilon)
+        return _ActorPass(tape, latent, actions, log_prob, noise, std, log_std_raw)  # type: ignore[arg-type]
+
+    def _critic_step_analytic(self, features: th.Tensor, actions: th.Tensor, target_q_values: th.Tensor) -> th.Tensor:
+        """SB3's critic step (0.5 * the sum of each critic's MSE to the target) with its gradients written out
+        (sac_grads): bitwise the gradients autograd computes. Returns the loss."""
+        _, plans = self._plans  # type: ignore[misc]
+        with th.no_grad():
+            x = th.cat([features, actions], dim=1)
+            tapes: list[list[th.Tensor]] = [[] for _ in plans]
+            current_q_values = [sac_grads.forward(plan, x, tape) for plan, tape in zip(plans, tapes, strict=True)]
+            critic_loss = 0.5 * sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
+            self._zero_grad(self.critic.optimizer, True)
+            for plan, tape, current_q in zip(plans, tapes, current_q_values, strict=True):
+                sac_grads.backward(plan, tape, sac_grads.mse_grad(current_q, target_q_values, 0.5))
+        self._step(self.critic.optimizer, True)
+        return critic_loss  # type: ignore[return-value]
+
+    def _actor_step_analytic(self, features: th.Tensor, pi: _ActorPass, ent_coef: th.Tensor) -> th.Tensor:
+        """SB3's actor step, mean(ent_coef * log_prob - min over the critics of Q(obs, a)), with its gradients
+        written out (sac_grads): the critics' (just updated) weights get none, as in the autograd path. Returns
+        the loss."""
+        actor, (plan, plans) = self.actor, self._plans  # type: ignore[misc]
+        n = features.shape[0]
+        with th.no_grad():
+            x = th.cat([features, pi.actions], dim=1)
+            tapes: list[list[th.Tensor]] = [[] for _ in plans]
+            q_values_pi = th.cat([sac_grads.forward(p, x, tape) for p, tape in zip(plans, tapes, strict=True)], dim=1)
+            min_qf_pi, chosen = th.min(q_values_pi, dim=1, keepdim=True)
+            actor_loss = (ent_coef * pi.log_prob.reshape(-1, 1) - min_qf_pi).mean()
+            grad_actions = None
+            cols = slice(features.shape[1], None)
+            for i, (p, tape) in enumerate(zip(plans, tapes, strict=True)):  # min's gradient: the chosen critic's
+                grad_q = (chosen == i).to(features.dtype) * (-1.0 / n)
+                grad = sac_grads.backward(p, tape, grad_q, weights=False, input_cols=cols)
+                grad_actions = grad if grad_actions is None else grad_actions + grad
+            grad_mean, grad_log_std = sac_grads.squashed_gaussian_backward(
+                grad_actions, ent_coef * (1.0 / n), pi.actions, pi.noise, pi.std, pi.log_std_raw,
+                LOG_STD_MIN, LOG_STD_MAX, actor.action_dist.epsilon)
+            self._zero_grad(actor.optimizer, True)
+            grad_latent = None
+            for head, grad in ((actor.mu, grad_mean), (actor.log_std, grad_log_std)):
+                head.weight.grad = grad.t().mm(pi.latent)
+                head.bias.grad = grad.sum(0)
+                back = grad.mm(head.weight)
+                grad_latent = back if grad_latent is None else grad_latent + back
+            sac_grads.backward(plan, pi.tape, grad_latent)
+        self._step(actor.optimizer, True)
+        return actor_loss
+
+    def _log_means(self, ent_coefs: list[th.Tensor], actor_losses: list[th.Tensor], critic_losses: list[th.Tensor],
+                   ent_coef_losses: list[th.Tensor], direct: bool) -> None:
         # One host sync for every logged value: SB3's np.mean of each list, as float64 means over slices of one array
         series = {"ent_coef": ent_coefs, "actor_loss": actor_losses, "critic_loss": critic_losses,
                   "ent_coef_loss": ent_coef_losses}
