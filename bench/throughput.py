@@ -146,9 +146,13 @@ def child(mode: str, steps: int, device: str, seconds: float = 0.0) -> dict[str,
         from plain_sb3 import make_model
 
         model = make_model(device)
-    else:  # rlexp[:parts] | rlexp_overlap
+    else:  # rlexp[:parts] | rlexp_overlap | rlexp_autograd
         named = set(filter(None, mode.partition(":")[2].split(",")))
-        parts = set(PARTS) if mode in ("rlexp", "rlexp_overlap") else named
+        parts = set(PARTS) if mode in ("rlexp", "rlexp_overlap", "rlexp_autograd") else named
+        if mode == "rlexp_autograd":  # the default path with autograd's backward instead of sac_grads
+            from rlexp.components.fast_sac import FastSAC
+
+            FastSAC.analytic_grads = False
         model = rlexp_model(device, parts, overlap=mode == "rlexp_overlap")
     warm = LEARNING_STARTS + 1000
     timer = timer_callback(warm, seconds)
@@ -214,14 +218,19 @@ def run_pair(modes: tuple[str, str], seconds: float, device: str, cores: tuple[i
     return out
 
 
-def concurrent_table(pairs: int, seconds: float, device: str) -> tuple[str, float]:
-    """plain SB3 and the default path side by side at the same moment; the table and the median ratio."""
-    rows = ["| pair | cores (plain, rlexp) | plain steps/s | rlexp steps/s | plain CPU s/1k | rlexp CPU s/1k "
-            "| x plain, steps per CPU-s |", "|---|---|---:|---:|---:|---:|---:|"]
+BASES = {"plain": "plain", "rlexp_autograd": "autograd"}  # --against: what the default path runs beside
+
+
+def concurrent_table(pairs: int, seconds: float, device: str, against: str = "plain") -> tuple[str, float]:
+    """The default path and `against` (plain SB3, or the default path with autograd's backward) side by side at
+    the same moment; the table and the median ratio."""
+    b = BASES[against]
+    rows = [f"| pair | cores ({b}, rlexp) | {b} steps/s | rlexp steps/s | {b} CPU s/1k | rlexp CPU s/1k "
+            f"| x {b}, steps per CPU-s |", "|---|---|---:|---:|---:|---:|---:|"]
     ratios = []
     for i in range(pairs):
         cores = (0, 1) if i % 2 == 0 else (1, 0)
-        plain, fast = run_pair(("plain", "rlexp"), seconds, device, cores)
+        plain, fast = run_pair((against, "rlexp"), seconds, device, cores)
         ratio = (fast["steps"] / fast["cpu"]) / (plain["steps"] / plain["cpu"])
         ratios.append(ratio)
         rows.append(f"| {i + 1} | {cores[0]}, {cores[1]} | {plain['steps'] / plain['wall']:.0f} | "
@@ -235,6 +244,19 @@ def write_concurrent(args: argparse.Namespace, table: str, ratio: float, load: f
     import stable_baselines3
     import torch
 
+    if args.against != "plain":
+        body = (f"rlexp's default path and the same path with autograd's backward instead of the written-out "
+                f"gradients (`FastSAC.analytic_grads = False`) at the same time, one pinned to each core (swapped "
+                f"every pair), each timed over {args.seconds:g} s of wall clock after {LEARNING_STARTS + 1000:,} "
+                f"untimed steps of the recipe above; one torch thread each. Machine: {machine(args.device)}; load "
+                f"average {load:.1f} at start. torch {torch.__version__}, "
+                f"{time.strftime('%Y-%m-%d', time.gmtime())}.\n\n`python bench/throughput.py --concurrent "
+                f"{args.concurrent} --seconds {args.seconds:g} --against {args.against}`\n\n{table}\n\nMedian over "
+                f"the pairs: **{ratio:.2f}x** the autograd backward's env steps per CPU-second.\n")
+        write_section(args.write, "throughput-grads-ab",
+                      "Throughput: written-out gradients vs autograd's backward, at the same moment (cpu)", body)
+        print(f"wrote {args.write}")
+        return
     body = (f"The recipe of the table above; plain SB3 and rlexp's default path run at the same time, one pinned "
             f"to each core (swapped every pair), each timed over {args.seconds:g} s of wall clock after "
             f"{LEARNING_STARTS + 1000:,} untimed steps; learner on `{args.device}`, one torch thread each. Machine: "
@@ -280,6 +302,8 @@ def main() -> None:
     ap.add_argument("--concurrent", type=int, default=0, metavar="N",
                     help="instead: N pairs of plain SB3 and the default path run at the same time, one per core")
     ap.add_argument("--seconds", type=float, default=0.0, help="with --concurrent: timed wall seconds per run (60)")
+    ap.add_argument("--against", choices=sorted(BASES), default="plain",
+                    help="with --concurrent: what runs beside the default path (rlexp_autograd: its A/B)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -288,9 +312,9 @@ def main() -> None:
     if args.concurrent:
         args.seconds = args.seconds or 60.0
         load = os.getloadavg()[0]
-        table, ratio = concurrent_table(args.concurrent, args.seconds, args.device)
+        table, ratio = concurrent_table(args.concurrent, args.seconds, args.device, args.against)
         print(table)
-        print(f"median: {ratio:.2f}x plain SB3's env steps per CPU-second")
+        print(f"median: {ratio:.2f}x {BASES[args.against]}'s env steps per CPU-second")
         if args.write:
             write_concurrent(args, table, ratio, load)
         return
