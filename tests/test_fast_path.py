@@ -264,11 +264,13 @@ def test_features_once_and_direct_mlps_are_bitwise_sb3s_network_calls(policy_kwa
             model.train(gradient_steps=1, batch_size=64)
 
 
-@pytest.mark.parametrize(("policy_kwargs", "ent_coef"), [
-    ({"net_arch": [64, 64]}, "auto"),
-    ({"net_arch": {"pi": [32], "qf": [48, 32, 16]}, "n_critics": 3}, 0.05),
+@pytest.mark.parametrize(("policy_kwargs", "ent_coef", "edge"), [
+    ({"net_arch": [64, 64]}, "auto", ""),
+    ({"net_arch": {"pi": [32], "qf": [48, 32, 16]}, "n_critics": 3}, 0.05, ""),
+    ({"net_arch": [64, 64]}, "auto", "clamped"),  # one log-std output above its clamp: no gradient through it
+    ({"net_arch": [32, 32]}, 0.05, "tied"),  # equal critics: min's gradient goes to the first one only
 ])
-def test_written_out_gradients_equal_autograds(policy_kwargs: dict, ent_coef: str | float) -> None:
+def test_written_out_gradients_equal_autograds(policy_kwargs: dict, ent_coef: str | float, edge: str) -> None:
     """FastSAC's default update writes the gradients out (sac_grads) instead of recording them with autograd:
     for the same weights, batch and torch seed the critics' gradients are autograd's bitwise, the actor's equal
     them within float tolerance, and so do the weights after three steps."""
@@ -277,6 +279,11 @@ def test_written_out_gradients_equal_autograds(policy_kwargs: dict, ent_coef: st
     kwargs = dict(learning_starts=0, batch_size=64, gamma=0.95, ent_coef=ent_coef, seed=0, policy_kwargs=policy_kwargs)
     written, recorded = FastSAC("MultiInputPolicy", venv, **kwargs), FastSAC("MultiInputPolicy", venv, **kwargs)
     recorded.analytic_grads = False
+    with th.no_grad():
+        if edge == "clamped":
+            written.actor.log_std.bias[1] = 6.0  # its raw output stays above LOG_STD_MAX = 2 on this batch
+        if edge == "tied":
+            written.critic.q_networks[1].load_state_dict(written.critic.q_networks[0].state_dict())
     start = {k: v.clone() for k, v in written.policy.state_dict().items()}
     batch = _batch(venv)
     grads = []
@@ -297,6 +304,8 @@ def test_written_out_gradients_equal_autograds(policy_kwargs: dict, ent_coef: st
             # rounding (up to ~3e-5 of the largest gradient here) sums over the batch into every entry
             scale = grads[1][name].abs().max()
             assert th.allclose(grads[0][name], grads[1][name], rtol=0, atol=1e-4 * scale), name
+    if edge == "clamped":
+        assert not grads[0]["actor.log_std.weight"][1].any() and grads[0]["actor.log_std.weight"][0].any()
     for key in ("train/actor_loss", "train/critic_loss", "train/ent_coef"):
         assert written.logger.name_to_value[key] == recorded.logger.name_to_value[key], key  # same forward values
     for model in (written, recorded):
@@ -306,29 +315,40 @@ def test_written_out_gradients_equal_autograds(policy_kwargs: dict, ent_coef: st
         assert th.allclose(p, q, rtol=1e-5, atol=1e-6), name
 
 
-@pytest.mark.parametrize("change", ["tanh", "frozen", "hooked"])
+@pytest.mark.parametrize("change", ["tanh", "frozen", "hooked", "tensor_hook", "frozen_later"])
 def test_written_out_gradients_only_where_they_match_the_network(change: str) -> None:
-    """Other activations, a frozen weight (autograd leaves it without a gradient, Adam then skips it) and module
-    hooks keep autograd."""
+    """Other activations, a frozen weight (autograd leaves it without a gradient, Adam then skips it; also one
+    frozen after the first update), module hooks and hooks on a weight tensor keep autograd."""
     register_robotics()
     venv = make_vec_env("FetchPush-v4", n_envs=1)
     kwargs = {"net_arch": [32], "activation_fn": th.nn.Tanh} if change == "tanh" else {"net_arch": [32]}
     model = FastSAC("MultiInputPolicy", venv, learning_starts=0, batch_size=64, seed=0, policy_kwargs=kwargs)
-    if change == "frozen":
-        model.actor.latent_pi[0].bias.requires_grad_(False)
-    if change == "hooked":
-        model.critic.register_forward_hook(lambda *_: None)
-    frozen = model.actor.latent_pi[0].bias.detach().clone()
     batch = _batch(venv)
     model.replay_buffer.sample = lambda *a, **k: batch
     model.set_logger(configure(None, []))
+    if change == "frozen_later":
+        model.train(gradient_steps=1, batch_size=64)  # written out
+        change = "frozen"
+    if change == "frozen":
+        model.actor.latent_pi[0].bias.requires_grad_(False)
+        model.critic.qf0[0].bias.requires_grad_(False)
+        model.actor.latent_pi[0].bias.grad = model.critic.qf0[0].bias.grad = None
+    if change == "hooked":
+        model.critic.register_forward_hook(lambda *_: None)
+    seen = []
+    if change == "tensor_hook":  # e.g. per-weight gradient clipping
+        model.critic.qf0[0].weight.register_hook(lambda g: seen.append(1) or g * 0)
+    frozen = [model.actor.latent_pi[0].bias.detach().clone(), model.critic.qf0[0].bias.detach().clone()]
     calls = []
     model._critic_step_analytic = lambda *a: calls.append(a)  # would raise on use: it returns None
     model.train(gradient_steps=2, batch_size=64)
     assert not calls
-    assert (model._plans is not None) == (change == "hooked")
+    assert (model._plans is not None) == (change != "tanh")
     if change == "frozen":
-        assert model.actor.latent_pi[0].bias.grad is None and th.equal(model.actor.latent_pi[0].bias, frozen)
+        for param, before in zip((model.actor.latent_pi[0].bias, model.critic.qf0[0].bias), frozen, strict=True):
+            assert param.grad is None and th.equal(param, before) and not param.requires_grad
+    if change == "tensor_hook":
+        assert seen and not model.critic.qf0[0].weight.grad.any()
 
 
 def test_direct_acting_gives_sb3s_actions_bitwise() -> None:

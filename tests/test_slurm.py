@@ -172,7 +172,7 @@ def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) 
     assert "UncompletedJobError" in out or "CANCELLED" in out, out[-3000:]
 
     states = {i: sacct_states(slurm_conf, f"{array}_{i}") for i in range(2)}
-    assert [s.split("|")[0] for s in states[0]] == ["REQUEUED", "COMPLETED"], states
+    assert [s.split("|")[0] for s in states[0]] == ["REQUEUED", "COMPLETED"], (states, out[-3000:])
     assert states[1] and all(s.startswith("CANCELLED") for s in states[1]), states
     assert all(s.split("|")[1] for rows in states.values() for s in rows), "every task ran on a SLURM node"
 

@@ -215,3 +215,27 @@ def test_local_launcher_requeues_after_signal_and_resumes(tmp_path: Path) -> Non
     reference = tmp_path / "reference"
     ok(run_py(*her, f"hydra.run.dir={reference}"))
     assert_same_final(run, reference)
+
+
+@pytest.mark.parametrize(("state", "done"), [
+    ("COMPLETED", True), ("FAILED", True), ("CANCELLED by 0", True), ("TIMEOUT", True), ("OUT_OF_MEMORY", True),
+    ("NODE_FAIL", True), ("RUNNING", False), ("PENDING", False), ("REQUEUED", False), ("COMPLETING", False),
+    ("REQUEUE_HOLD", False), ("SPECIAL_EXIT", False), ("CONFIGURING", False), ("SUSPENDED", False),
+    ("PREEMPTED", False), ("UNKNOWN", False),
+])
+def test_a_slurm_job_is_done_only_in_a_final_state(state: str, done: bool) -> None:
+    """The SLURM launcher waits on jobs through a watcher that reads sacct's output with submitit's own parser
+    and counts a job done only in a final state. submitit's watcher takes a job held during a requeue
+    (REQUEUE_HOLD, SPECIAL_EXIT) for finished: the sweep then collected a running job as failed."""
+    from submitit.slurm.slurm import SlurmInfoWatcher
+
+    from hydra_plugins.rlexp_launchers.launchers import final_states_watcher
+
+    sacct = f"JobID|State|NodeList\n42_0|{state}|vm\n"
+    ours, submitits = final_states_watcher(), SlurmInfoWatcher(delay_s=600)
+    for watcher in (ours, submitits):
+        watcher.register_job("42_0")
+        watcher._info_dict.update(watcher.read_info(sacct))
+    assert ours.is_done("42_0", mode="cache") is done
+    if state in ("REQUEUE_HOLD", "SPECIAL_EXIT", "CONFIGURING", "SUSPENDED"):
+        assert submitits.is_done("42_0", mode="cache")  # the gap this watcher closes

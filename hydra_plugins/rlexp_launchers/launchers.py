@@ -47,6 +47,29 @@ def _project_on_pythonpath() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *parts])
 
 
+# SLURM job states after which a job never runs again ("JOB STATE CODES" in squeue(1) and sacct(1)). PREEMPTED is
+# left out, as submitit leaves it out: a preempted job may be requeued.
+SLURM_FINAL = frozenset({"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
+                         "TIMEOUT"})
+
+
+def final_states_watcher() -> Any:
+    """submitit's sacct watcher whose `is_done` means a final SLURM state.
+
+    submitit 1.5's own `is_done` counts every state outside READY, PENDING, RUNNING, UNKNOWN, REQUEUED,
+    COMPLETING and PREEMPTED as finished, and then stops asking sacct about the job. A job passing through
+    REQUEUE_HOLD or SPECIAL_EXIT (both seen here during a requeue), CONFIGURING (a node booting), SUSPENDED,
+    STOPPED or SIGNALING was collected as failed while it ran on, and the sweep ended without it."""
+    from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
+
+    class FinalStatesWatcher(SlurmInfoWatcher):
+        def is_done(self, job_id: str, mode: str = "standard") -> bool:
+            state = self.get_state(job_id, mode=mode).split()  # "CANCELLED by 0" -> CANCELLED
+            return bool(state) and state[0].upper() in SLURM_FINAL
+
+    return FinalStatesWatcher(delay_s=SlurmJob.watcher._delay_s)
+
+
 def _requeue_via_submitit() -> None:
     """Run submitit's timeout/preemption handler now that our checkpoint is on disk.
 
@@ -298,8 +321,10 @@ class RlexpSlurmLauncher(_JobSide, _Sweep, SlurmLauncher):
             log.info("\t#%d : %s", job.num, " ".join(filter_overrides(job.overrides)))
         try:
             subs = executor.map_array(self, *zip(*[self._job_args(j) for j in planned], strict=True))
+            watcher = final_states_watcher()
             for job, sub in zip(planned, subs, strict=True):
                 job.job_id = sub.job_id
+                sub.watcher = watcher  # on the instance: submitit's class-wide watcher stays as it is
             array = str(subs[0].job_id).split("_")[0]
             self._write_plan(sweep, planned, slurm_array=array)
         finally:

@@ -301,7 +301,8 @@ class FastSAC(SAC):
     def _excluded_save_params(self) -> list[str]:
         """SB3 pickles every other attribute into the zip: these lists would be stale copies of the networks."""
         return [*super()._excluded_save_params(), "_critic_only", "_polyak_src", "_polyak_dst", "_net_modules",
-                "_features_once", "_actor_features", "_plans"]
+                "_features_once", "_actor_features", "_plans",
+                "_critic_own", "_grad_params"]
 
     def _fast_optimizers(self, optimizers: list[th.optim.Optimizer]) -> None:
         """Every call: a checkpoint's optimizer state brings back the param groups' flags it was saved with."""
@@ -324,8 +325,10 @@ class FastSAC(SAC):
 
     def _fast_setup(self) -> None:
         actor_owned = {id(p) for g in self.actor.optimizer.param_groups for p in g["params"]}
-        self._critic_only = [p for p in self.critic.parameters() if id(p) not in actor_owned and p.requires_grad
-                             and self.skip_critic_grads]
+        # The critic's own weights; which of them are trained (requires_grad) is read on every train() call:
+        # a user may freeze one between calls, and the actor loss must then leave it frozen.
+        self._critic_own = [p for p in self.critic.parameters() if id(p) not in actor_owned]
+        self._grad_params = [*self.actor.parameters(), *self.critic.parameters()]
         self._polyak_src = list(self.critic.parameters())
         self._polyak_dst = list(self.critic_target.parameters())
         nets = (self.actor, self.critic, self.critic_target)
@@ -338,17 +341,21 @@ class FastSAC(SAC):
 
     def _analytic_plans(self) -> tuple[sac_grads.Plan, list[sac_grads.Plan]] | None:
         """The actor's and critics' layer plans where sac_grads can write the update's gradients out: plain
-        Linear/ReLU MLPs, Linear heads, every weight trained (autograd leaves a frozen one without a gradient),
-        and no critic weight the actor's optimizer owns (the actor loss would have to reach it)."""
+        Linear/ReLU MLPs, Linear heads, no critic weight the actor's optimizer owns (the actor loss would have to
+        reach it). What can change between calls (frozen weights, tensor hooks) is `_grads_as_written`'s."""
         actor, critic = self.actor, self.critic
         plans = [sac_grads.mlp_plan(actor.latent_pi)] + [sac_grads.mlp_plan(q) for q in critic.q_networks]
         if any(plan is None for plan in plans) or type(actor.mu) is not th.nn.Linear \
-                or type(actor.log_std) is not th.nn.Linear:
-            return None
-        if not all(p.requires_grad for p in [*actor.parameters(), *critic.parameters()]) \
-                or len(self._critic_only) != len(list(critic.parameters())):
+                or type(actor.log_std) is not th.nn.Linear or len(self._critic_own) != len(list(critic.parameters())):
             return None
         return plans[0], plans[1:]  # type: ignore[return-value]
+
+    def _grads_as_written(self) -> bool:
+        """This call may write gradients out: every weight trained (autograd leaves a frozen one without a
+        gradient, so Adam skips it) and no hook on a weight tensor (`register_hook`, post-accumulate hooks:
+        autograd would run them, a written-out gradient cannot)."""
+        return all(p.requires_grad and not p._backward_hooks and not getattr(p, "_post_accumulate_grad_hooks", None)
+                   for p in self._grad_params)
 
     def _hooked(self) -> bool:
         """Module hooks anywhere in the networks (a user's, rlexp's fault injector's): the direct path would skip
@@ -399,9 +406,10 @@ class FastSAC(SAC):
         self._fast_optimizers(optimizers)
         if self._critic_only is None:
             self._fast_setup()
+        self._critic_only = [p for p in self._critic_own if p.requires_grad] if self.skip_critic_grads else []
 
         direct = self._features_once and not self._hooked()
-        analytic = direct and self._plans is not None
+        analytic = direct and self._plans is not None and self._grads_as_written()
         ent_coef_losses, ent_coefs, actor_losses, critic_losses = [], [], [], []
         for gradient_step in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
@@ -539,7 +547,8 @@ class FastSAC(SAC):
             grad_latent = None
             for head, grad in ((actor.mu, grad_mean), (actor.log_std, grad_log_std)):
                 head.weight.grad = grad.t().mm(pi.latent)
-                head.bias.grad = grad.sum(0)
+                if head.bias is not None:
+                    head.bias.grad = grad.sum(0)
                 back = grad.mm(head.weight)
                 grad_latent = back if grad_latent is None else grad_latent + back
             sac_grads.backward(plan, pi.tape, grad_latent)

@@ -12,7 +12,9 @@ The critic loss's gradients are SB3's bitwise (the same aten calls in the same o
 included). The actor's go through the squashed Gaussian, whose log-prob autograd differentiates term by
 term, including two that cancel analytically (the Gaussian's quadratic term does not depend on the mean or
 the scale once the sample is reparametrised); here they are left out, so the actor's gradients equal SB3's
-within float tolerance, not bitwise.
+within float tolerance, not bitwise. Where the policy's std is tiny (log-std near its clamp at -20) autograd's
+gradient at the mean is mostly the rounding of those two terms (each ~noise/std, exactly opposite on paper);
+the closed form here is the exact derivative there, and so differs from SB3's by more than float tolerance.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def backward(plan: Plan, tape: list[th.Tensor], grad: th.Tensor, weights: bool =
 
 def mse_grad(q: th.Tensor, target: th.Tensor, scale: float) -> th.Tensor:
     """d(scale * mse_loss(q, target)) / dq, as autograd computes it (aten's own backward kernel)."""
-    return th.ops.aten.mse_loss_backward(th.tensor(scale, dtype=q.dtype, device=q.device), q, target, 1)
+    grad = th.full((), scale, dtype=q.dtype, device=q.device)  # a fill, not a host copy (no sync on CUDA)
+    return th.ops.aten.mse_loss_backward(grad, q, target, 1)
 
 
 def squashed_gaussian_backward(grad_actions: th.Tensor, grad_log_prob: th.Tensor | float, actions: th.Tensor,

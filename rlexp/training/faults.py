@@ -2,7 +2,7 @@
 
 `RLEXP_FAULT=SIGNAL@STEP[:WHERE]` (e.g. `SIGTERM@1600:update`) sends SIGNAL to the training process
 itself once `num_timesteps >= STEP`, WHERE being `step` (right after that env step, the default),
-`update` (inside the next gradient step: the critic's forward pass), `checkpoint` (in the middle of
+`update` (inside the next gradient step: just before the critic's optimizer step), `checkpoint` (in the middle of
 writing the next checkpoint unit: its zip written, its state file half-way) or `eval` (during the final
 evaluation). An environment variable, not config: it never enters a run's config, hash or meta
 record, so the resumed run is the same run.
@@ -50,15 +50,23 @@ class FaultInjector(BaseCallback):
         self._hook: Any = None
 
     def _arm_update(self) -> None:
-        net = getattr(self.model, "critic", None) or self.model.policy
+        """Fires inside the next gradient step, just before the critic's optimizer step (its gradients computed,
+        nothing applied yet): the optimizer's step wrapped on the instance for one call. Not a module hook: a
+        hook sends FastSAC's update down its autograd path for that step, which rounds the actor's gradients
+        differently from the written-out ones (sac_grads), so the stopped run would no longer be the same run."""
+        critic = getattr(self.model, "critic", None)
+        opt = getattr(critic, "optimizer", None) or self.model.policy.optimizer
+        original = opt.step
 
-        def hook(*_: Any) -> None:
+        def step(*args: Any, **kwargs: Any) -> Any:
             if not self.fired:
                 self.fired = True
-                self._hook.remove()
+                vars(opt).pop("step", None)
                 _fire(self.signum)
+            return original(*args, **kwargs)
 
-        self._hook = net.register_forward_hook(hook)
+        opt.step = step
+        self._hook = step
 
     def _arm_checkpoint(self) -> None:
         from rlexp.training import checkpoint
