@@ -74,12 +74,13 @@ def stacked_sac_class() -> type:
 
     class StackedSAC(FastSAC):
         analytic_grads = False  # batched critics through autograd
+
         def train(self, gradient_steps: int, batch_size: int = 64) -> None:
             self.policy.set_training_mode(True)
             optimizers = [self.actor.optimizer, self.critic.optimizer]
             self._update_learning_rate(optimizers)
             self._fast_optimizers(optimizers)
-            if self._critic_only is None:
+            if self._critic_own is None:
                 self._fast_setup()
                 self._st, self._st_t = Stacked(self.critic, True), Stacked(self.critic_target, False)
             st, stt = self._st, self._st_t

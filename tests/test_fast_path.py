@@ -159,6 +159,16 @@ def _batch(env: VecEnv, n: int = 64) -> DictReplayBufferSamples:
                                    rewards=-(th.rand((n, 1), generator=g) < 0.7).float())
 
 
+def _train_on(model: SAC, batch: DictReplayBufferSamples, steps: int, start: dict | None = None) -> None:
+    """`steps` gradient steps on `batch` every time (from the policy weights `start`, if given), torch seed 7."""
+    if start is not None:
+        model.policy.load_state_dict(start)
+    model.replay_buffer.sample = lambda *a, **k: batch
+    model.set_logger(configure(None, []))
+    th.manual_seed(7)
+    model.train(gradient_steps=steps, batch_size=64)
+
+
 @pytest.mark.parametrize("ent_coef", ["auto", 0.05])
 def test_fast_sac_update_equals_sb3s(ent_coef: str | float) -> None:
     """Same weights, batches and torch seed: losses, parameters, optimizer moments, entropy coefficient and
@@ -173,10 +183,7 @@ def test_fast_sac_update_equals_sb3s(ent_coef: str | float) -> None:
         models[1].log_ent_coef.data.copy_(models[0].log_ent_coef.data)
     batch = _batch(venv)
     for model in models:
-        model.replay_buffer.sample = lambda *a, **k: batch  # the same batch for both, every step
-        model.set_logger(configure(None, []))
-        th.manual_seed(7)
-        model.train(gradient_steps=3, batch_size=64)
+        _train_on(model, batch, 3)  # the same batch for both, every step
     plain, fast = models
     assert fast.actor.optimizer.param_groups[0]["fused"]  # the fast path really ran
     saved = fast.get_parameters()["critic.optimizer"]["param_groups"][0]  # ... and checkpoints say plain Adam
@@ -226,11 +233,7 @@ def test_features_once_and_direct_mlps_are_bitwise_sb3s_network_calls(policy_kwa
     start = {k: v.clone() for k, v in direct.policy.state_dict().items()}
     batch = _batch(venv)
     for model in (direct, calls):
-        model.policy.load_state_dict(start)
-        model.replay_buffer.sample = lambda *a, **k: batch
-        model.set_logger(configure(None, []))
-        th.manual_seed(7)
-        model.train(gradient_steps=3, batch_size=64)
+        _train_on(model, batch, 3, start)
     assert direct._features_once and not calls._features_once and direct._actor_features.mode == "dict"
     n_opts = 3 if ent_coef == "auto" else 2
     assert direct_steps == [False] * n_opts + [True] * 2 * n_opts  # three gradient steps of the direct model
@@ -288,11 +291,7 @@ def test_written_out_gradients_equal_autograds(policy_kwargs: dict, ent_coef: st
     batch = _batch(venv)
     grads = []
     for model in (written, recorded):
-        model.policy.load_state_dict(start)
-        model.replay_buffer.sample = lambda *a, **k: batch
-        model.set_logger(configure(None, []))
-        th.manual_seed(7)
-        model.train(gradient_steps=1, batch_size=64)
+        _train_on(model, batch, 1, start)
         grads.append({name: p.grad.clone() for name, p in model.policy.named_parameters() if p.grad is not None})
     assert written._plans is not None and recorded._plans is None
     assert grads[0].keys() == grads[1].keys() and any(k.startswith("critic.") for k in grads[0])

@@ -143,12 +143,13 @@ def _squashed_gaussian(mean: th.Tensor, log_std: th.Tensor, epsilon: float,
 
 
 def _squashed_gaussian_parts(mean: th.Tensor, log_std: th.Tensor, epsilon: float, deterministic: bool = False,
-                             log_prob: bool = True) -> tuple[th.Tensor, th.Tensor | None, th.Tensor, th.Tensor]:
-    """`_squashed_gaussian`, also returning the noise and the std (what its backward reads, sac_grads)."""
+                             log_prob: bool = True) -> tuple[th.Tensor, th.Tensor | None, th.Tensor | None, th.Tensor]:
+    """`_squashed_gaussian`, also returning the noise (None when deterministic) and the std (what its backward
+    reads, sac_grads)."""
     std = th.ones_like(mean) * log_std.exp()
     mean, std = th.broadcast_tensors(mean, std)  # as Normal stores them: the same autograd graph
     if deterministic:
-        return th.tanh(mean), None, th.zeros_like(mean), std
+        return th.tanh(mean), None, None, std
     noise = th.empty(mean.shape, dtype=mean.dtype, device=mean.device).normal_()
     gaussian = mean + noise * std
     actions = th.tanh(gaussian)
@@ -283,7 +284,8 @@ class _ActorPass(NamedTuple):
 class FastSAC(SAC):
     """stable_baselines3.SAC whose `train()` does the same update with fewer operations (module docstring)."""
 
-    _critic_only: list[th.Tensor] | None = None
+    _critic_only: list[th.Tensor] = []
+    _critic_own: list[th.Tensor] | None = None  # None: _fast_setup has not run for this model's networks
     # Each speed-up on its own switch, for bench/throughput.py --candidates (all on by default)
     fused_adam = True
     skip_critic_grads = True
@@ -296,7 +298,7 @@ class FastSAC(SAC):
         FlatTrainingMode.install(self.policy)
         if self.shared_features:
             DirectActing.install(self.policy)
-        self._critic_only = None  # the lists _fast_setup makes name this model's tensors: made again on use
+        self._critic_own = None  # the lists _fast_setup makes name this model's tensors: made again on use
 
     def _excluded_save_params(self) -> list[str]:
         """SB3 pickles every other attribute into the zip: these lists would be stale copies of the networks."""
@@ -404,7 +406,7 @@ class FastSAC(SAC):
             optimizers += [self.ent_coef_optimizer]
         self._update_learning_rate(optimizers)
         self._fast_optimizers(optimizers)
-        if self._critic_only is None:
+        if self._critic_own is None:
             self._fast_setup()
         self._critic_only = [p for p in self._critic_own if p.requires_grad] if self.skip_critic_grads else []
 
@@ -546,10 +548,7 @@ class FastSAC(SAC):
             self._zero_grad(actor.optimizer, True)
             grad_latent = None
             for head, grad in ((actor.mu, grad_mean), (actor.log_std, grad_log_std)):
-                head.weight.grad = grad.t().mm(pi.latent)
-                if head.bias is not None:
-                    head.bias.grad = grad.sum(0)
-                back = grad.mm(head.weight)
+                back = sac_grads.backward([head], [pi.latent], grad, input_cols=slice(None))
                 grad_latent = back if grad_latent is None else grad_latent + back
             sac_grads.backward(plan, pi.tape, grad_latent)
         self._step(actor.optimizer, True)

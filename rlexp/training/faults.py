@@ -47,7 +47,6 @@ class FaultInjector(BaseCallback):
         self.signum, self.step, self.where = parse(spec)
         self.fired = False
         self.armed = False
-        self._hook: Any = None
 
     def _arm_update(self) -> None:
         """Fires inside the next gradient step, just before the critic's optimizer step (its gradients computed,
@@ -66,7 +65,6 @@ class FaultInjector(BaseCallback):
             return original(*args, **kwargs)
 
         opt.step = step
-        self._hook = step
 
     def _arm_checkpoint(self) -> None:
         from rlexp.training import checkpoint
@@ -90,7 +88,8 @@ class FaultInjector(BaseCallback):
         if self.where == "step":
             self.fired = True
             _fire(self.signum)
-        elif self.where == "update" and self._hook is None:
+        elif self.where == "update" and not self.armed:
+            self.armed = True
             self._arm_update()
         elif self.where == "checkpoint" and not self.armed:
             self.armed = True
