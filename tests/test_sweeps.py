@@ -239,3 +239,38 @@ def test_a_slurm_job_is_done_only_in_a_final_state(state: str, done: bool) -> No
     assert ours.is_done("42_0", mode="cache") is done
     if state in ("REQUEUE_HOLD", "SPECIAL_EXIT", "CONFIGURING", "SUSPENDED"):
         assert submitits.is_done("42_0", mode="cache")  # the gap this watcher closes
+
+
+def test_a_slurm_job_that_wrote_its_result_is_collected_once_slurm_agrees(tmp_path: Path) -> None:
+    """submitit's `done()` is true once the result pickle exists, while the job may still be COMPLETING. The
+    sweep then returned with a job running, and the caller's next `scancel` (CI, once) cancelled it. The
+    launcher takes a written job as finished only in a final state, or after SETTLE_S without one."""
+    from submitit.slurm.slurm import SlurmJob
+
+    from hydra_plugins.rlexp_launchers.launchers import RlexpSlurmLauncher, final_states_watcher
+
+    launcher = RlexpSlurmLauncher(submitit_folder=str(tmp_path))
+    job = SlurmJob(folder=tmp_path, job_id="42_0")
+    job.watcher = final_states_watcher()
+    job.watcher.register_job("42_0")
+    launcher._last_forced = float("inf")  # read the cached sacct lines below, never a real sacct
+
+    def sacct(state: str) -> None:
+        job.watcher._info_dict.update(job.watcher.read_info(f"JobID|State|NodeList\n42_0|{state}|vm\n"))
+
+    sacct("RUNNING")
+    assert not launcher._finished(job)  # no result yet
+    job.paths.result_pickle.parent.mkdir(parents=True, exist_ok=True)
+    job.paths.result_pickle.write_bytes(b"")
+    sacct("COMPLETING")
+    assert job.done() and not launcher._finished(job)  # the gap: submitit says done, SLURM does not
+    sacct("COMPLETED")
+    assert launcher._finished(job)
+    # sacct lagging or without accounting: the written result is taken after SETTLE_S.
+    other = SlurmJob(folder=tmp_path, job_id="42_1")
+    other.watcher = job.watcher
+    other.watcher.register_job("42_1")
+    other.paths.result_pickle.write_bytes(b"")
+    assert not launcher._finished(other)
+    launcher._written["42_1"] -= launcher.SETTLE_S + 1
+    assert launcher._finished(other)

@@ -224,10 +224,13 @@ class _Sweep:
             if not running:
                 break
             time.sleep(0.5)
-            for entry in [r for r in running if r[1].done()]:
+            for entry in [r for r in running if self._finished(r[1])]:
                 running.remove(entry)
                 results[entry[0].num] = _collect(sweep, console, *entry)
         return results
+
+    def _finished(self, sub: Any) -> bool:
+        return bool(sub.done())
 
     def _close(self, sweep: SweepDir) -> None:
         """Remove the empty `.submitit/%j` folder submitit makes from the unexpanded folder pattern."""
@@ -303,10 +306,38 @@ class _JobSide:
 
 class RlexpSlurmLauncher(_JobSide, _Sweep, SlurmLauncher):
     _EXECUTOR = "slurm"
+    # How long a job whose result is written may stay outside a final state (COMPLETING, or sacct lagging or
+    # absent) before the sweep takes the result anyway.
+    SETTLE_S = 120.0
 
     def __init__(self, wait: bool = True, **params: Any) -> None:
         super().__init__(**params)
         self.wait = bool(wait)
+        self._written: dict[str, float] = {}  # job id -> when its result pickle was first seen
+        self._last_forced = float("-inf")
+
+    def _finished(self, sub: Any) -> bool:
+        """Done once SLURM says so too, not only once the result is written: submitit's `done()` is true as
+        soon as the job wrote its result, while the job may still be tearing down (COMPLETING). A sweep that
+        returned then could have the caller's next `scancel`, or an `sacct` reading, meet a job still running.
+        sacct is asked afresh at most every 2 s while a written job waits."""
+        from submitit.slurm.slurm import SlurmInfoWatcher
+
+        if not sub.done():
+            return False
+        if not isinstance(getattr(sub, "watcher", None), SlurmInfoWatcher):
+            return True
+        first = self._written.setdefault(str(sub.job_id), time.time())
+        mode = "cache"
+        if time.time() - self._last_forced >= 2.0:
+            mode, self._last_forced = "force", time.time()
+        if sub.watcher.is_done(sub.job_id, mode=mode):
+            return True
+        if time.time() - first > self.SETTLE_S:
+            log.warning("job %s wrote its result but SLURM still reports %s after %.0f s; taking the result",
+                        sub.job_id, sub.watcher.get_state(sub.job_id, mode="cache"), self.SETTLE_S)
+            return True
+        return False
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """One array job; with wait=false return once it is submitted (Hydra issue #2479)."""
