@@ -106,33 +106,43 @@ def interrupted_step(proc: subprocess.CompletedProcess) -> int:
     return int(line.split(" at step ")[1].split(":")[0].split(",")[0])
 
 
+# Each case is one run stopped by each fault in turn, resumed after each, and finally resumed to its end: the
+# HER chain is also a run requeued four times (every signal the trainer handles, at env steps, during warm-up
+# and mid gradient step).
 CASES = [
-    ("her", "SIGTERM@400:update"),  # mid gradient step
-    ("her", "SIGINT@300:step"),  # Ctrl-C
-    ("her", "SIGUSR1@500:update"),
-    ("her", "SIGUSR2@100:step"),  # during warm-up (learning_starts 200), SLURM's time-limit signal
-    ("sac", "SIGTERM@300:update"),
-    ("td3", "SIGTERM@400:update"),
-    ("ppo", "SIGTERM@300:step"),  # waits for the rollout to end: saved at 512
-    ("pixel", "SIGTERM@120:update"),
+    ("her", ("SIGUSR2@100:step",  # during warm-up (learning_starts 200), SLURM's time-limit signal
+             "SIGINT@300:step",  # Ctrl-C
+             "SIGTERM@400:update",  # mid gradient step
+             "SIGUSR1@500:update")),
+    ("sac", ("SIGTERM@300:update",)),
+    ("td3", ("SIGTERM@400:update",)),
+    ("ppo", ("SIGTERM@300:step",)),  # waits for the rollout to end: saved at 512
+    ("pixel", ("SIGTERM@120:update",)),
 ]
 
 
-@pytest.mark.parametrize(("algo", "fault"), CASES, ids=[f"{a}-{f}" for a, f in CASES])
+@pytest.mark.parametrize(("algo", "faults"), CASES, ids=[f"{a}-{'+'.join(f)}" for a, f in CASES])
 def test_stop_saves_where_it_stopped_and_resume_is_exact(tmp_path: Path, reference: dict, algo: str,
-                                                          fault: str) -> None:
+                                                          faults: tuple[str, ...]) -> None:
     ref = reference[algo]
-    proc = run_faulty(algo, tmp_path, fault, f"checkpoint_freq={FREQ[algo] * 4}")
-    step = interrupted_step(proc)
-    signame, at = fault.split("@")
-    assert signame in proc.stdout + proc.stderr
-    assert step >= int(at.split(":")[0])
-    run = RunDir(tmp_path)
-    assert run.latest_checkpoint().step == step, "the stop checkpoint is at the step it reports"
-    assert not run.model.exists() and not run.eval.exists()
-    assert_same_checkpoint(run, RunDir(ref), step)
-    resumed = ok(run_py(*args(algo, tmp_path, f"checkpoint_freq={FREQ[algo] * 4}")))
-    assert f"from step {step}" in resumed.stdout + resumed.stderr
+    freq = f"checkpoint_freq={FREQ[algo] * 4}"
+    previous = None
+    for fault in faults:
+        proc = run_faulty(algo, tmp_path, fault, freq)
+        step = interrupted_step(proc)
+        out = proc.stdout + proc.stderr
+        signame, at = fault.split("@")
+        assert signame in out
+        assert step >= int(at.split(":")[0])
+        if previous is not None:
+            assert f"from step {previous}" in out, out[-3000:]
+        run = RunDir(tmp_path)
+        assert run.latest_checkpoint().step == step, "the stop checkpoint is at the step it reports"
+        assert not run.model.exists() and not run.eval.exists()
+        assert_same_checkpoint(run, RunDir(ref), step)
+        previous = step
+    resumed = ok(run_py(*args(algo, tmp_path, freq)))
+    assert f"from step {previous}" in resumed.stdout + resumed.stderr
     assert_same_final(tmp_path, ref)
     assert_tb_monotonic(tmp_path)
 
@@ -153,31 +163,34 @@ def test_stop_while_a_checkpoint_is_written(tmp_path: Path, reference: dict) -> 
     assert_same_final(tmp_path, reference["her"])
 
 
-@pytest.mark.parametrize("fault", ["SIGKILL@500:step", "SIGKILL@400:checkpoint"])
-def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path: Path, reference: dict, fault: str) -> None:
+def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path: Path, reference: dict) -> None:
     """A kill at any instant (mid-write included) leaves the previous complete checkpoint; a re-run cleans up
-    the half-written parts and ends equal to the uninterrupted run."""
-    proc = run_faulty("her", tmp_path, fault, "checkpoint_freq=200")
-    assert proc.returncode == -signal.SIGKILL
+    the half-written parts and ends equal to the uninterrupted run. One run killed three times: before its first
+    checkpoint (the re-run starts over, its TensorBoard file must not keep the dead run's steps), half-way
+    through writing the checkpoint of step 400, and between checkpoints."""
     run = RunDir(tmp_path)
+    proc = run_faulty("her", tmp_path, "SIGKILL@150:step", "checkpoint_freq=200")
+    assert proc.returncode == -signal.SIGKILL and not run.checkpoints()
+
+    proc = run_faulty("her", tmp_path, "SIGKILL@400:checkpoint", "checkpoint_freq=200")
+    assert proc.returncode == -signal.SIGKILL
+    assert "from step" not in proc.stdout + proc.stderr, "nothing to resume from: a fresh start"
     latest = run.latest_checkpoint()
-    assert latest is not None and latest.step in (200, 400) and latest.step <= int(fault.split("@")[1].split(":")[0])
+    assert latest is not None and latest.step == 200
     verify(latest)
-    if fault.endswith("checkpoint"):
-        assert any(p.name.startswith(".") for p in run.ckpt_dir.iterdir()), "the killed write left its temp file"
-    resumed = ok(run_py(*args("her", tmp_path, "checkpoint_freq=200")))
-    assert f"from step {latest.step}" in resumed.stdout + resumed.stderr
+    assert any(p.name.startswith(".") for p in run.ckpt_dir.iterdir()), "the killed write left its temp file"
+
+    proc = run_faulty("her", tmp_path, "SIGKILL@500:step", "checkpoint_freq=200")
+    assert proc.returncode == -signal.SIGKILL and "from step 200" in proc.stdout + proc.stderr
     assert not [p for p in run.ckpt_dir.iterdir() if p.name.startswith(".")], "temp files cleaned up"
+    latest = run.latest_checkpoint()
+    assert latest is not None and latest.step == 400
+    verify(latest)
+
+    resumed = ok(run_py(*args("her", tmp_path, "checkpoint_freq=200")))
+    assert "from step 400" in resumed.stdout + resumed.stderr
     assert_same_final(tmp_path, reference["her"])
     assert_tb_monotonic(tmp_path)
-
-
-def test_kill_before_first_checkpoint_leaves_no_stale_tensorboard(tmp_path: Path, reference: dict) -> None:
-    proc = run_faulty("her", tmp_path, "SIGKILL@150:step", "checkpoint_freq=400")
-    assert proc.returncode == -signal.SIGKILL and not RunDir(tmp_path).checkpoints()
-    ok(run_py(*args("her", tmp_path, "checkpoint_freq=400")))
-    assert_tb_monotonic(tmp_path)
-    assert_same_final(tmp_path, reference["her"])
 
 
 def test_replay_on_disk_in_proportion_to_content(tmp_path: Path) -> None:
