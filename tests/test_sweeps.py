@@ -274,3 +274,11 @@ def test_a_slurm_job_that_wrote_its_result_is_collected_once_slurm_agrees(tmp_pa
     assert not launcher._finished(other)
     launcher._written["42_1"] -= launcher.SETTLE_S + 1
     assert launcher._finished(other)
+    # A cluster whose sacct answers nothing about the job (accounting off): the result is taken at once.
+    unknown = SlurmJob(folder=tmp_path, job_id="43_0")
+    unknown.watcher = job.watcher
+    unknown.watcher.register_job("43_0")
+    unknown.paths.result_pickle.write_bytes(b"")
+    launcher._last_forced = float("-inf")
+    job.watcher._make_command = lambda: None  # no sacct call here; the job stays unknown to the watcher
+    assert launcher._finished(unknown)

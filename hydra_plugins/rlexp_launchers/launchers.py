@@ -306,8 +306,8 @@ class _JobSide:
 
 class RlexpSlurmLauncher(_JobSide, _Sweep, SlurmLauncher):
     _EXECUTOR = "slurm"
-    # How long a job whose result is written may stay outside a final state (COMPLETING, or sacct lagging or
-    # absent) before the sweep takes the result anyway.
+    # How long a job whose result is written may stay outside a final state (COMPLETING, or sacct lagging)
+    # before the sweep takes the result anyway.
     SETTLE_S = 120.0
 
     def __init__(self, wait: bool = True, **params: Any) -> None:
@@ -333,6 +333,8 @@ class RlexpSlurmLauncher(_JobSide, _Sweep, SlurmLauncher):
             mode, self._last_forced = "force", time.time()
         if sub.watcher.is_done(sub.job_id, mode=mode):
             return True
+        if mode == "force" and not sub.watcher.get_info(sub.job_id, mode="cache"):
+            return True  # sacct does not know the job (no accounting): the result file is all there is
         if time.time() - first > self.SETTLE_S:
             log.warning("job %s wrote its result but SLURM still reports %s after %.0f s; taking the result",
                         sub.job_id, sub.watcher.get_state(sub.job_id, mode="cache"), self.SETTLE_S)
