@@ -241,44 +241,62 @@ def test_a_slurm_job_is_done_only_in_a_final_state(state: str, done: bool) -> No
         assert submitits.is_done("42_0", mode="cache")  # the gap this watcher closes
 
 
-def test_a_slurm_job_that_wrote_its_result_is_collected_once_slurm_agrees(tmp_path: Path) -> None:
-    """submitit's `done()` is true once the result pickle exists, while the job may still be COMPLETING. The
-    sweep then returned with a job running, and the caller's next `scancel` (CI, once) cancelled it. The
-    launcher takes a written job as finished only in a final state, or after SETTLE_S without one."""
+def test_a_slurm_job_is_collected_once_slurm_and_the_job_are_both_done(tmp_path: Path) -> None:
+    """submitit's `done()` is true once the result pickle exists, while the job may still be COMPLETING: the
+    sweep then returned with a job running, and the caller's next `scancel` (CI, once) cancelled it. And a
+    cancelled job is final in sacct at once, while it still writes its stop checkpoint and its record. The
+    launcher collects a job only when both agree, or after SETTLE_S. Real submitit jobs and records on disk;
+    the watcher reads the sacct lines given here instead of calling sacct."""
+    import time
+
     from submitit.slurm.slurm import SlurmJob
 
     from hydra_plugins.rlexp_launchers.launchers import RlexpSlurmLauncher, final_states_watcher
+    from rlexp.sweepdir import JobEvent, PlannedJob, SweepDir
 
     launcher = RlexpSlurmLauncher(submitit_folder=str(tmp_path))
-    job = SlurmJob(folder=tmp_path, job_id="42_0")
-    job.watcher = final_states_watcher()
-    job.watcher.register_job("42_0")
-    launcher._last_forced = float("inf")  # read the cached sacct lines below, never a real sacct
+    sweep = SweepDir(tmp_path / "sweep")
+    watcher = final_states_watcher()
+    watcher._make_command = lambda: None  # update() reads nothing new: what sacct() below put there stays
 
-    def sacct(state: str) -> None:
-        job.watcher._info_dict.update(job.watcher.read_info(f"JobID|State|NodeList\n42_0|{state}|vm\n"))
+    def job(job_id: str, state: str | None, result: bool) -> SlurmJob:
+        sub = SlurmJob(folder=tmp_path, job_id=job_id)
+        sub.watcher = watcher
+        watcher.register_job(job_id)
+        if state is not None:
+            sacct(job_id, state)
+        if result:
+            sub.paths.result_pickle.parent.mkdir(parents=True, exist_ok=True)
+            sub.paths.result_pickle.write_bytes(b"")
+        return sub
 
-    sacct("RUNNING")
-    assert not launcher._finished(job)  # no result yet
-    job.paths.result_pickle.parent.mkdir(parents=True, exist_ok=True)
-    job.paths.result_pickle.write_bytes(b"")
-    sacct("COMPLETING")
-    assert job.done() and not launcher._finished(job)  # the gap: submitit says done, SLURM does not
-    sacct("COMPLETED")
-    assert launcher._finished(job)
-    # sacct lagging or without accounting: the written result is taken after SETTLE_S.
-    other = SlurmJob(folder=tmp_path, job_id="42_1")
-    other.watcher = job.watcher
-    other.watcher.register_job("42_1")
-    other.paths.result_pickle.write_bytes(b"")
-    assert not launcher._finished(other)
-    launcher._written["42_1"] -= launcher.SETTLE_S + 1
-    assert launcher._finished(other)
-    # A cluster whose sacct answers nothing about the job (accounting off): the result is taken at once.
-    unknown = SlurmJob(folder=tmp_path, job_id="43_0")
-    unknown.watcher = job.watcher
-    unknown.watcher.register_job("43_0")
-    unknown.paths.result_pickle.write_bytes(b"")
+    def sacct(job_id: str, state: str) -> None:
+        watcher._info_dict.update(watcher.read_info(f"JobID|State|NodeList\n{job_id}|{state}|vm\n"))
+
+    planned = PlannedJob(num=0, subdir="a", overrides=[])
+    finished = job("42_0", "RUNNING", result=False)
+    assert not launcher._finished(sweep, planned, finished)  # no result, running
+    finished.paths.result_pickle.parent.mkdir(parents=True, exist_ok=True)
+    finished.paths.result_pickle.write_bytes(b"")
+    sacct("42_0", "COMPLETING")
+    assert finished.done() and not launcher._finished(sweep, planned, finished)  # the gap
+    sacct("42_0", "COMPLETED")
+    assert launcher._finished(sweep, planned, finished)
+
+    lagging = job("42_1", "RUNNING", result=True)  # sacct behind: taken after SETTLE_S
+    assert not launcher._finished(sweep, planned, lagging)
+    launcher._seen["42_1"] -= launcher.SETTLE_S + 1
+    assert launcher._finished(sweep, planned, lagging)
+
+    unknown = job("43_0", None, result=True)  # accounting off: taken at the first sacct call after the result
     launcher._last_forced = float("-inf")
-    job.watcher._make_command = lambda: None  # no sacct call here; the job stays unknown to the watcher
-    assert launcher._finished(unknown)
+    launcher._seen["43_0"] = time.monotonic() - 5
+    assert launcher._finished(sweep, planned, unknown)
+
+    cancelled = job("44_0", "CANCELLED by 0", result=False)
+    sweep.record(JobEvent(num=0, event="started", subdir="a", job_id="44_0"))
+    assert cancelled.done() and not launcher._finished(sweep, planned, cancelled)  # still checkpointing
+    sweep.record(JobEvent(num=0, event="interrupted", subdir="a", job_id="44_0", step=300))
+    assert launcher._finished(sweep, planned, cancelled)
+    never_started = job("45_0", "CANCELLED by 0", result=False)  # cancelled while pending: no record of its own
+    assert launcher._finished(sweep, PlannedJob(num=1, subdir="b", overrides=[]), never_started)

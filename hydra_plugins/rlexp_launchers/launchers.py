@@ -224,12 +224,12 @@ class _Sweep:
             if not running:
                 break
             time.sleep(0.5)
-            for entry in [r for r in running if self._finished(r[1])]:
+            for entry in [r for r in running if self._finished(sweep, r[0], r[1])]:
                 running.remove(entry)
                 results[entry[0].num] = _collect(sweep, console, *entry)
         return results
 
-    def _finished(self, sub: Any) -> bool:
+    def _finished(self, sweep: SweepDir, job: PlannedJob, sub: Any) -> bool:
         return bool(sub.done())
 
     def _close(self, sweep: SweepDir) -> None:
@@ -306,25 +306,49 @@ class _JobSide:
 
 class RlexpSlurmLauncher(_JobSide, _Sweep, SlurmLauncher):
     _EXECUTOR = "slurm"
-    # How long a job whose result is written may stay outside a final state (COMPLETING, or sacct lagging)
-    # before the sweep takes the result anyway.
+    # How long a job may stay outside a final state after writing its result (COMPLETING, sacct lagging), or
+    # go without its own end record after SLURM reports it final without a result (a cancelled job checkpoints
+    # within SLURM's KillWait), before the sweep collects it anyway.
     SETTLE_S = 120.0
 
     def __init__(self, wait: bool = True, **params: Any) -> None:
         super().__init__(**params)
         self.wait = bool(wait)
-        self._written: dict[str, float] = {}  # job id -> when its result pickle was first seen
+        self._seen: dict[str, float] = {}  # job id -> when it first looked done to submitit (monotonic)
         self._last_forced = float("-inf")
 
-    def _finished(self, sub: Any) -> bool:
-        """Done once SLURM says so too, not only once the result is written: submitit's `done()` is true as
-        soon as the job wrote its result, while the job may still be tearing down (COMPLETING). A sweep that
-        returned then could have the caller's next `scancel`, or an `sacct` reading, meet a job still running.
-        sacct is asked afresh at most every 2 s while a written job waits."""
+    def _finished(self, sweep: SweepDir, job: PlannedJob, sub: Any) -> bool:
+        """Done once SLURM says so and the job has said its last word, not as soon as submitit's `done()` is.
+        `done()` is true once the result file exists, while the job may still be COMPLETING: a sweep that
+        returned then left a `scancel` or `sacct` right after it meeting a job still running. And a cancelled
+        job is final in sacct at once, while it still writes its stop checkpoint and its "interrupted" record.
+        sacct is asked afresh at most every 2 s while a job waits here."""
         from submitit.slurm.slurm import SlurmInfoWatcher
 
         if not sub.done():
             return False
+        if not isinstance(getattr(sub, "watcher", None), SlurmInfoWatcher):
+            return True
+        now = time.monotonic()
+        first = self._seen.setdefault(str(sub.job_id), now)
+        if now - self._last_forced >= 2.0:
+            self._last_forced = now
+            sub.watcher.update()
+        if sub.paths.result_pickle.exists():
+            if sub.watcher.is_done(sub.job_id, mode="cache"):
+                return True
+            if self._last_forced > first and not sub.watcher.get_info(sub.job_id, mode="cache"):
+                return True  # a fresh sacct does not know the job (accounting off): the result is all there is
+            why = f"SLURM still reports {sub.watcher.get_state(sub.job_id, mode='cache')}"
+        else:  # final without a result: wait for the job's own record of how it ended
+            prev = sweep.event(job.num)
+            if prev is None or prev.job_id != str(sub.job_id) or prev.event != "started":
+                return True
+            why = "the job has not recorded how it ended"
+        if now - first > self.SETTLE_S:
+            log.warning("collecting job %s after %.0f s although %s", sub.job_id, self.SETTLE_S, why)
+            return True
+        return False
         if not isinstance(getattr(sub, "watcher", None), SlurmInfoWatcher):
             return True
         first = self._written.setdefault(str(sub.job_id), time.time())
