@@ -136,6 +136,10 @@ def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) 
     def ckpt(task: int) -> bool:
         return bool(checkpoints(run_of(task)))
 
+    def cancel_all() -> None:  # never raises: it runs where a check already failed
+        subprocess.run(["scancel", array], capture_output=True, timeout=60,
+                       env={**os.environ, "SLURM_CONF": slurm_conf})
+
     try:
         wait_for(lambda: ckpt(0), 300, proc, "a checkpoint of task 0")
         array = slurm(slurm_conf, "squeue", "-h", "-o", "%F").split()[0]
@@ -167,16 +171,14 @@ def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) 
             time.sleep(2)
             proc.kill()
         if "array" in locals() and "ended" not in locals():  # a failed check must not leave a task running
-            subprocess.run(["scancel", array], capture_output=True, timeout=60,
-                           env={**os.environ, "SLURM_CONF": slurm_conf})
+            cancel_all()
     # Task 1 was cancelled, so the sweep as a whole reports a failure, after the other tasks completed.
     assert proc.returncode != 0, out[-3000:]
     assert "UncompletedJobError" in out or "CANCELLED" in out, out[-3000:]
 
     states = {i: sacct_states(slurm_conf, f"{array}_{i}") for i in range(2)}
-    if not all(rows and rows[-1].split()[0].split("|")[0] in SLURM_FINAL for rows in states.values()):
-        subprocess.run(["scancel", array], capture_output=True, timeout=60,  # the check below fails: clean up
-                       env={**os.environ, "SLURM_CONF": slurm_conf})
+    if not all(rows and rows[-1].split("|")[0].split()[0] in SLURM_FINAL for rows in states.values()):
+        cancel_all()  # the checks below fail: leave no task running
     assert [s.split("|")[0] for s in states[0]] == ["REQUEUED", "COMPLETED"], (states, out[-3000:])
     assert states[1] and all(s.startswith("CANCELLED") for s in states[1]), states
     assert all(s.split("|")[1] for rows in states.values() for s in rows), "every task ran on a SLURM node"

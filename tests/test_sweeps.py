@@ -266,9 +266,12 @@ def test_a_slurm_job_is_collected_once_slurm_and_the_job_are_both_done(tmp_path:
         if state is not None:
             sacct(job_id, state)
         if result:
-            sub.paths.result_pickle.parent.mkdir(parents=True, exist_ok=True)
-            sub.paths.result_pickle.write_bytes(b"")
+            write_result(sub)
         return sub
+
+    def write_result(sub: SlurmJob) -> None:
+        sub.paths.result_pickle.parent.mkdir(parents=True, exist_ok=True)
+        sub.paths.result_pickle.write_bytes(b"")
 
     def sacct(job_id: str, state: str) -> None:
         watcher._info_dict.update(watcher.read_info(f"JobID|State|NodeList\n{job_id}|{state}|vm\n"))
@@ -276,8 +279,7 @@ def test_a_slurm_job_is_collected_once_slurm_and_the_job_are_both_done(tmp_path:
     planned = PlannedJob(num=0, subdir="a", overrides=[])
     finished = job("42_0", "RUNNING", result=False)
     assert not launcher._finished(sweep, planned, finished)  # no result, running
-    finished.paths.result_pickle.parent.mkdir(parents=True, exist_ok=True)
-    finished.paths.result_pickle.write_bytes(b"")
+    write_result(finished)
     sacct("42_0", "COMPLETING")
     assert finished.done() and not launcher._finished(sweep, planned, finished)  # the gap
     sacct("42_0", "COMPLETED")

@@ -349,21 +349,6 @@ class RlexpSlurmLauncher(_JobSide, _Sweep, SlurmLauncher):
             log.warning("collecting job %s after %.0f s although %s", sub.job_id, self.SETTLE_S, why)
             return True
         return False
-        if not isinstance(getattr(sub, "watcher", None), SlurmInfoWatcher):
-            return True
-        first = self._written.setdefault(str(sub.job_id), time.time())
-        mode = "cache"
-        if time.time() - self._last_forced >= 2.0:
-            mode, self._last_forced = "force", time.time()
-        if sub.watcher.is_done(sub.job_id, mode=mode):
-            return True
-        if mode == "force" and not sub.watcher.get_info(sub.job_id, mode="cache"):
-            return True  # sacct does not know the job (no accounting): the result file is all there is
-        if time.time() - first > self.SETTLE_S:
-            log.warning("job %s wrote its result but SLURM still reports %s after %.0f s; taking the result",
-                        sub.job_id, sub.watcher.get_state(sub.job_id, mode="cache"), self.SETTLE_S)
-            return True
-        return False
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """One array job; with wait=false return once it is submitted (Hydra issue #2479)."""
