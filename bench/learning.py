@@ -54,6 +54,8 @@ RUNS: dict[str, Run] = {
     "push_overlap_s1": ("ch05_her_push", 2_000_000, "99% ± 1% at 2M (3 seeds)", ">= 90%", 1, OVERLAP + EVAL),
     # her_reach_s0 again after the written-out gradients (sac_grads) joined the fast path, 2026-12-02
     "her_reach_grads_s0": ("ch05_her_reach", 300_000, "100% at 1M", "100%", 0, EVAL + ONE),
+    # push_overlap_s0 again on the code of 2026-12-03 (written-out gradients): Push's 2M check after them
+    "push_overlap_grads_s0": ("ch05_her_push", 2_000_000, "99% ± 1% at 2M (3 seeds)", ">= 90%", 0, OVERLAP + EVAL),
 }
 BEFORE_FAST = ("ppo_reach", "sac_reach", "her_reach", "her_push", "her_push_2m")
 # name -> the run it continues: a copy of that run's directory resumed to the longer target (resume=),

@@ -18,6 +18,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples
 from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.sac.policies import Actor, ContinuousCritic, MultiInputPolicy
 
 import rlexp
 from rlexp.builder import build
@@ -169,40 +170,133 @@ def _train_on(model: SAC, batch: DictReplayBufferSamples, steps: int, start: dic
     model.train(gradient_steps=steps, batch_size=64)
 
 
+def _assert_same_update(plain: SAC, fast: SAC) -> None:
+    """Losses, parameters, optimizer moments, entropy coefficient and target networks equal within float
+    tolerance. Adam's second moments are squares of gradients (~1e-8 here), so they are compared by their
+    square roots, what the update divides by, relative to their own size."""
+    close = dict(rtol=1e-5, atol=1e-6)
+    for key in ("train/actor_loss", "train/critic_loss", "train/ent_coef"):
+        assert np.isclose(plain.logger.name_to_value[key], fast.logger.name_to_value[key], **close), key
+    for (name, p), q in zip(plain.policy.state_dict().items(), fast.policy.state_dict().values(), strict=True):
+        assert th.allclose(p, q, **close), name  # actor, critic and critic_target
+    for opt_a, opt_b in ((plain.actor.optimizer, fast.actor.optimizer),
+                         (plain.critic.optimizer, fast.critic.optimizer)):
+        for sa, sb in zip(opt_a.state_dict()["state"].values(), opt_b.state_dict()["state"].values(), strict=True):
+            assert th.equal(sa["step"], sb["step"])
+            assert th.allclose(sa["exp_avg"], sb["exp_avg"], **close)
+            a, b = sa["exp_avg_sq"].sqrt(), sb["exp_avg_sq"].sqrt()
+            assert a.max() > 1e-6 and th.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.max()))
+    if plain.log_ent_coef is not None:
+        assert th.allclose(plain.log_ent_coef, fast.log_ent_coef, **close)
+        assert np.isclose(plain.logger.name_to_value["train/ent_coef_loss"],
+                          fast.logger.name_to_value["train/ent_coef_loss"], **close)
+
+
+def _twins(classes: tuple[type[SAC], type[SAC]], venv: VecEnv, policy: object = "MultiInputPolicy",
+           **kwargs: object) -> list[SAC]:
+    """Two models with the same weights and entropy coefficient."""
+    kwargs = dict(learning_starts=0, batch_size=64, gamma=0.95, seed=0, policy_kwargs={"net_arch": [64, 64]}, **kwargs)
+    models = [cls(policy, venv, **kwargs) for cls in classes]
+    models[1].policy.load_state_dict(models[0].policy.state_dict())
+    if models[0].log_ent_coef is not None:
+        models[1].log_ent_coef.data.copy_(models[0].log_ent_coef.data)
+    return models
+
+
 @pytest.mark.parametrize("ent_coef", ["auto", 0.05])
 def test_fast_sac_update_equals_sb3s(ent_coef: str | float) -> None:
     """Same weights, batches and torch seed: losses, parameters, optimizer moments, entropy coefficient and
     target networks after three gradient steps equal SB3's within float tolerance."""
     register_robotics()
     venv = make_vec_env("FetchPush-v4", n_envs=1)
-    kwargs = dict(learning_starts=0, batch_size=64, gamma=0.95, ent_coef=ent_coef, seed=0,
-                  policy_kwargs={"net_arch": [64, 64]})
-    models = [cls("MultiInputPolicy", venv, **kwargs) for cls in (SAC, FastSAC)]
-    models[1].policy.load_state_dict(models[0].policy.state_dict())
-    if models[0].log_ent_coef is not None:
-        models[1].log_ent_coef.data.copy_(models[0].log_ent_coef.data)
+    models = _twins((SAC, FastSAC), venv, ent_coef=ent_coef)
     batch = _batch(venv)
     for model in models:
         _train_on(model, batch, 3)  # the same batch for both, every step
     plain, fast = models
-    assert fast.actor.optimizer.param_groups[0]["fused"]  # the fast path really ran
+    assert fast._plans is not None  # the written-out gradients really ran
+    assert fast.actor.optimizer.param_groups[0]["fused"]  # ... and fused Adam
     saved = fast.get_parameters()["critic.optimizer"]["param_groups"][0]  # ... and checkpoints say plain Adam
     assert saved["fused"] is None and saved["foreach"] is None
-    close = dict(rtol=1e-5, atol=1e-6)
-    for key in ("train/actor_loss", "train/critic_loss", "train/ent_coef"):
-        assert np.isclose(plain.logger.name_to_value[key], fast.logger.name_to_value[key], **close), key
-    for (name, p), q in zip(plain.policy.state_dict().items(), fast.policy.state_dict().values(), strict=True):
-        assert th.allclose(p, q, **close), name  # actor, critic and critic_target
+    _assert_same_update(plain, fast)
     assert not th.equal(plain.critic_target.state_dict()["qf0.0.weight"],
                         plain.critic.state_dict()["qf0.0.weight"])
-    for opt_a, opt_b in ((plain.actor.optimizer, fast.actor.optimizer),
-                         (plain.critic.optimizer, fast.critic.optimizer)):
-        for sa, sb in zip(opt_a.state_dict()["state"].values(), opt_b.state_dict()["state"].values(), strict=True):
-            assert all(th.allclose(sa[k].float(), sb[k].float(), **close) for k in sa)
-    if ent_coef == "auto":
-        assert th.allclose(plain.log_ent_coef, fast.log_ent_coef, **close)
-        assert np.isclose(plain.logger.name_to_value["train/ent_coef_loss"],
-                          fast.logger.name_to_value["train/ent_coef_loss"], **close)
+
+
+class _ScaledActor(Actor):
+    """An actor that transforms its features: the critics must still compute their own."""
+
+    def extract_features(self, obs: object, features_extractor: th.nn.Module) -> th.Tensor:
+        return super().extract_features(obs, features_extractor) * 2.0
+
+
+class _ScaledCritic(ContinuousCritic):
+    """A critic with its own forward: the update must call it."""
+
+    def forward(self, obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, ...]:
+        return tuple(0.5 * q for q in super().forward(obs, actions))
+
+
+class _NetsPolicy(MultiInputPolicy):
+    actor_class: type[Actor] = Actor
+    critic_class: type[ContinuousCritic] = ContinuousCritic
+
+    def make_actor(self, features_extractor: th.nn.Module | None = None) -> Actor:
+        return self.actor_class(**self._update_features_extractor(self.actor_kwargs, features_extractor))
+
+    def make_critic(self, features_extractor: th.nn.Module | None = None) -> ContinuousCritic:
+        return self.critic_class(**self._update_features_extractor(self.critic_kwargs, features_extractor))
+
+
+class _ScaledActorPolicy(_NetsPolicy):
+    actor_class = _ScaledActor
+
+
+class _ScaledCriticPolicy(_NetsPolicy):
+    critic_class = _ScaledCritic
+
+
+class _OwnQValues(FastSAC):
+    @staticmethod
+    def _q_values(critic: th.nn.Module, obs: object, features: th.Tensor | None,
+                  actions: th.Tensor) -> tuple[th.Tensor, ...]:
+        return tuple(q - 0.1 * actions.square().sum(1, keepdim=True)
+                     for q in FastSAC._q_values(critic, obs, features, actions))
+
+
+class _OwnLogProb(FastSAC):
+    def _action_log_prob(self, obs: object, features: th.Tensor | None) -> tuple[th.Tensor, th.Tensor]:
+        actions, log_prob = super()._action_log_prob(obs, features)
+        return actions, 0.5 * log_prob
+
+
+class _OwnQValuesAutograd(_OwnQValues):
+    analytic_grads = False
+
+
+class _OwnLogProbAutograd(_OwnLogProb):
+    analytic_grads = False
+
+
+@pytest.mark.parametrize(("classes", "policy"), [
+    ((SAC, FastSAC), _ScaledActorPolicy),
+    ((SAC, FastSAC), _ScaledCriticPolicy),
+    ((_OwnQValuesAutograd, _OwnQValues), "MultiInputPolicy"),
+    ((_OwnLogProbAutograd, _OwnLogProb), "MultiInputPolicy"),
+], ids=["actor_extract_features", "critic_forward", "fast_sac_q_values", "fast_sac_action_log_prob"])
+def test_a_subclass_changing_the_networks_or_the_update_gets_its_own_update(classes: tuple[type[SAC], type[SAC]],
+                                                                            policy: object) -> None:
+    """What a subclass overrides is what the update runs: an actor's own features stay the actor's (the critics
+    compute theirs), a critic's own forward is called, and a FastSAC subclass's `_q_values` or
+    `_action_log_prob` is not bypassed by the written-out gradients (the reference: the same subclass through
+    autograd, which calls them)."""
+    register_robotics()
+    venv = make_vec_env("FetchPush-v4", n_envs=1)
+    models = _twins(classes, venv, policy=policy, ent_coef="auto")
+    batch = _batch(venv)
+    for model in models:
+        _train_on(model, batch, 3)
+    _assert_same_update(*models)
 
 
 @pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # the hook below: its inputs need no grad

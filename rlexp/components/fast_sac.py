@@ -18,8 +18,9 @@ What differs from `stable_baselines3.SAC.train`, and why each keeps the update r
   acting. On that path the MLPs (plain Sequentials of Linear and ReLU)
   run as F.linear and in-place ReLU on the Linear's fresh output, without nn.Module call overhead: the same
   kernels, bitwise the same values and gradients. Networks with weights in their extractor (pixels), gSDE,
-  and any train() call with module hooks on the networks (rlexp's fault injector, a user's) take SB3's module
-  calls, so hooks run.
+  an actor subclass that transforms its features, a critic subclass with its own forward, and any train() call
+  with module hooks on the networks (rlexp's fault injector, a user's) take SB3's module calls, so what they
+  override and hooks run.
 - `policy.set_training_mode`, called three times per env step, sets the same `training` flags on the same
   modules (actor and critic, not the target, as SB3 does) from a list made once, instead of recursing
   through nn.Module.train.
@@ -35,7 +36,8 @@ What differs from `stable_baselines3.SAC.train`, and why each keeps the update r
   critic and actor losses' gradients are written out (sac_grads) instead of recorded by autograd: the same
   matrix kernels without the graph, and without the critics' input gradient for the observation columns,
   which the actor loss never reads. The critics' gradients are autograd's bitwise; the actor's equal them
-  within float tolerance (autograd adds and subtracts two log-prob terms that cancel exactly on paper).
+  within float tolerance (autograd adds and subtracts two log-prob terms that cancel exactly on paper). A
+  FastSAC subclass that overrides `_q_values` or `_action_log_prob` gets autograd through its own methods.
 Random draws (the actor's samples) happen in the same order, so for the same weights, batch and torch
 seed the losses, parameters, optimizer states and target networks equal SB3's within float tolerance
 (tests/test_fast_path.py). Optimizer state dicts keep SB3's layout: checkpoints load either way.
@@ -55,7 +57,7 @@ from stable_baselines3.common.policies import BaseModel
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor
 from stable_baselines3.common.utils import polyak_update
-from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACPolicy
+from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, ContinuousCritic, SACPolicy
 from torch.nn import functional as F  # noqa: N812 - as SB3 writes it
 from torch.nn.modules.module import (
     _global_backward_hooks,
@@ -171,6 +173,13 @@ def _direct_actor(actor: th.nn.Module) -> bool:
             and type(actor.features_extractor) in (CombinedExtractor, FlattenExtractor)
             and not list(actor.features_extractor.parameters()) and not actor.use_sde
             and type(actor.action_dist) is SquashedDiagGaussianDistribution)
+
+
+def _plain_critic(critic: th.nn.Module) -> bool:
+    """SB3's ContinuousCritic calls: the direct path may feed its Q-networks shared features."""
+    cls = type(critic)
+    return isinstance(critic, ContinuousCritic) and cls.forward is ContinuousCritic.forward \
+        and cls.extract_features is BaseModel.extract_features
 
 
 def _hooks(modules: list[th.nn.Module]) -> bool:
@@ -334,12 +343,18 @@ class FastSAC(SAC):
         self._polyak_src = list(self.critic.parameters())
         self._polyak_dst = list(self.critic_target.parameters())
         nets = (self.actor, self.critic, self.critic_target)
-        self._features_once = self.shared_features and _direct_actor(self.actor) and all(
-            type(n.features_extractor) in (CombinedExtractor, FlattenExtractor)
-            and not list(n.features_extractor.parameters()) for n in nets[1:])
-        self._net_modules = [m for n in nets for m in n.modules()]
         self._actor_features = Features(self.actor)
-        self._plans = self._analytic_plans() if self.analytic_grads and self._features_once else None
+        # One features tensor for all three networks: SB3's own flatten features (an actor that transforms them
+        # keeps them to itself), critics SB3's ContinuousCritic calls (a subclass's forward is called as is).
+        self._features_once = self.shared_features and _direct_actor(self.actor) \
+            and self._actor_features.mode != "sb3" and all(
+                _plain_critic(n) and type(n.features_extractor) in (CombinedExtractor, FlattenExtractor)
+                and not list(n.features_extractor.parameters()) for n in nets[1:])
+        self._net_modules = [m for n in nets for m in n.modules()]
+        # The written-out gradients replace the update's `_action_log_prob` and `_q_values` calls: a subclass
+        # that overrides either gets autograd through its own.
+        own = all(getattr(type(self), name) is getattr(FastSAC, name) for name in ("_action_log_prob", "_q_values"))
+        self._plans = self._analytic_plans() if self.analytic_grads and self._features_once and own else None
 
     def _analytic_plans(self) -> tuple[sac_grads.Plan, list[sac_grads.Plan]] | None:
         """The actor's and critics' layer plans where sac_grads can write the update's gradients out: plain
