@@ -107,7 +107,11 @@ def record(name: str) -> None:
     file the run no longer has goes with the old record)."""
     from rlexp.rundir import RunDir
 
-    src = OUT / name
+    src, dst, tmp, old = OUT / name, RECORDS / name, RECORDS / f".{name}.tmp", RECORDS / f".{name}.old"
+    if old.is_dir() and not dst.exists():  # an earlier call stopped between the two renames below
+        old.rename(dst)
+    if not src.is_dir():  # nothing to copy from: the record stays as it is
+        return
     files = {rel: src / rel for rel in RECORD_FILES if (src / rel).is_file()}
     ckpt = RunDir(src).latest_checkpoint()
     if ckpt is not None:  # solve_row's meta: a run stopped before its end has no model.meta.json
@@ -117,7 +121,6 @@ def record(name: str) -> None:
         texts["evaluations.csv"] = texts["evaluations.csv"][: texts["evaluations.csv"].rfind("\n") + 1]
     if (src / "tb").is_dir():
         texts["success.csv"] = "step,success_rate\n" + "".join(f"{s},{v!r}\n" for s, v in curve(name))
-    dst, tmp, old = RECORDS / name, RECORDS / f".{name}.tmp", RECORDS / f".{name}.old"
     for stale in (tmp, old):
         shutil.rmtree(stale, ignore_errors=True)
     for rel, text in texts.items():

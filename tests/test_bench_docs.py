@@ -119,3 +119,10 @@ def test_record_tabulates_like_its_run_and_never_mixes_two_runs(tmp_path: Path, 
     learning.record("push_tiny")
     assert not (records / "push_tiny" / "eval.json").exists()
     assert sorted(p.name for p in records.iterdir()) == ["push_tiny"]  # no build or swap folders left
+    # a call stopped between its two renames left the old record aside and none in place: the next call puts
+    # it back before it clears its swap folders; with the run gone it has nothing to copy and keeps the record
+    (records / "push_tiny").rename(records / ".push_tiny.old")
+    shutil.rmtree(run)
+    learning.record("push_tiny")
+    assert (records / "push_tiny" / "success.csv").is_file()
+    assert sorted(p.name for p in records.iterdir()) == ["push_tiny"]
