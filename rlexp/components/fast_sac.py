@@ -343,13 +343,12 @@ class FastSAC(SAC):
         self._polyak_src = list(self.critic.parameters())
         self._polyak_dst = list(self.critic_target.parameters())
         nets = (self.actor, self.critic, self.critic_target)
-        self._actor_features = Features(self.actor)
-        # One features tensor for all three networks: SB3's own flatten features (an actor that transforms them
-        # keeps them to itself), critics SB3's ContinuousCritic calls (a subclass's forward is called as is).
-        self._features_once = self.shared_features and _direct_actor(self.actor) \
-            and self._actor_features.mode != "sb3" and all(
-                _plain_critic(n) and type(n.features_extractor) in (CombinedExtractor, FlattenExtractor)
-                and not list(n.features_extractor.parameters()) for n in nets[1:])
+        self._actor_features = feats = Features(self.actor)
+        # One features tensor for all three networks where each computes it with SB3's weightless Flatten layers,
+        # in the same order (an actor that transforms its features keeps them to itself), and the critics are
+        # SB3's ContinuousCritic calls (a subclass's forward is called as it is).
+        self._features_once = self.shared_features and _direct_actor(self.actor) and feats.mode != "sb3" and all(
+            _plain_critic(n) and (f := Features(n)).mode == feats.mode and f.keys == feats.keys for n in nets[1:])
         self._net_modules = [m for n in nets for m in n.modules()]
         # The written-out gradients replace the update's `_action_log_prob` and `_q_values` calls: a subclass
         # that overrides either gets autograd through its own.
