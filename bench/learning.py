@@ -108,8 +108,10 @@ def record(name: str) -> None:
     from rlexp.rundir import RunDir
 
     src, dst, tmp, old = OUT / name, RECORDS / name, RECORDS / f".{name}.tmp", RECORDS / f".{name}.old"
-    if old.is_dir() and not dst.exists():  # an earlier call stopped between the two renames below
-        old.rename(dst)
+    if old.is_dir() and not dst.exists():  # an earlier call stopped between the two renames below, after
+        (tmp if tmp.is_dir() else old).rename(dst)  # it had written the whole new record
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
     if not src.is_dir():  # nothing to copy from: the record stays as it is
         return
     files = {rel: src / rel for rel in RECORD_FILES if (src / rel).is_file()}
@@ -121,8 +123,6 @@ def record(name: str) -> None:
         texts["evaluations.csv"] = texts["evaluations.csv"][: texts["evaluations.csv"].rfind("\n") + 1]
     if (src / "tb").is_dir():
         texts["success.csv"] = "step,success_rate\n" + "".join(f"{s},{v!r}\n" for s, v in curve(name))
-    for stale in (tmp, old):
-        shutil.rmtree(stale, ignore_errors=True)
     for rel, text in texts.items():
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp / rel).write_text(text)

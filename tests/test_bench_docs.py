@@ -119,10 +119,14 @@ def test_record_tabulates_like_its_run_and_never_mixes_two_runs(tmp_path: Path, 
     learning.record("push_tiny")
     assert not (records / "push_tiny" / "eval.json").exists()
     assert sorted(p.name for p in records.iterdir()) == ["push_tiny"]  # no build or swap folders left
-    # a call stopped between its two renames left the old record aside and none in place: the next call puts
-    # it back before it clears its swap folders; with the run gone it has nothing to copy and keeps the record
-    (records / "push_tiny").rename(records / ".push_tiny.old")
+    # a call stopped between its two renames (the new record whole in .tmp, the old one aside, none in place):
+    # the next call puts the new one in place before it clears its swap folders; with the run gone it has
+    # nothing to copy and keeps that record
+    rec = records / "push_tiny"
+    shutil.copytree(rec, records / ".push_tiny.tmp")
+    rec.rename(records / ".push_tiny.old")
+    (records / ".push_tiny.old" / "old.txt").write_text("the record before")
     shutil.rmtree(run)
     learning.record("push_tiny")
-    assert (records / "push_tiny" / "success.csv").is_file()
+    assert (rec / "success.csv").is_file() and not (rec / "old.txt").exists()
     assert sorted(p.name for p in records.iterdir()) == ["push_tiny"]

@@ -172,8 +172,8 @@ def _train_on(model: SAC, batch: DictReplayBufferSamples, steps: int, start: dic
 
 def _assert_same_update(plain: SAC, fast: SAC) -> None:
     """Losses, parameters, optimizer moments, entropy coefficient and target networks equal within float
-    tolerance. Adam's second moments are squares of gradients (~1e-8 here), so they are compared by their
-    square roots, what the update divides by, relative to their own size."""
+    tolerance. Adam's moments are small (second moments ~1e-8 here, squares of gradients): each is compared
+    relative to its tensor's largest entry, the second ones by their square roots, what the update divides by."""
     close = dict(rtol=1e-5, atol=1e-6)
     for key in ("train/actor_loss", "train/critic_loss", "train/ent_coef"):
         assert np.isclose(plain.logger.name_to_value[key], fast.logger.name_to_value[key], **close), key
@@ -183,10 +183,12 @@ def _assert_same_update(plain: SAC, fast: SAC) -> None:
                          (plain.critic.optimizer, fast.critic.optimizer)):
         for sa, sb in zip(opt_a.state_dict()["state"].values(), opt_b.state_dict()["state"].values(), strict=True):
             assert th.equal(sa["step"], sb["step"])
-            assert th.allclose(sa["exp_avg"], sb["exp_avg"], **close)
-            a, b = sa["exp_avg_sq"].sqrt(), sb["exp_avg_sq"].sqrt()
-            assert a.max() > 1e-6 and th.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.max()))
+            for a, b in ((sa["exp_avg"], sb["exp_avg"]), (sa["exp_avg_sq"].sqrt(), sb["exp_avg_sq"].sqrt())):
+                scale = float(a.abs().max())
+                assert scale > 1e-7 and th.allclose(a, b, rtol=1e-4, atol=1e-4 * scale)
     if plain.log_ent_coef is not None:
+        (sa,), (sb,) = (o.state_dict()["state"].values() for o in (plain.ent_coef_optimizer, fast.ent_coef_optimizer))
+        assert all(th.allclose(sa[k], sb[k], rtol=1e-4, atol=0) for k in ("exp_avg", "exp_avg_sq"))
         assert th.allclose(plain.log_ent_coef, fast.log_ent_coef, **close)
         assert np.isclose(plain.logger.name_to_value["train/ent_coef_loss"],
                           fast.logger.name_to_value["train/ent_coef_loss"], **close)
@@ -270,6 +272,16 @@ class _OwnLogProb(FastSAC):
         return actions, 0.5 * log_prob
 
 
+class _OwnSteps(FastSAC):
+    def _critic_and_actor_steps(self, *args: object) -> tuple[th.Tensor, th.Tensor]:
+        self.critic.optimizer.param_groups[0]["lr"] = 1e-3  # e.g. a learning rate of its own for this part
+        return super()._critic_and_actor_steps(*args)
+
+
+class _OwnStepsAutograd(_OwnSteps):
+    analytic_grads = False
+
+
 class _OwnQValuesAutograd(_OwnQValues):
     analytic_grads = False
 
@@ -283,12 +295,14 @@ class _OwnLogProbAutograd(_OwnLogProb):
     ((SAC, FastSAC), _ScaledCriticPolicy),
     ((_OwnQValuesAutograd, _OwnQValues), "MultiInputPolicy"),
     ((_OwnLogProbAutograd, _OwnLogProb), "MultiInputPolicy"),
-], ids=["actor_extract_features", "critic_forward", "fast_sac_q_values", "fast_sac_action_log_prob"])
+    ((_OwnStepsAutograd, _OwnSteps), "MultiInputPolicy"),
+], ids=["actor_extract_features", "critic_forward", "fast_sac_q_values", "fast_sac_action_log_prob",
+        "fast_sac_critic_and_actor_steps"])
 def test_a_subclass_changing_the_networks_or_the_update_gets_its_own_update(classes: tuple[type[SAC], type[SAC]],
                                                                             policy: object) -> None:
     """What a subclass overrides is what the update runs: an actor's own features stay the actor's (the critics
-    compute theirs), a critic's own forward is called, and a FastSAC subclass's `_q_values` or
-    `_action_log_prob` is not bypassed by the written-out gradients (the reference: the same subclass through
+    compute theirs), a critic's own forward is called, and a FastSAC subclass's `_q_values`, `_action_log_prob`
+    or `_critic_and_actor_steps` is not bypassed by the written-out gradients (the reference: the same subclass through
     autograd, which calls them)."""
     register_robotics()
     venv = make_vec_env("FetchPush-v4", n_envs=1)
@@ -296,6 +310,11 @@ def test_a_subclass_changing_the_networks_or_the_update_gets_its_own_update(clas
     batch = _batch(venv)
     for model in models:
         _train_on(model, batch, 3)
+    fast = models[1]
+    if policy == "MultiInputPolicy":  # the subclass's own methods: autograd, features still computed once
+        assert fast._features_once and fast._plans is None
+    else:  # the networks' own calls
+        assert not fast._features_once
     _assert_same_update(*models)
 
 
@@ -482,6 +501,22 @@ def test_direct_acting_gives_sb3s_actions_bitwise() -> None:
             model.actor.mu.weight[0, 0] = float("nan")
         with pytest.raises(ValueError):
             model.predict(obs)
+
+
+def test_a_policy_with_its_own_set_training_mode_keeps_it() -> None:
+    """FastSAC's flat set_training_mode stands in for SB3's only: a policy (or network) with its own is called."""
+
+    class EvalActorPolicy(MultiInputPolicy):
+        def set_training_mode(self, mode: bool) -> None:
+            super().set_training_mode(mode)
+            self.actor.set_training_mode(False)  # e.g. dropout in the actor kept off
+
+    register_robotics()
+    venv = make_vec_env("FetchReach-v4", n_envs=1)
+    model = FastSAC(EvalActorPolicy, venv, policy_kwargs={"net_arch": [8]})
+    model.policy.set_training_mode(True)
+    assert model.policy.critic.training and not model.policy.actor.training
+    assert "set_training_mode" in vars(FastSAC("MultiInputPolicy", venv, policy_kwargs={"net_arch": [8]}).policy)
 
 
 def test_an_actor_with_its_own_extract_features_keeps_it_on_the_direct_path() -> None:

@@ -37,7 +37,8 @@ What differs from `stable_baselines3.SAC.train`, and why each keeps the update r
   matrix kernels without the graph, and without the critics' input gradient for the observation columns,
   which the actor loss never reads. The critics' gradients are autograd's bitwise; the actor's equal them
   within float tolerance (autograd adds and subtracts two log-prob terms that cancel exactly on paper). A
-  FastSAC subclass that overrides `_q_values` or `_action_log_prob` gets autograd through its own methods.
+  FastSAC subclass that overrides `_q_values`, `_action_log_prob` or `_critic_and_actor_steps` gets autograd
+  through its own methods.
 Random draws (the actor's samples) happen in the same order, so for the same weights, batch and torch
 seed the losses, parameters, optimizer states and target networks equal SB3's within float tolerance
 (tests/test_fast_path.py). Optimizer state dicts keep SB3's layout: checkpoints load either way.
@@ -233,7 +234,9 @@ class FlatTrainingMode:
     @classmethod
     def install(cls, policy: th.nn.Module) -> None:
         flat = cls(policy)
-        if all(type(m).train is th.nn.Module.train for m in flat.modules):  # else a module has its own train()
+        sb3s = type(policy).set_training_mode is SACPolicy.set_training_mode and all(
+            type(net).set_training_mode is BaseModel.set_training_mode for net in (policy.actor, policy.critic))
+        if sb3s and all(type(m).train is th.nn.Module.train for m in flat.modules):  # else one has its own
             policy.set_training_mode = flat
 
 
@@ -350,9 +353,10 @@ class FastSAC(SAC):
         self._features_once = self.shared_features and _direct_actor(self.actor) and feats.mode != "sb3" and all(
             _plain_critic(n) and (f := Features(n)).mode == feats.mode and f.keys == feats.keys for n in nets[1:])
         self._net_modules = [m for n in nets for m in n.modules()]
-        # The written-out gradients replace the update's `_action_log_prob` and `_q_values` calls: a subclass
-        # that overrides either gets autograd through its own.
-        own = all(getattr(type(self), name) is getattr(FastSAC, name) for name in ("_action_log_prob", "_q_values"))
+        # The written-out gradients replace the update's `_action_log_prob`, `_q_values` and
+        # `_critic_and_actor_steps` calls: a subclass that overrides one gets autograd through its own.
+        own = all(getattr(type(self), name) is getattr(FastSAC, name)
+                  for name in ("_action_log_prob", "_q_values", "_critic_and_actor_steps"))
         self._plans = self._analytic_plans() if self.analytic_grads and self._features_once and own else None
 
     def _analytic_plans(self) -> tuple[sac_grads.Plan, list[sac_grads.Plan]] | None:
