@@ -165,22 +165,19 @@ def _squashed_gaussian_parts(mean: th.Tensor, log_std: th.Tensor, epsilon: float
     return actions, logp, noise, std
 
 
+def _inherited(cls: type, base: type, *names: str) -> bool:
+    """`cls` runs `base`'s own methods `names` (a subclass overriding one must have it called)."""
+    return all(getattr(cls, name) is getattr(base, name) for name in names)
+
+
 def _direct_actor(actor: th.nn.Module) -> bool:
     """The actor's path can run as direct calls: SB3's own Actor methods (a subclass may only change how features
     are extracted, which the direct path calls), weightless dict/flat features, a squashed Gaussian, no gSDE."""
-    cls = type(actor)
-    return (isinstance(actor, Actor) and all(getattr(cls, name) is getattr(Actor, name) for name in
-                                               ("forward", "get_action_dist_params", "action_log_prob"))
+    return (isinstance(actor, Actor) and _inherited(type(actor), Actor, "forward", "get_action_dist_params",
+                                                    "action_log_prob")
             and type(actor.features_extractor) in (CombinedExtractor, FlattenExtractor)
             and not list(actor.features_extractor.parameters()) and not actor.use_sde
             and type(actor.action_dist) is SquashedDiagGaussianDistribution)
-
-
-def _plain_critic(critic: th.nn.Module) -> bool:
-    """SB3's ContinuousCritic calls: the direct path may feed its Q-networks shared features."""
-    cls = type(critic)
-    return isinstance(critic, ContinuousCritic) and cls.forward is ContinuousCritic.forward \
-        and cls.extract_features is BaseModel.extract_features
 
 
 def _hooks(modules: list[th.nn.Module]) -> bool:
@@ -234,8 +231,8 @@ class FlatTrainingMode:
     @classmethod
     def install(cls, policy: th.nn.Module) -> None:
         flat = cls(policy)
-        sb3s = type(policy).set_training_mode is SACPolicy.set_training_mode and all(
-            type(net).set_training_mode is BaseModel.set_training_mode for net in (policy.actor, policy.critic))
+        sb3s = _inherited(type(policy), SACPolicy, "set_training_mode") and all(
+            _inherited(type(net), BaseModel, "set_training_mode") for net in (policy.actor, policy.critic))
         if sb3s and all(type(m).train is th.nn.Module.train for m in flat.modules):  # else one has its own
             policy.set_training_mode = flat
 
@@ -351,12 +348,12 @@ class FastSAC(SAC):
         # in the same order (an actor that transforms its features keeps them to itself), and the critics are
         # SB3's ContinuousCritic calls (a subclass's forward is called as it is).
         self._features_once = self.shared_features and _direct_actor(self.actor) and feats.mode != "sb3" and all(
-            _plain_critic(n) and (f := Features(n)).mode == feats.mode and f.keys == feats.keys for n in nets[1:])
+            _inherited(type(n), ContinuousCritic, "forward") and (f := Features(n)).mode == feats.mode
+            and f.keys == feats.keys for n in nets[1:])  # Features: "sb3" where a net has its own extract_features
         self._net_modules = [m for n in nets for m in n.modules()]
         # The written-out gradients replace the update's `_action_log_prob`, `_q_values` and
         # `_critic_and_actor_steps` calls: a subclass that overrides one gets autograd through its own.
-        own = all(getattr(type(self), name) is getattr(FastSAC, name)
-                  for name in ("_action_log_prob", "_q_values", "_critic_and_actor_steps"))
+        own = _inherited(type(self), FastSAC, "_action_log_prob", "_q_values", "_critic_and_actor_steps")
         self._plans = self._analytic_plans() if self.analytic_grads and self._features_once and own else None
 
     def _analytic_plans(self) -> tuple[sac_grads.Plan, list[sac_grads.Plan]] | None:
