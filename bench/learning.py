@@ -56,6 +56,8 @@ RUNS: dict[str, Run] = {
     "her_reach_grads_s0": ("ch05_her_reach", 300_000, "100% at 1M", "100%", 0, EVAL + ONE),
     # push_overlap_s0 again on the code of 2026-12-03 (written-out gradients): Push's 2M check after them
     "push_overlap_grads_s0": ("ch05_her_push", 2_000_000, "99% ± 1% at 2M (3 seeds)", ">= 90%", 0, OVERLAP + EVAL),
+    # the book's Push recipe on the exact fast path (the default, no overlap), one core: Push's 2M check for it
+    "push_fast_s0": ("ch05_her_push", 2_000_000, "99% ± 1% at 2M (3 seeds)", ">= 90%", 0, EVAL + ONE),
 }
 BEFORE_FAST = ("ppo_reach", "sac_reach", "her_reach", "her_push", "her_push_2m")
 # name -> the run it continues: a copy of that run's directory resumed to the longer target (resume=),
@@ -123,6 +125,8 @@ def record(name: str) -> None:
         texts["evaluations.csv"] = texts["evaluations.csv"][: texts["evaluations.csv"].rfind("\n") + 1]
     if (src / "tb").is_dir():
         texts["success.csv"] = "step,success_rate\n" + "".join(f"{s},{v!r}\n" for s, v in curve(name))
+    if not texts:  # a run just started (no checkpoint, evaluation or TensorBoard yet): nothing to record
+        return
     for rel, text in texts.items():
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp / rel).write_text(text)

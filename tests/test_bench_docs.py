@@ -96,6 +96,17 @@ def test_full_rebuild_with_new_numbers_replaces_the_header(tmp_path: Path) -> No
     assert carry_over(doc, "solve", new, order=["a", "b", "c"]) == new
 
 
+def test_a_run_that_just_started_has_no_record_yet(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """A rebuild while a push_* run is in its first minutes (its directory holds a log, nothing to record)."""
+    monkeypatch.setattr(learning, "OUT", tmp_path / "out")
+    monkeypatch.setattr(learning, "RECORDS", tmp_path / "records")
+    (tmp_path / "out" / "push_new" / ".hydra").mkdir(parents=True)
+    (tmp_path / "out" / "push_new" / "run.log").write_text("header\n")
+    learning.record("push_new")
+    assert not (tmp_path / "records").exists() or not list((tmp_path / "records").iterdir())
+    assert learning.solve_row(learning.run_path("push_new")) is None
+
+
 @pytest.mark.slow
 def test_record_tabulates_like_its_run_and_never_mixes_two_runs(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     out, records = tmp_path / "out", tmp_path / "records"
