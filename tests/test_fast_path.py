@@ -307,6 +307,39 @@ def test_a_subclass_changing_the_networks_or_the_update_gets_its_own_update(cls:
     _assert_same_update(*models)
 
 
+def _halve_critic(model: SAC) -> None:
+    """critic.forward replaced on the instance (not the target's: a deep copy made before the patch)."""
+    critic = model.critic
+    critic.forward = lambda obs, actions: tuple(0.5 * q for q in ContinuousCritic.forward(critic, obs, actions))
+
+
+def _own_q_values(model: SAC) -> None:
+    model._q_values = _OwnQValues._q_values  # the plain function: an instance attribute is not bound
+
+
+@pytest.mark.parametrize(("patch", "after"), [(_own_q_values, 1), (_halve_critic, 0)],
+                         ids=["fast_sac_q_values_after_an_update", "critic_forward"])
+def test_a_method_replaced_on_the_instance_is_called(patch: object, after: int) -> None:
+    """As for subclasses: `model._q_values = fn` (also between train() calls, after the written-out gradients
+    ran) and `model.critic.forward = fn` are what the update runs."""
+    register_robotics()
+    venv = make_vec_env("FetchPush-v4", n_envs=1)
+    models = _twins((FastSAC if after else SAC, FastSAC), venv, ent_coef="auto")
+    models[0].analytic_grads = False
+    batch = _batch(venv)
+    for model in models:
+        if after:
+            _train_on(model, batch, after)
+        patch(model)
+        _train_on(model, batch, 3)
+    fast = models[1]
+    if after:
+        assert fast._plans is not None  # they ran before the patch; autograd with the patch after it
+    else:
+        assert not fast._features_once
+    _assert_same_update(*models)
+
+
 @pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # the hook below: its inputs need no grad
 @pytest.mark.parametrize(("policy_kwargs", "ent_coef"), [
     ({"net_arch": [64, 64]}, "auto"),

@@ -18,7 +18,8 @@ What differs from `stable_baselines3.SAC.train`, and why each keeps the update r
   acting. On that path the MLPs (plain Sequentials of Linear and ReLU)
   run as F.linear and in-place ReLU on the Linear's fresh output, without nn.Module call overhead: the same
   kernels, bitwise the same values and gradients. Networks with weights in their extractor (pixels), gSDE,
-  an actor subclass that transforms its features, a critic subclass with its own forward, and any train() call
+  an actor that transforms its features, a critic with its own forward (a subclass's, or one set on the
+  instance), and any train() call
   with module hooks on the networks (rlexp's fault injector, a user's) take SB3's module calls, so what they
   override and hooks run.
 - `policy.set_training_mode`, called three times per env step, sets the same `training` flags on the same
@@ -37,8 +38,8 @@ What differs from `stable_baselines3.SAC.train`, and why each keeps the update r
   matrix kernels without the graph, and without the critics' input gradient for the observation columns,
   which the actor loss never reads. The critics' gradients are autograd's bitwise; the actor's equal them
   within float tolerance (autograd adds and subtracts two log-prob terms that cancel exactly on paper). A
-  FastSAC subclass that overrides `_q_values`, `_action_log_prob` or `_critic_and_actor_steps` gets autograd
-  through its own methods.
+  FastSAC subclass that overrides `_q_values`, `_action_log_prob` or `_critic_and_actor_steps`, or a model with
+  one replaced on the instance (read on every train() call), gets autograd through its own methods.
 Random draws (the actor's samples) happen in the same order, so for the same weights, batch and torch
 seed the losses, parameters, optimizer states and target networks equal SB3's within float tolerance
 (tests/test_fast_path.py). Optimizer state dicts keep SB3's layout: checkpoints load either way.
@@ -112,7 +113,7 @@ class Features:
     def __init__(self, net: th.nn.Module) -> None:
         self.net, self.mode, self.keys = net, "sb3", []
         extractor, space = net.features_extractor, net.observation_space
-        if type(net).extract_features is not BaseModel.extract_features:  # e.g. a subclass that transforms them
+        if not _inherited(net, BaseModel, "extract_features"):  # e.g. a subclass that transforms them
             return
         if type(extractor) is CombinedExtractor and isinstance(space, spaces.Dict) and all(
                 self._flatten(layer) and _plain_box(space[key]) for key, layer in extractor.extractors.items()):
@@ -165,15 +166,17 @@ def _squashed_gaussian_parts(mean: th.Tensor, log_std: th.Tensor, epsilon: float
     return actions, logp, noise, std
 
 
-def _inherited(cls: type, base: type, *names: str) -> bool:
-    """`cls` runs `base`'s own methods `names` (a subclass overriding one must have it called)."""
-    return all(getattr(cls, name) is getattr(base, name) for name in names)
+def _inherited(obj: object, base: type, *names: str) -> bool:
+    """`obj` (a class or an instance) runs `base`'s own methods `names`: a subclass overriding one, or one
+    replaced on the instance (`model._q_values = fn`, `critic.forward = fn`), must have it called."""
+    cls, own = (obj, {}) if isinstance(obj, type) else (type(obj), vars(obj))
+    return all(getattr(cls, name) is getattr(base, name) and name not in own for name in names)
 
 
 def _direct_actor(actor: th.nn.Module) -> bool:
     """The actor's path can run as direct calls: SB3's own Actor methods (a subclass may only change how features
     are extracted, which the direct path calls), weightless dict/flat features, a squashed Gaussian, no gSDE."""
-    return (isinstance(actor, Actor) and _inherited(type(actor), Actor, "forward", "get_action_dist_params",
+    return (isinstance(actor, Actor) and _inherited(actor, Actor, "forward", "get_action_dist_params",
                                                     "action_log_prob")
             and type(actor.features_extractor) in (CombinedExtractor, FlattenExtractor)
             and not list(actor.features_extractor.parameters()) and not actor.use_sde
@@ -231,9 +234,9 @@ class FlatTrainingMode:
     @classmethod
     def install(cls, policy: th.nn.Module) -> None:
         flat = cls(policy)
-        sb3s = _inherited(type(policy), SACPolicy, "set_training_mode") and all(
-            _inherited(type(net), BaseModel, "set_training_mode") for net in (policy.actor, policy.critic))
-        if sb3s and all(type(m).train is th.nn.Module.train for m in flat.modules):  # else one has its own
+        sb3s = _inherited(policy, SACPolicy, "set_training_mode") and all(
+            _inherited(net, BaseModel, "set_training_mode") for net in (policy.actor, policy.critic))
+        if sb3s and all(_inherited(m, th.nn.Module, "train") for m in flat.modules):  # else one has its own
             policy.set_training_mode = flat
 
 
@@ -288,6 +291,10 @@ class _ActorPass(NamedTuple):
     noise: th.Tensor
     std: th.Tensor
     log_std_raw: th.Tensor
+
+
+# FastSAC's methods the written-out gradients stand in for (sac_grads computes what they would).
+_REPLACED = ("_action_log_prob", "_q_values", "_critic_and_actor_steps")
 
 
 class FastSAC(SAC):
@@ -348,12 +355,13 @@ class FastSAC(SAC):
         # in the same order (an actor that transforms its features keeps them to itself), and the critics are
         # SB3's ContinuousCritic calls (a subclass's forward is called as it is).
         self._features_once = self.shared_features and _direct_actor(self.actor) and feats.mode != "sb3" and all(
-            _inherited(type(n), ContinuousCritic, "forward") and (f := Features(n)).mode == feats.mode
+            _inherited(n, ContinuousCritic, "forward") and (f := Features(n)).mode == feats.mode
             and f.keys == feats.keys for n in nets[1:])  # Features: "sb3" where a net has its own extract_features
         self._net_modules = [m for n in nets for m in n.modules()]
         # The written-out gradients replace the update's `_action_log_prob`, `_q_values` and
-        # `_critic_and_actor_steps` calls: a subclass that overrides one gets autograd through its own.
-        own = _inherited(type(self), FastSAC, "_action_log_prob", "_q_values", "_critic_and_actor_steps")
+        # `_critic_and_actor_steps` calls: a subclass that overrides one gets autograd through its own (and so
+        # does a model whose instance has one replaced, checked on every train() call: it may be set any time).
+        own = _inherited(type(self), FastSAC, *_REPLACED)
         self._plans = self._analytic_plans() if self.analytic_grads and self._features_once and own else None
 
     def _analytic_plans(self) -> tuple[sac_grads.Plan, list[sac_grads.Plan]] | None:
@@ -426,7 +434,8 @@ class FastSAC(SAC):
         self._critic_only = [p for p in self._critic_own if p.requires_grad] if self.skip_critic_grads else []
 
         direct = self._features_once and not self._hooked()
-        analytic = direct and self._plans is not None and self._grads_as_written()
+        analytic = direct and self._plans is not None and self._grads_as_written() and _inherited(self, FastSAC,
+                                                                                                  *_REPLACED)
         ent_coef_losses, ent_coefs, actor_losses, critic_losses = [], [], [], []
         for gradient_step in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
