@@ -162,7 +162,18 @@ def main() -> None:
                 sys.exit(f"reference {algo} failed:\n{proc.stderr[-3000:]}")
             refs[algo] = args.out / f"ref_{algo.replace(' ', '_').replace('+', '')}"
         jobs = [(a, f) for a in args.algos for f in faults_for(a, args.trials, rng)]
-        trials = list(pool.map(lambda j: one(j[0], j[1], args.out, refs[j[0]]), jobs))
+        print(f"references done in {(time.time() - t0) / 60:.1f} min; {len(jobs)} faults", file=sys.stderr, flush=True)
+        done: list[Trial] = []
+
+        def trial(job: tuple[str, str]) -> Trial:
+            t = one(job[0], job[1], args.out, refs[job[0]])
+            done.append(t)  # list.append is atomic: the pool's threads share it
+            verdict = "equal" if t.completed and t.equal and t.json_ok else f"FAILED {t.notes}"
+            print(f"[{len(done)}/{len(jobs)}] {t.algo} {t.fault}: {verdict}, {t.attempts} runs "
+                  f"({(time.time() - t0) / 60:.1f} min)", file=sys.stderr, flush=True)
+            return t
+
+        trials = list(pool.map(trial, jobs))
     rows = []
     for algo in args.algos:
         ts = [t for t in trials if t.algo == algo]
