@@ -14,9 +14,9 @@ log = logging.getLogger("rlexp")
 
 
 def run_task(cfg: DictConfig, run_dir: Path) -> Summary:
+    spec = RunSpec.of(cfg)  # validates: a bad value is refused before torch and the envs are imported (~2-3 s)
     from rlexp import tasks
 
-    spec = RunSpec.of(cfg)
     task = tasks.get(cfg.task)
     if cfg.get("threads"):
         import torch

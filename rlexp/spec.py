@@ -26,7 +26,7 @@ class RunSpec:
         """Validate a composed config (one ConfigError line on bad input) and derive the rest."""
         if isinstance(cfg, RunSpec):
             return cfg
+        validate(cfg)  # the values first: a bad one is refused before SB3 and torch are imported (~2-3 s)
         from rlexp.builder import algo_class
 
-        validate(cfg)
         return cls(cfg, config_hash(cfg), tuple(parse_seeds(cfg.eval.seeds, cfg.eval.n_episodes)), algo_class(cfg))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import rlexp
 from rlexp.errors import ConfigError
 from rlexp.runner import run_task
 
-from helpers import run_py
+from helpers import ROOT, _env, run_py
 
 # Checked in-process (fast): the ConfigError message. (overrides, message)
 CONFIG_ERRORS = [
@@ -55,6 +57,21 @@ def test_bad_input_on_the_command_line(tmp_path: Path, overrides: list[str], cod
     assert proc.returncode == code, proc.stderr[-2000:]
     assert message in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("override", ["total_steps=0", "n_envs=0", "eval.n_episodes=0", "threads=0"])
+def test_a_bad_value_is_refused_before_torch_is_imported(tmp_path: Path, override: str) -> None:
+    """The value checks come first: the refusal costs the config's composition, not torch's and SB3's imports."""
+    code = ("import runpy, sys\n"
+            "sys.argv = ['run.py', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_path('run.py', run_name='__main__')\n"
+            "except SystemExit as exc:\n"
+            "    print('exit', exc.code, 'torch' in sys.modules, 'stable_baselines3' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code, "+experiment=ch05_her_reach", override,
+                           f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=_env())
+    assert proc.stdout.split() == ["exit", "2", "False", "False"], proc.stdout + proc.stderr[-2000:]
+    assert "must be a positive integer" in proc.stderr
 
 
 @pytest.mark.parametrize("override,group", [("task=fly", "task"), ("routing=both", "routing")])
