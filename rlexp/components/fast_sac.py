@@ -19,7 +19,7 @@ What differs from `stable_baselines3.SAC.train`, and why each keeps the update r
   run as F.linear and in-place ReLU on the Linear's fresh output, without nn.Module call overhead: the same
   kernels, bitwise the same values and gradients. Networks with weights in their extractor (pixels), gSDE,
   an actor that transforms its features, a critic with its own forward (a subclass's, or one set on the
-  instance), and any train() call
+  instance before the first train() call: network methods are read once, at setup), and any train() call
   with module hooks on the networks (rlexp's fault injector, a user's) take SB3's module calls, so what they
   override and hooks run.
 - `policy.set_training_mode`, called three times per env step, sets the same `training` flags on the same
