@@ -12,6 +12,7 @@ finishes. Faults come from RLEXP_FAULT (rlexp/training/faults.py): the run signa
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -163,13 +164,12 @@ def main() -> None:
             refs[algo] = args.out / f"ref_{algo.replace(' ', '_').replace('+', '')}"
         jobs = [(a, f) for a in args.algos for f in faults_for(a, args.trials, rng)]
         print(f"references done in {(time.time() - t0) / 60:.1f} min; {len(jobs)} faults", file=sys.stderr, flush=True)
-        done: list[Trial] = []
+        finished = itertools.count(1)  # next() on it is atomic: each of the pool's threads gets its own number
 
         def trial(job: tuple[str, str]) -> Trial:
             t = one(job[0], job[1], args.out, refs[job[0]])
-            done.append(t)  # list.append is atomic: the pool's threads share it
             verdict = "equal" if t.completed and t.equal and t.json_ok else f"FAILED {t.notes}"
-            print(f"[{len(done)}/{len(jobs)}] {t.algo} {t.fault}: {verdict}, {t.attempts} runs "
+            print(f"[{next(finished)}/{len(jobs)}] {t.algo} {t.fault}: {verdict}, {t.attempts} runs "
                   f"({(time.time() - t0) / 60:.1f} min)", file=sys.stderr, flush=True)
             return t
 

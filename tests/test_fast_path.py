@@ -321,7 +321,8 @@ def _own_q_values(model: SAC) -> None:
                          ids=["fast_sac_q_values_after_an_update", "critic_forward"])
 def test_a_method_replaced_on_the_instance_is_called(patch: object, after: int) -> None:
     """As for subclasses: `model._q_values = fn` (also between train() calls, after the written-out gradients
-    ran) and `model.critic.forward = fn` are what the update runs."""
+    ran) and `model.critic.forward = fn` (before the first train() call: network methods are read at setup)
+    are what the update runs."""
     register_robotics()
     venv = make_vec_env("FetchPush-v4", n_envs=1)
     models = _twins((FastSAC if after else SAC, FastSAC), venv, ent_coef="auto")
