@@ -7,11 +7,14 @@ version sets (issue 11's open question).
 
 The book's repository asks only for minimums (stable-baselines3>=2.4.0, gymnasium>=1.0.0,
 gymnasium-robotics>=1.3.0, mujoco>=3.0.0) on top of the NVIDIA PyTorch 25.12 image (book ch1), so the
-versions its runs used are not recorded. SETS spans what that allows:
-- `min`: the minimums, as far as they install together (gymnasium-robotics 1.3.1 needs mujoco < 3.2);
-- `era`: what a fresh install got when that image was current (SB3 2.7.1 of 2025-12-05, the last before the
-  book's repository snapshot of 2026-02-28; SB3 2.7 caps gymnasium below 1.3);
-- rlexp's own pins (pyproject.toml) are the third set: the runs already in docs/results.md.
+versions its runs used are not recorded. Its env ids narrow them: FetchPush-v4 is registered from
+gymnasium-robotics 1.4.0 on (1.3.1 registers v1 and v3, 1.2.4 v1 and v2), 1.4.0 needs gymnasium >= 1.2.0, and
+SB3 accepts gymnasium 1.2 from 2.7.0 on (2.4.0 asks for < 1.1, 2.6.0 for < 1.2). SETS spans what is left:
+- `min`: the oldest set that runs FetchPush-v4: SB3 2.7.0, gymnasium 1.2.0, gymnasium-robotics 1.4.0, and an
+  older MuJoCo (3.2.7; gymnasium-robotics 1.4 asks only for >= 2.2);
+- `era`: what a fresh install got while the book's image was current (SB3 2.7.1 of 2025-12-05, the last SB3
+  before the book's repository snapshot of 2026-02-28; SB3 2.7 caps gymnasium below 1.3);
+- `ours`: rlexp's own pins (pyproject.toml), in the project's .venv (made by setup.sh): the same script's control.
 
 Each run is bench/plain_sb3.py's model (no rlexp code) trained in the set's venv, one torch thread, with
 SB3's CSV logger (training success: `rollout/success_rate`, the book's milestone curve) and the book's
@@ -26,6 +29,7 @@ import csv
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -38,16 +42,31 @@ TORCH = "torch==2.13.0"  # the CPU wheel here; torch only changes float rounding
 SETS: dict[str, tuple[str, ...]] = {
     "min": ("stable-baselines3==2.7.0", "gymnasium==1.2.0", "gymnasium-robotics==1.4.0", "mujoco==3.2.7"),
     "era": ("stable-baselines3==2.7.1", "gymnasium==1.2.2", "gymnasium-robotics==1.4.1", "mujoco==3.4.0"),
+    "ours": (),  # the project's .venv as setup.sh makes it
 }
 PACKAGES = ("stable-baselines3", "gymnasium", "gymnasium-robotics", "mujoco", "torch", "numpy")
-RECORD_FILES = ("meta.json", "evaluations.csv", "success.csv")
 
 
 def venv_python(name: str) -> Path:
-    return OUT / "venvs" / name / "bin" / "python"
+    return ROOT / ".venv" / "bin" / "python" if name == "ours" else OUT / "venvs" / name / "bin" / "python"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """A reader (a `table` while the run goes on) sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def whole_lines(path: Path) -> list[str]:
+    """A CSV that a running process appends to, without a last line still being written."""
+    text = path.read_text()
+    return text[: text.rfind("\n") + 1].splitlines()
 
 
 def setup(name: str) -> int:
+    if name == "ours":
+        return subprocess.call(["bash", str(ROOT / "setup.sh")])
     py = venv_python(name)
     if not py.exists():
         subprocess.check_call([sys.executable, "-m", "venv", str(py.parent.parent)])
@@ -78,6 +97,7 @@ def evaluate(model, n: int = 100) -> dict[str, float]:  # noqa: ANN001 (SB3 is n
 
 
 def train(name: str, seed: int, steps: int, eval_every: int, out: Path) -> None:
+    """Train in this (the set's) interpreter; meta.json says how far the run got, evaluations.csv what it scored."""
     from importlib.metadata import version
 
     import torch
@@ -89,8 +109,10 @@ def train(name: str, seed: int, steps: int, eval_every: int, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=False)
     meta = {"set": name, "seed": seed, "target_steps": steps, "machine": machine(),
             "versions": {p: version(p) for p in PACKAGES}, "python": platform.python_version(),
-            "command": f"python bench/book_versions.py run {name} --seed {seed} --steps {steps}"}
+            "command": f"python bench/book_versions.py run {name} --seed {seed} --steps {steps} "
+                       f"--eval-every {eval_every}", "steps_reached": 0, "train_time_s": 0.0}
     (out / "evaluations.csv").write_text("step,train_time_s,success_rate,return_mean,final_distance_mean,eval_s\n")
+    write_atomic(out / "meta.json", json.dumps(meta, indent=1) + "\n")
 
     class Periodic(BaseCallback):
         def __init__(self) -> None:
@@ -100,22 +122,29 @@ def train(name: str, seed: int, steps: int, eval_every: int, out: Path) -> None:
         def _on_step(self) -> bool:
             if self.num_timesteps >= self.next:
                 self.next += eval_every
-                t = time.perf_counter()
-                res = evaluate(self.model)
-                self.eval_s += (dt := time.perf_counter() - t)
-                train_s = t - self.t0 - (self.eval_s - dt)
-                with (out / "evaluations.csv").open("a") as f:
-                    f.write(f"{self.num_timesteps},{train_s:.1f},{res['success_rate']},{res['return_mean']:.3f},"
-                            f"{res['final_distance_mean']:.6f},{dt:.1f}\n")
-                meta.update(steps_reached=self.num_timesteps, train_time_s=round(train_s, 1))
-                (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-                print(f"{self.num_timesteps:,} steps, {train_s / 60:.1f} min: eval success {res['success_rate']:.0%}",
-                      flush=True)
+                self.score()
             return True
+
+        def _on_training_end(self) -> None:  # the last stretch, when --steps is not a multiple of --eval-every
+            if meta["steps_reached"] < self.num_timesteps:
+                self.score()
+
+        def score(self) -> None:
+            t = time.perf_counter()
+            res = evaluate(self.model)
+            self.eval_s += (dt := time.perf_counter() - t)
+            train_s = t - self.t0 - (self.eval_s - dt)
+            with (out / "evaluations.csv").open("a") as f:
+                f.write(f"{self.num_timesteps},{train_s:.1f},{res['success_rate']},{res['return_mean']:.3f},"
+                        f"{res['final_distance_mean']:.6f},{dt:.1f}\n")
+            meta.update(steps_reached=self.num_timesteps, train_time_s=round(train_s, 1))
+            write_atomic(out / "meta.json", json.dumps(meta, indent=1) + "\n")
+            print(f"{self.num_timesteps:,} steps, {train_s / 60:.1f} min: eval success {res['success_rate']:.0%}",
+                  flush=True)
 
     model = make_model("cpu", seed)
     model.set_logger(configure(str(out), ["csv"]))
-    model.learn(steps, callback=Periodic(), log_interval=40)  # a CSV row every 40 episodes (5 steps of 8 envs x 50)
+    model.learn(steps, callback=Periodic(), log_interval=40)  # a CSV row every 40 episodes: 2,000 env steps
 
 
 # ------------------------------------------------------------------------------------------ tabulating
@@ -125,25 +154,32 @@ def run_dir(name: str) -> Path:
 
 def success_curve(d: Path) -> list[tuple[int, float]]:
     """Training success over steps: SB3's progress.csv in a run, success.csv in a record."""
-    if (d / "progress.csv").is_file():
-        with (d / "progress.csv").open() as f:
-            return [(int(r["time/total_timesteps"]), float(r["rollout/success_rate"])) for r in csv.DictReader(f)
-                    if r.get("rollout/success_rate")]
+    if (d / "progress.csv").is_file():  # SB3 rewrites it whole when a new key appears: whole lines only
+        return [(int(r["time/total_timesteps"]), float(r["rollout/success_rate"]))
+                for r in csv.DictReader(whole_lines(d / "progress.csv")) if r.get("rollout/success_rate")]
     if (d / "success.csv").is_file():
-        with (d / "success.csv").open() as f:
-            return [(int(r["step"]), float(r["success_rate"])) for r in csv.DictReader(f)]
+        return [(int(r["step"]), float(r["success_rate"])) for r in csv.DictReader(whole_lines(d / "success.csv"))]
     return []
 
 
 def record(name: str) -> None:
-    """bench/records/NAME: the small files the table reads (bench/out does not outlive the machine)."""
-    src, dst = OUT / name, RECORDS / name
+    """bench/records/NAME: the small files the table reads (bench/out does not outlive the machine). Built beside
+    the old record and swapped in whole; `run` refuses a name that has a record, so only its own run replaces it."""
+    src, dst, tmp, old = OUT / name, RECORDS / name, RECORDS / f".{name}.tmp", RECORDS / f".{name}.old"
+    if old.is_dir() and not dst.exists():  # an earlier call stopped between the two renames below
+        (tmp if tmp.is_dir() else old).rename(dst)
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
     if not (src / "meta.json").is_file():
         return
-    dst.mkdir(parents=True, exist_ok=True)
-    for rel in RECORD_FILES[:2]:
-        (dst / rel).write_text((src / rel).read_text())
-    (dst / "success.csv").write_text("step,success_rate\n" + "".join(f"{s},{v!r}\n" for s, v in success_curve(src)))
+    tmp.mkdir(parents=True)
+    (tmp / "meta.json").write_text((src / "meta.json").read_text())
+    (tmp / "evaluations.csv").write_text("\n".join(whole_lines(src / "evaluations.csv")) + "\n")
+    (tmp / "success.csv").write_text("step,success_rate\n" + "".join(f"{s},{v!r}\n" for s, v in success_curve(src)))
+    if dst.exists():
+        dst.rename(old)
+    tmp.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def table() -> str:
@@ -154,28 +190,29 @@ def table() -> str:
         if not (d / "meta.json").is_file():
             continue
         meta = json.loads((d / "meta.json").read_text())
-        with (d / "evaluations.csv").open() as f:
-            evals = list(csv.DictReader(f))
+        evals = list(csv.DictReader(whole_lines(d / "evaluations.csv")))
         v = meta["versions"]
         pts = success_curve(d)
         half = next((s for s, x in pts if x >= 0.5), None)
         hit = next((r for r in evals if float(r["success_rate"]) >= 0.9), None)
+        last = pts[-1][0] if pts else 0
         rows.append(
             f"| {name} | SB3 {v['stable-baselines3']}, gymnasium {v['gymnasium']}, gymnasium-robotics "
-            f"{v['gymnasium-robotics']}, mujoco {v['mujoco']} | {meta['seed']} | {meta.get('steps_reached', 0):,} | "
-            f"{meta.get('train_time_s', 0) / 60:.1f} min | {'never' if half is None else f'{half:,}'} | "
-            + ("not reached" if hit is None else f"{int(hit['step']):,}") + " |")
+            f"{v['gymnasium-robotics']}, mujoco {v['mujoco']}, torch {v['torch']} | {meta['seed']} | "
+            f"{meta['steps_reached']:,} | {meta['train_time_s'] / 60:.1f} min | "
+            + (f"not reached by {last:,}" if half is None else f"{half:,}") + " | "
+            + (f"not reached by {meta['steps_reached']:,}" if hit is None else f"{int(hit['step']):,}") + " |")
         marks = ", ".join(f"{int(r['step']) // 1000}k {float(r['success_rate']):.0%} "
                           f"({float(r['final_distance_mean']) * 1000:.0f})" for r in evals)
         train_marks = ", ".join(f"{m // 1000}k {next(x for s, x in pts if s >= m):.0%}"
                                 for m in range(100_000, (pts[-1][0] if pts else 0) + 1, 100_000))
         curves += [f"- {name}, periodic evaluation: {marks}", f"- {name}, training success: {train_marks}"]
-    machines = sorted({json.loads((run_dir(n) / "meta.json").read_text())["machine"] for n in names
-                       if (run_dir(n) / "meta.json").is_file()})
+    machines = sorted({(m := json.loads((run_dir(n) / "meta.json").read_text()))["machine"] + f", Python {m['python']}"
+                       for n in names if (run_dir(n) / "meta.json").is_file()})
     return "\n".join([
         "Machine: " + "; ".join(machines) + ".",
         "",
-        "| run | versions (torch 2.13.0+cpu) | seed | steps reached | training time | training success first >= 50% "
+        "| run | versions | seed | steps reached (last evaluation) | training time | training success first >= 50% "
         "| periodic eval first >= 90% |",
         "|---|---|---|---|---|---|---|",
         *rows,
@@ -217,17 +254,18 @@ def main() -> int:
         if args.child:
             train(args.set, args.seed, args.steps, args.eval_every, out)
             return 0
-        if out.exists():
-            sys.exit(f"{out} exists: move it away first (a run is not resumed)")
+        for taken in (out, RECORDS / out.name):
+            if taken.exists():
+                sys.exit(f"{taken} exists: move it away first (a run is not resumed, and its record is not replaced)")
         if not venv_python(args.set).exists():
             sys.exit(f"no venv for {args.set!r}: run `python bench/book_versions.py setup {args.set}` first")
         return subprocess.call([str(venv_python(args.set)), __file__, "run", args.set, "--seed", str(args.seed),
                                 "--steps", str(args.steps), "--eval-every", str(args.eval_every), "--child"])
-    names = sorted({d.name for d in OUT.glob("versions_*") if d.is_dir()})
-    for name in names:
-        record(name)
     text = table()
     if args.write:
+        for name in sorted(d.name for d in OUT.glob("versions_*") if d.is_dir()):
+            record(name)
+        text = table()
         sys.path.insert(0, str(ROOT / "bench"))
         from docsection import write_section
 

@@ -7,6 +7,7 @@ fresh machine used to drop every row whose run was not there.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -141,3 +142,46 @@ def test_record_tabulates_like_its_run_and_never_mixes_two_runs(tmp_path: Path, 
     learning.record("push_tiny")
     assert (rec / "success.csv").is_file() and not (rec / "old.txt").exists()
     assert sorted(p.name for p in records.iterdir()) == ["push_tiny"]
+
+
+def test_book_versions_record_reads_like_its_run_and_a_recorded_name_is_not_rerun(tmp_path: Path,
+                                                                                monkeypatch) -> None:  # noqa: ANN001
+    """bench/book_versions.py: files a run is still writing are read up to their last whole line, a record
+    tabulates like its run once the run directory is gone, a stop between the record's renames loses neither
+    record, and `run` refuses a name that already has a record (it would replace a long run with a new one)."""
+    import book_versions as bv
+
+    out, records = tmp_path / "out", tmp_path / "records"
+    monkeypatch.setattr(bv, "OUT", out)
+    monkeypatch.setattr(bv, "RECORDS", records)
+    run = out / "versions_era_s0"
+    run.mkdir(parents=True)
+    versions = {"stable-baselines3": "2.7.1", "gymnasium": "1.2.2", "gymnasium-robotics": "1.4.1", "mujoco": "3.4.0",
+                "torch": "2.13.0+cpu", "numpy": "2.4.6"}
+    (run / "meta.json").write_text(json.dumps({"set": "era", "seed": 0, "machine": "2 cores (X), Linux, CPU only",
+                                               "python": "3.11.7", "versions": versions, "steps_reached": 200000,
+                                               "train_time_s": 660.0}))
+    (run / "evaluations.csv").write_text(
+        "step,train_time_s,success_rate,return_mean,final_distance_mean,eval_s\n"
+        "100000,330.0,0.05,-47.5,0.184,7.0\n200000,660.0,0.92,-15.1,0.031,7.1\n300000,99")  # a row being written
+    (run / "progress.csv").write_text(  # SB3's CSV: blank cells where a key was not logged, a row being written
+        "time/total_timesteps,rollout/success_rate,train/critic_loss\n"
+        "2000,0.05,\n100000,0.3,0.1\n150000,,0.1\n200000,0.6,0.2\n210000,0.")
+    text = bv.table()
+    assert "| versions_era_s0 | SB3 2.7.1, gymnasium 1.2.2, gymnasium-robotics 1.4.1, mujoco 3.4.0, " in text
+    assert "| 0 | 200,000 | 11.0 min | 200,000 | 200,000 |" in text  # training 50% at 200k; eval 92% at 200k
+    assert "- versions_era_s0, periodic evaluation: 100k 5% (184), 200k 92% (31)" in text
+    assert "- versions_era_s0, training success: 100k 30%, 200k 60%" in text
+    bv.record("versions_era_s0")
+    assert sorted(p.name for p in records.iterdir()) == ["versions_era_s0"]
+    shutil.move(run, tmp_path / "gone")
+    assert bv.table() == text
+    # stopped between the renames: the new record whole in .tmp, the old one aside, none in place
+    rec = records / "versions_era_s0"
+    shutil.copytree(rec, records / ".versions_era_s0.tmp")
+    rec.rename(records / ".versions_era_s0.old")
+    bv.record("versions_era_s0")
+    assert sorted(p.name for p in records.iterdir()) == ["versions_era_s0"] and bv.table() == text
+    monkeypatch.setattr(sys, "argv", ["book_versions.py", "run", "era", "--seed", "0"])
+    with pytest.raises(SystemExit, match="versions_era_s0 exists"):
+        bv.main()
