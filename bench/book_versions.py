@@ -27,13 +27,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from docsection import swap_in, write_section  # beside this script (stdlib only: imports in any set's venv)
+from learning import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -108,7 +108,7 @@ def train(name: str, seed: int, steps: int, eval_every: int, out: Path) -> None:
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=False)
     meta = {"set": name, "seed": seed, "target_steps": steps, "machine": machine(),
-            "versions": {p: version(p) for p in PACKAGES}, "python": platform.python_version(),
+            "versions": {p: version(p) for p in PACKAGES},
             "command": f"python bench/book_versions.py run {name} --seed {seed} --steps {steps} "
                        f"--eval-every {eval_every}", "steps_reached": 0, "train_time_s": 0.0}
     (out / "evaluations.csv").write_text("step,train_time_s,success_rate,return_mean,final_distance_mean,eval_s\n")
@@ -163,33 +163,26 @@ def success_curve(d: Path) -> list[tuple[int, float]]:
 
 
 def record(name: str) -> None:
-    """bench/records/NAME: the small files the table reads (bench/out does not outlive the machine). Built beside
-    the old record and swapped in whole; `run` refuses a name that has a record, so only its own run replaces it."""
-    src, dst, tmp, old = OUT / name, RECORDS / name, RECORDS / f".{name}.tmp", RECORDS / f".{name}.old"
-    if old.is_dir() and not dst.exists():  # an earlier call stopped between the two renames below
-        (tmp if tmp.is_dir() else old).rename(dst)
-    for stale in (tmp, old):
-        shutil.rmtree(stale, ignore_errors=True)
-    if not (src / "meta.json").is_file():
-        return
-    tmp.mkdir(parents=True)
-    (tmp / "meta.json").write_text((src / "meta.json").read_text())
-    (tmp / "evaluations.csv").write_text("\n".join(whole_lines(src / "evaluations.csv")) + "\n")
-    (tmp / "success.csv").write_text("step,success_rate\n" + "".join(f"{s},{v!r}\n" for s, v in success_curve(src)))
-    if dst.exists():
-        dst.rename(old)
-    tmp.rename(dst)
-    shutil.rmtree(old, ignore_errors=True)
+    """bench/records/NAME: the small files the table reads (bench/out does not outlive the machine), swapped in
+    whole (docsection.swap_in); `run` refuses a name that has a record, so only its own run replaces it."""
+    src = OUT / name
+    texts = {} if not (src / "meta.json").is_file() else {
+        "meta.json": (src / "meta.json").read_text(),
+        "evaluations.csv": "\n".join(whole_lines(src / "evaluations.csv")) + "\n",
+        "success.csv": "step,success_rate\n" + "".join(f"{s},{v!r}\n" for s, v in success_curve(src)),
+    }
+    swap_in(RECORDS / name, texts)
 
 
 def table() -> str:
     names = sorted({d.name for root in (OUT, RECORDS) for d in root.glob("versions_*") if d.is_dir()})
-    rows, curves = [], []
+    rows, curves, machines = [], [], set()
     for name in names:
         d = run_dir(name)
         if not (d / "meta.json").is_file():
             continue
         meta = json.loads((d / "meta.json").read_text())
+        machines.add(meta["machine"])
         evals = list(csv.DictReader(whole_lines(d / "evaluations.csv")))
         v = meta["versions"]
         pts = success_curve(d)
@@ -205,12 +198,10 @@ def table() -> str:
         marks = ", ".join(f"{int(r['step']) // 1000}k {float(r['success_rate']):.0%} "
                           f"({float(r['final_distance_mean']) * 1000:.0f})" for r in evals)
         train_marks = ", ".join(f"{m // 1000}k {next(x for s, x in pts if s >= m):.0%}"
-                                for m in range(100_000, (pts[-1][0] if pts else 0) + 1, 100_000))
+                                for m in range(100_000, last + 1, 100_000))
         curves += [f"- {name}, periodic evaluation: {marks}", f"- {name}, training success: {train_marks}"]
-    machines = sorted({(m := json.loads((run_dir(n) / "meta.json").read_text()))["machine"] + f", Python {m['python']}"
-                       for n in names if (run_dir(n) / "meta.json").is_file()})
     return "\n".join([
-        "Machine: " + "; ".join(machines) + ".",
+        "Machine: " + "; ".join(sorted(machines)) + ".",
         "",
         "| run | versions | seed | steps reached (last evaluation) | training time | training success first >= 50% "
         "| periodic eval first >= 90% |",
@@ -222,16 +213,6 @@ def table() -> str:
         "",
         *curves,
     ]) + "\n"
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} cores ({cpu}), {platform.system()}, CPU only"
 
 
 def main() -> int:
@@ -261,14 +242,11 @@ def main() -> int:
             sys.exit(f"no venv for {args.set!r}: run `python bench/book_versions.py setup {args.set}` first")
         return subprocess.call([str(venv_python(args.set)), __file__, "run", args.set, "--seed", str(args.seed),
                                 "--steps", str(args.steps), "--eval-every", str(args.eval_every), "--child"])
-    text = table()
     if args.write:
         for name in sorted(d.name for d in OUT.glob("versions_*") if d.is_dir()):
             record(name)
-        text = table()
-        sys.path.insert(0, str(ROOT / "bench"))
-        from docsection import write_section
-
+    text = table()
+    if args.write:
         cmd = "python bench/book_versions.py table --write docs/results.md"
         write_section(args.write, "push-versions", "Push's take-off under other library versions (issue 11)",
                       f"`{cmd}`\n\n" + text)

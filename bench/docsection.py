@@ -1,8 +1,31 @@
-"""Replace one benchmark's section of a Markdown doc, so re-running a bench updates its table in place."""
+"""Replace one benchmark's section of a Markdown doc, so re-running a bench updates its table in place, and
+swap in the small records (bench/records/NAME) such sections are rebuilt from."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+
+
+def swap_in(dst: Path, texts: dict[str, str]) -> None:
+    """Make directory `dst` hold exactly `texts` (relative path -> content). Built beside it as `.NAME.tmp` and
+    swapped in whole, so a record never mixes files of two runs that had the same name. A call stopped between
+    the two renames (the new record whole in .tmp, the old one aside as .old, none in place) is finished first;
+    with no `texts`, that is all it does."""
+    tmp, old = dst.with_name(f".{dst.name}.tmp"), dst.with_name(f".{dst.name}.old")
+    if old.is_dir() and not dst.exists():
+        (tmp if tmp.is_dir() else old).rename(dst)
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    if not texts:
+        return
+    for rel, text in texts.items():
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_text(text)
+    if dst.exists():
+        dst.rename(old)
+    tmp.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_section(path: Path, name: str, title: str, body: str) -> None:

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from docsection import carry_over, write_section  # beside this script
+from docsection import carry_over, swap_in, write_section  # beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -109,12 +109,9 @@ def record(name: str) -> None:
     file the run no longer has goes with the old record)."""
     from rlexp.rundir import RunDir
 
-    src, dst, tmp, old = OUT / name, RECORDS / name, RECORDS / f".{name}.tmp", RECORDS / f".{name}.old"
-    if old.is_dir() and not dst.exists():  # an earlier call stopped between the two renames below, after
-        (tmp if tmp.is_dir() else old).rename(dst)  # it had written the whole new record
-    for stale in (tmp, old):
-        shutil.rmtree(stale, ignore_errors=True)
-    if not src.is_dir():  # nothing to copy from: the record stays as it is
+    src = OUT / name
+    if not src.is_dir():  # nothing to copy from: the record stays as it is (an interrupted swap finished)
+        swap_in(RECORDS / name, {})
         return
     files = {rel: src / rel for rel in RECORD_FILES if (src / rel).is_file()}
     ckpt = RunDir(src).latest_checkpoint()
@@ -125,15 +122,7 @@ def record(name: str) -> None:
         texts["evaluations.csv"] = texts["evaluations.csv"][: texts["evaluations.csv"].rfind("\n") + 1]
     if (src / "tb").is_dir():
         texts["success.csv"] = "step,success_rate\n" + "".join(f"{s},{v!r}\n" for s, v in curve(name))
-    if not texts:  # a run just started (no checkpoint, evaluation or TensorBoard yet): nothing to record
-        return
-    for rel, text in texts.items():
-        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / rel).write_text(text)
-    if dst.exists():
-        dst.rename(old)
-    tmp.rename(dst)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(RECORDS / name, texts)  # no texts (a run just started: nothing to record yet): the record stays
 
 
 def record_all(names: list[str]) -> None:

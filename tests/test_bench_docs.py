@@ -158,8 +158,8 @@ def test_book_versions_record_reads_like_its_run_and_a_recorded_name_is_not_reru
     run.mkdir(parents=True)
     versions = {"stable-baselines3": "2.7.1", "gymnasium": "1.2.2", "gymnasium-robotics": "1.4.1", "mujoco": "3.4.0",
                 "torch": "2.13.0+cpu", "numpy": "2.4.6"}
-    (run / "meta.json").write_text(json.dumps({"set": "era", "seed": 0, "machine": "2 cores (X), Linux, CPU only",
-                                               "python": "3.11.7", "versions": versions, "steps_reached": 200000,
+    (run / "meta.json").write_text(json.dumps({"set": "era", "seed": 0, "versions": versions, "steps_reached": 200000,
+                                               "machine": "2 cores (X), Linux, Python 3.11.7, CPU only",
                                                "train_time_s": 660.0}))
     (run / "evaluations.csv").write_text(
         "step,train_time_s,success_rate,return_mean,final_distance_mean,eval_s\n"
