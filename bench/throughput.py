@@ -4,6 +4,7 @@
     python bench/throughput.py --device cuda --write docs/results.md       # on a GPU machine
     python bench/throughput.py --candidates --repeats 2 --steps 6000       # each fast-path piece on its own
     python bench/throughput.py --concurrent 6 --seconds 60 --write docs/results.md  # plain and rlexp at once
+    python bench/throughput.py --pieces 3 --seconds 45 --write docs/results.md      # each piece's worth, A/B
 
 Every measurement is its own process (one torch thread), run one after another and interleaved across
 repeats, so all modes see the same machine load. Each trains the same recipe (bench/plain_sb3.py: 8 envs,
@@ -40,14 +41,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 from docsection import write_section  # noqa: E402
 
 LEARNING_STARTS = 1000
-PARTS = ("obs", "her", "adam", "lean")  # the fast path's pieces (--candidates measures each alone)
+PARTS = ("obs", "adam", "lean")  # the fast path's pieces (--candidates measures each alone, --pieces each one's worth)
 PART_NAMES = {
-    "obs": "Fetch stepped by index: observations, action, gripper block (rlexp.components.fetch_index)",
-    "her": "HER sampling, cached valid indices, one gather (fast_her)",
-    "adam": "fused Adam (FastSAC)",
-    "lean": "lean train(): no critic weight grads in the actor loss, features once, direct MLPs, gradients "
-            "written out, foreach Polyak, one sync, flat set_training_mode, acting without distribution objects "
-            "(FastSAC)",
+    "obs": "Fetch stepped by index: observations, action, gripper block (rlexp/fast/fetch_index.py)",
+    "adam": "fused Adam (FastSAC, `optimizer_kwargs`)",
+    "lean": "lean train(): no critic weight grads in the actor loss, features once, direct MLPs, one sync, flat "
+            "set_training_mode, acting without distribution objects (FastSAC)",
 }
 
 
@@ -92,19 +91,20 @@ def rlexp_model(device: str, parts: set[str], overlap: bool) -> Any:
     overrides = ["+experiment=ch05_her_push", f"device={device}", f"fast={str(bool(parts)).lower()}"]
     model = build(rlexp.compose(*overrides, *(["overlap=true"] if overlap else [])))
     if parts and set(PARTS) - parts:  # a candidate alone: switch the other pieces back to SB3's code
-        from stable_baselines3 import SAC, HerReplayBuffer
+        from stable_baselines3 import SAC
 
-        from rlexp.components.fast_her import FastHerReplayBuffer
-        from rlexp.components.fast_sac import FastSAC
+        from rlexp.fast.sac import FastSAC
 
         if "obs" not in parts:
             for env in model.get_env().envs:
                 for name in ("_get_obs", "_set_action", "_step_callback"):
                     vars(env.unwrapped).pop(name, None)
-        if "her" not in parts:
-            FastHerReplayBuffer.sample = HerReplayBuffer.sample  # type: ignore[method-assign]
         FastSAC.fused_adam, FastSAC.skip_critic_grads = "adam" in parts, "lean" in parts
-        FastSAC.shared_features = FastSAC.analytic_grads = "lean" in parts
+        FastSAC.shared_features = "lean" in parts
+        if "adam" not in parts:  # the model was built before the switch: SB3's Adam flags back
+            for opt in (model.actor.optimizer, model.critic.optimizer):
+                for group in opt.param_groups:
+                    group["fused"] = None
         if "lean" not in parts:  # SB3's recursive set_training_mode and module-call acting back
             vars(model.policy).pop("set_training_mode", None)
             vars(model.policy).pop("_predict", None)
@@ -123,7 +123,7 @@ def ceiling(steps: int, fast_obs: bool) -> dict[str, float]:
     gym.register_envs(gymnasium_robotics)
     venv = make_vec_env("FetchPush-v4", n_envs=8, seed=0, monitor_kwargs={"info_keywords": ("is_success",)})
     if fast_obs:
-        from rlexp.components.fetch_index import install
+        from rlexp.fast.fetch_index import install
 
         for env in venv.envs:
             install(env)
@@ -146,13 +146,9 @@ def child(mode: str, steps: int, device: str, seconds: float = 0.0) -> dict[str,
         from plain_sb3 import make_model
 
         model = make_model(device)
-    else:  # rlexp[:parts] | rlexp_overlap | rlexp_autograd
+    else:  # rlexp[:parts] | rlexp_overlap
         named = set(filter(None, mode.partition(":")[2].split(",")))
-        parts = set(PARTS) if mode in ("rlexp", "rlexp_overlap", "rlexp_autograd") else named
-        if mode == "rlexp_autograd":  # the default path with autograd's backward instead of sac_grads
-            from rlexp.components.fast_sac import FastSAC
-
-            FastSAC.analytic_grads = False
+        parts = set(PARTS) if mode in ("rlexp", "rlexp_overlap") else named
         model = rlexp_model(device, parts, overlap=mode == "rlexp_overlap")
     warm = LEARNING_STARTS + 1000
     timer = timer_callback(warm, seconds)
@@ -218,13 +214,10 @@ def run_pair(modes: tuple[str, str], seconds: float, device: str, cores: tuple[i
     return out
 
 
-BASES = {"plain": "plain", "rlexp_autograd": "autograd"}  # --against: what the default path runs beside
-
-
 def concurrent_table(pairs: int, seconds: float, device: str, against: str = "plain") -> tuple[str, float]:
-    """The default path and `against` (plain SB3, or the default path with autograd's backward) side by side at
-    the same moment; the table and the median ratio."""
-    b = BASES[against]
+    """The default path and `against` (plain SB3, or a mode of the default path without one piece) side by side
+    at the same moment; the table and the median ratio."""
+    b = "plain" if against == "plain" else "without"
     rows = [f"| pair | cores ({b}, rlexp) | {b} steps/s | rlexp steps/s | {b} CPU s/1k | rlexp CPU s/1k "
             f"| x {b}, steps per CPU-s |", "|---|---|---:|---:|---:|---:|---:|"]
     ratios = []
@@ -244,19 +237,6 @@ def write_concurrent(args: argparse.Namespace, table: str, ratio: float, load: f
     import stable_baselines3
     import torch
 
-    if args.against != "plain":
-        body = (f"rlexp's default path and the same path with autograd's backward instead of the written-out "
-                f"gradients (`FastSAC.analytic_grads = False`) at the same time, one pinned to each core (swapped "
-                f"every pair), each timed over {args.seconds:g} s of wall clock after {LEARNING_STARTS + 1000:,} "
-                f"untimed steps of the recipe above; one torch thread each. Machine: {machine(args.device)}; load "
-                f"average {load:.1f} at start. torch {torch.__version__}, "
-                f"{time.strftime('%Y-%m-%d', time.gmtime())}.\n\n`python bench/throughput.py --concurrent "
-                f"{args.concurrent} --seconds {args.seconds:g} --against {args.against}`\n\n{table}\n\nMedian over "
-                f"the pairs: **{ratio:.2f}x** the autograd backward's env steps per CPU-second.\n")
-        write_section(args.write, "throughput-grads-ab",
-                      "Throughput: written-out gradients vs autograd's backward, at the same moment (cpu)", body)
-        print(f"wrote {args.write}")
-        return
     body = (f"The recipe of the table above; plain SB3 and rlexp's default path run at the same time, one pinned "
             f"to each core (swapped every pair), each timed over {args.seconds:g} s of wall clock after "
             f"{LEARNING_STARTS + 1000:,} untimed steps; learner on `{args.device}`, one torch thread each. Machine: "
@@ -302,8 +282,9 @@ def main() -> None:
     ap.add_argument("--concurrent", type=int, default=0, metavar="N",
                     help="instead: N pairs of plain SB3 and the default path run at the same time, one per core")
     ap.add_argument("--seconds", type=float, default=0.0, help="with --concurrent: timed wall seconds per run (60)")
-    ap.add_argument("--against", choices=sorted(BASES), default="plain",
-                    help="with --concurrent: what runs beside the default path (rlexp_autograd: its A/B)")
+    ap.add_argument("--pieces", type=int, default=0, metavar="N",
+                    help="instead: for each fast-path piece, N pairs of the default path and the default path "
+                         "without that piece at the same time, one per core (what each piece buys end to end)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -312,11 +293,37 @@ def main() -> None:
     if args.concurrent:
         args.seconds = args.seconds or 60.0
         load = os.getloadavg()[0]
-        table, ratio = concurrent_table(args.concurrent, args.seconds, args.device, args.against)
+        table, ratio = concurrent_table(args.concurrent, args.seconds, args.device)
         print(table)
-        print(f"median: {ratio:.2f}x {BASES[args.against]}'s env steps per CPU-second")
+        print(f"median: {ratio:.2f}x plain's env steps per CPU-second")
         if args.write:
             write_concurrent(args, table, ratio, load)
+        return
+
+    if args.pieces:
+        args.seconds = args.seconds or 45.0
+        load = os.getloadavg()[0]
+        rows = ["| piece | pairs: x without it, steps per CPU-s | median | kept (>= 1.03) |", "|---|---|---:|---|"]
+        for part in PARTS:
+            without = "rlexp:" + ",".join(p for p in PARTS if p != part)
+            table, ratio = concurrent_table(args.pieces, args.seconds, args.device, without)
+            pair_ratios = [line.rsplit("|", 2)[-2].strip() for line in table.splitlines()[2:]]
+            rows.append(f"| {PART_NAMES[part]} | {', '.join(pair_ratios)} | **{ratio:.2f}** | "
+                        f"{'yes' if ratio >= 1.03 else 'no'} |")
+            print(rows[-1], flush=True)
+        if args.write:
+            import torch
+
+            body = (f"For each piece of the default path: the default path and the same path without that piece run "
+                    f"at the same time, one pinned to each core (swapped every pair), each timed over "
+                    f"{args.seconds:g} s of wall clock after {LEARNING_STARTS + 1000:,} untimed steps of the recipe "
+                    f"above; one torch thread each. A piece stays only if it buys at least 3% (1.03x). Machine: "
+                    f"{machine(args.device)}; load average {load:.1f} at start. torch {torch.__version__}, "
+                    f"{time.strftime('%Y-%m-%d', time.gmtime())}.\n\n`python bench/throughput.py --pieces "
+                    f"{args.pieces} --seconds {args.seconds:g}`\n\n" + "\n".join(rows) + "\n")
+            write_section(args.write, "throughput-pieces", "Throughput: what each fast-path piece buys, side by "
+                          "side (cpu)", body)
+            print(f"wrote {args.write}")
         return
 
     overlap = has_overlap()

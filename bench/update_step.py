@@ -1,5 +1,5 @@
-"""Where one SAC gradient step's time goes on this CPU: SB3's `train()`, rlexp's FastSAC, and a batched-twin-critic
-variant that was measured and not adopted.
+"""Where one SAC gradient step's time goes on this CPU: SB3's `train()` and rlexp's FastSAC, with and without its
+direct network calls.
 
     python bench/update_step.py --rounds 8 --steps 50 --write docs/results.md
 
@@ -10,10 +10,8 @@ all see the same machine load;
 reported: median process-CPU milliseconds per gradient step. A torch.profiler pass over FastSAC splits its
 step into matrix multiplies (aten::mm/addmm: forward and backward GEMMs) and everything else (elementwise
 ops, autograd bookkeeping, optimizer, Python). A 256x256x256 float32 GEMM timed alone gives this core's
-matrix rate. The batched variant runs both critics as one `baddbmm` per layer over stacked weights whose
-per-critic slices stay SB3's parameters (same names, same optimizer state), with the rest of FastSAC's step
-(features once per batch, in-place ReLU) as it is. Every model is checked against SB3
-(same weights after three steps, float tolerance) before it is timed.
+matrix rate. Every model is checked against SB3 (same weights after three steps, float tolerance) before it
+is timed.
 """
 
 from __future__ import annotations
@@ -30,97 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from docsection import write_section  # noqa: E402
-
-
-def stacked_sac_class() -> type:
-    """FastSAC with both critics (and both targets) evaluated as one batched MLP per forward."""
-    import torch as th
-    from torch import nn
-    from torch.nn import functional as F  # noqa: N812
-
-    from rlexp.components.fast_sac import FastSAC
-
-    class Stacked:
-        """Layer i of n equal MLPs as leaves [n, out, in] / [n, out]; each net's parameter data is a slice."""
-
-        def __init__(self, critic: Any, grad: bool) -> None:
-            self.critic, self.plan, self.leaves, self.views = critic, [], [], []
-            for layers in zip(*critic.q_networks, strict=True):
-                if not isinstance(layers[0], nn.Linear):
-                    self.plan.append(layers[0])
-                    continue
-                w = th.stack([m.weight.data for m in layers]).requires_grad_(grad)
-                b = th.stack([m.bias.data for m in layers]).requires_grad_(grad)
-                for i, m in enumerate(layers):
-                    m.weight.data, m.bias.data = w.data[i], b.data[i]
-                    self.views += [(w, i, m.weight), (b, i, m.bias)]
-                self.leaves += [w, b]
-                self.plan.append((w, b))
-
-        def __call__(self, features: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, ...]:
-            c = self.critic
-            h = th.cat([features, actions], dim=1)
-            for step in self.plan:
-                if isinstance(step, tuple):
-                    h = h.expand(len(c.q_networks), *h.shape) if h.dim() == 2 else h
-                    h = th.baddbmm(step[1].unsqueeze(1), h, step[0].transpose(1, 2))
-                else:
-                    h = th.relu_(h) if isinstance(step, nn.ReLU) else step(h)
-            return h.unbind(0)
-
-        def grads_to_params(self) -> None:
-            for leaf, i, p in self.views:
-                p.grad = leaf.grad[i]
-
-    class StackedSAC(FastSAC):
-        analytic_grads = False  # batched critics through autograd
-
-        def train(self, gradient_steps: int, batch_size: int = 64) -> None:
-            self.policy.set_training_mode(True)
-            optimizers = [self.actor.optimizer, self.critic.optimizer]
-            self._update_learning_rate(optimizers)
-            self._fast_optimizers(optimizers)
-            if self._critic_own is None:
-                self._fast_setup()
-                self._st, self._st_t = Stacked(self.critic, True), Stacked(self.critic_target, False)
-            st, stt = self._st, self._st_t
-            losses = []
-            for _ in range(gradient_steps):
-                data = self.replay_buffer.sample(batch_size)
-                features, next_features = self._features(data.observations, True), \
-                    self._features(data.next_observations, True)  # as FastSAC: once per batch
-                actions_pi, log_prob = self._action_log_prob(data.observations, features)
-                log_prob = log_prob.reshape(-1, 1)
-                ent_coef = self.ent_coef_tensor  # ch05's fixed coefficient
-                with th.no_grad():
-                    next_actions, next_log_prob = self._action_log_prob(data.next_observations, next_features)
-                    next_q, _ = th.min(th.cat(stt(next_features, next_actions), dim=1), dim=1, keepdim=True)
-                    next_q = next_q - ent_coef * next_log_prob.reshape(-1, 1)
-                    target_q = data.rewards + (1 - data.dones) * self.gamma * next_q
-                critic_loss = 0.5 * sum(F.mse_loss(q, target_q) for q in st(features, data.actions))
-                self.critic.optimizer.zero_grad()
-                for leaf in st.leaves:
-                    leaf.grad = None
-                critic_loss.backward()
-                st.grads_to_params()
-                self.critic.optimizer.step()
-                for leaf in st.leaves:
-                    leaf.requires_grad_(False)
-                min_q, _ = th.min(th.cat(st(features, actions_pi), dim=1), dim=1, keepdim=True)
-                actor_loss = (ent_coef * log_prob - min_q).mean()
-                self.actor.optimizer.zero_grad()
-                actor_loss.backward()
-                for leaf in st.leaves:
-                    leaf.requires_grad_(True)
-                self.actor.optimizer.step()
-                with th.no_grad():
-                    th._foreach_mul_(stt.leaves, 1 - self.tau)
-                    th._foreach_add_(stt.leaves, st.leaves, alpha=self.tau)
-                losses.append(critic_loss.detach())
-            self._n_updates += gradient_steps
-            self.logger.record("train/critic_loss", float(th.stack(losses).mean()))
-
-    return StackedSAC
 
 
 def cpu_model() -> str:
@@ -151,20 +58,17 @@ def models(batch_size: int) -> dict[str, Any]:
     from stable_baselines3.common.logger import configure
 
     from rlexp.components.envs import register_robotics
-    from rlexp.components.fast_sac import FastSAC
+    from rlexp.fast.sac import FastSAC
 
     register_robotics()
     venv = make_vec_env("FetchPush-v4", n_envs=1)
     kwargs = dict(learning_starts=0, batch_size=batch_size, gamma=0.95, ent_coef=0.05, seed=0,
                   learning_rate=3e-4, policy_kwargs={"net_arch": [256, 256]})  # ch05_her_push's networks
     built = {"SB3 SAC.train": SAC, "rlexp FastSAC (the default)": FastSAC,
-             "FastSAC with autograd's backward (`analytic_grads = False`)": FastSAC,
-             "FastSAC without its direct calls (SB3's module calls, distributions, Optimizer.step)": FastSAC,
-             "FastSAC, twin critics batched (not used)": stacked_sac_class()}
+             "FastSAC without its direct calls (SB3's module calls and distributions)": FastSAC}
     out = {name: cls("MultiInputPolicy", venv, **kwargs) for name, cls in built.items()}
-    calls = out["FastSAC without its direct calls (SB3's module calls, distributions, Optimizer.step)"]
+    calls = out["FastSAC without its direct calls (SB3's module calls and distributions)"]
     calls.shared_features = False
-    out["FastSAC with autograd's backward (`analytic_grads = False`)"].analytic_grads = False
     vars(calls.policy).pop("set_training_mode", None)  # SB3's recursive one
     vars(calls.policy).pop("_predict", None)  # SB3's module-call acting
     first = next(iter(out.values()))

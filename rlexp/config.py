@@ -102,68 +102,6 @@ def parse_seeds(spec: Any, n_episodes: int | None) -> list[int]:
     return seeds
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def validate(cfg: DictConfig) -> None:
-    """Cheap checks on plain values; the builder checks what needs the env (HER, encoder, checkpoint)."""
-    if cfg.task not in TASKS:
-        raise ConfigError(f"unknown task {cfg.task!r}; valid tasks: {', '.join(TASKS)}")
-    for key in ("total_steps", "n_envs"):
-        if not _positive_int(cfg[key]):
-            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
-    threads = cfg.get("threads")
-    if threads is not None and not _positive_int(threads):
-        raise ConfigError(f"threads must be a positive integer or null (torch's default), got {threads!r}")
-    seed = cfg.seed
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-    device = str(cfg.device)
-    if device != "auto" and device != "cpu" and not device.startswith(("cuda", "mps")):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device={device} but torch sees no CUDA GPU here (torch {torch.__version__}); "
-                              "use device=cpu or device=auto")
-    if not isinstance(cfg.get("fast", True), bool):
-        raise ConfigError(f"fast must be true or false, got {cfg.fast!r}")
-    if cfg.get("checkpoint_replay", "latest") not in ("latest", "all"):
-        raise ConfigError(f"checkpoint_replay must be latest or all, got {cfg.checkpoint_replay!r}")
-    if not isinstance(cfg.checkpoint_freq, int) or cfg.checkpoint_freq < 0:
-        raise ConfigError(f"checkpoint_freq must be an integer >= 0 (0 disables), got {cfg.checkpoint_freq!r}")
-    n_eps = cfg.eval.n_episodes
-    if not isinstance(n_eps, int) or n_eps <= 0:
-        raise ConfigError(f"eval.n_episodes must be a positive integer, got {n_eps!r}")
-    seeds = parse_seeds(cfg.eval.seeds, n_eps)
-    freq, k = cfg.eval.get("freq", 0), cfg.eval.get("freq_episodes")
-    if not isinstance(freq, int) or isinstance(freq, bool) or freq < 0:
-        raise ConfigError(f"eval.freq must be an integer >= 0 (env steps between evaluations; 0 disables), "
-                          f"got {freq!r}")
-    if k is not None and (not _positive_int(k) or k > len(seeds)):
-        raise ConfigError(f"eval.freq_episodes must be null (all {len(seeds)} evaluation seeds) or 1..{len(seeds)} "
-                          f"(the first seeds of eval.seeds), got {k!r}")
-    if cfg.diagnostics.freq < 0 or cfg.diagnostics.n_samples <= 0:
-        raise ConfigError("diagnostics.freq must be >= 0 and diagnostics.n_samples > 0")
-    lr = cfg.algo.get("learning_rate")
-    if isinstance(lr, int | float) and not isinstance(lr, bool) and lr <= 0:
-        raise ConfigError(f"algo.learning_rate must be > 0, got {lr!r}")
-    for key in ("gamma", "tau"):
-        value = cfg.algo.get(key)
-        if value is not None and (not isinstance(value, int | float) or not 0 < value <= 1):
-            raise ConfigError(f"algo.{key} must be in (0, 1], got {value!r}")
-    k = cfg.buffer.get("n_sampled_goal")
-    if k is not None and (not _positive_int(k)):
-        raise ConfigError(f"buffer.n_sampled_goal must be a positive integer (HER relabels k goals per "
-                          f"transition), got {k!r}; use buffer=replay for no relabelling")
-    for key in ("learning_starts", "batch_size", "buffer_size", "n_steps"):
-        if key in cfg.algo and (cfg.algo[key] is None or cfg.algo[key] < 0 or (key != "learning_starts"
-                                                                              and cfg.algo[key] == 0)):
-            raise ConfigError(f"algo.{key} must be positive, got {cfg.algo[key]!r}")
-
-
 # What a recorded config (a meta file beside a model someone hands you) may name as `_target_`: classes of
 # these kinds from these packages, and the env factory. Building anything else could run arbitrary code.
 TRUSTED_PACKAGES = ("rlexp.", "stable_baselines3.", "sb3_contrib.", "gymnasium.", "gymnasium_robotics.")
@@ -206,9 +144,9 @@ def _trusted_target(target: Any) -> bool:
     if not target.startswith(TRUSTED_PACKAGES):
         return False
     try:
-        from hydra._internal.utils import _locate
+        from hydra.utils import get_object
 
-        obj = _locate(target)
+        obj = get_object(target)
     except Exception:  # noqa: BLE001 - not importable: refused
         return False
     return isinstance(obj, type) and issubclass(obj, _trusted_kinds())

@@ -58,7 +58,7 @@ def inference_config(cfg: DictConfig, device: str) -> DictConfig:
     small.n_envs = 1
     small.env.n_envs = 1
     small.env.vec_env = "dummy"
-    small.overlap = False  # acting only: no env worker process (rlexp.training.overlap)
+    small.overlap = False  # acting only: no env worker process (rlexp.fast.overlap)
     small.device = device
     small.resume = None
     if "buffer_size" in small.algo:
@@ -104,11 +104,11 @@ def run_episodes(
     stop: Callable[[], bool] | None = None, env: Any = None,
 ) -> list[dict[str, Any]]:
     """One dict per episode. `env`: an evaluation env to reuse (kept open); None builds one from cfg.env."""
-    from rlexp.builder import is_fast
     from rlexp.components.envs import make_env_from_cfg
+    from rlexp.fast import Speedups
 
     own = env is None
-    env = make_env_from_cfg(cfg.env, fast_obs=is_fast(cfg)) if own else env
+    env = make_env_from_cfg(cfg.env, **Speedups.of(cfg).env_kwargs(cfg.env)) if own else env
     episodes = []
     try:
         # disable=None: tqdm turns itself off when stderr is not a terminal (sweep logs, redirected output),
@@ -195,7 +195,7 @@ def evaluate(
         config_hash: the run's hash if the caller has it (RunSpec.hash), else computed from cfg.
     """
     from rlexp import config
-    from rlexp.builder import algo_name
+    from rlexp.fast import algo_name
 
     episodes = run_episodes(model, cfg, seeds, deterministic, progress, stop)
     return {

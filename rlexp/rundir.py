@@ -174,6 +174,11 @@ class RunDir:
         zip_path = Path(zip_path).resolve()
         return RunDir(zip_path.parent.parent if zip_path.parent.name == CKPT_DIR else zip_path.parent)
 
+    def fingerprint(self) -> tuple:
+        """What a start plan reads from this directory: committed checkpoints, model.zip, eval.json. Equal
+        fingerprints before and after taking the lock mean the plan made before it still holds."""
+        return (tuple(c.step for c in self.checkpoints()), self.model.exists(), self.eval.exists())
+
     def lock(self) -> RunLock:
         return RunLock(self)
 

@@ -1,7 +1,7 @@
 """A run's spec: the composed config validated once, with what every stage derives from it.
 
-run.py composes, `RunSpec.of` validates and derives (config hash, evaluation seeds, algorithm class), and
-the spec travels down: task -> resume planning -> build -> train -> evaluate -> meta. Nothing below
+run.py composes, `RunSpec.of` validates (rlexp.validate) and derives (config hash, evaluation seeds, algorithm
+class), and the spec travels down: task -> resume planning -> build -> train -> evaluate -> meta. Nothing below
 re-validates or re-hashes. A resumed run gets the spec of its own recorded config.
 """
 
@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from rlexp.config import config_hash, parse_seeds, validate
+from rlexp import validate
+from rlexp.config import config_hash, parse_seeds
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,6 @@ class RunSpec:
         """Validate a composed config (one ConfigError line on bad input) and derive the rest."""
         if isinstance(cfg, RunSpec):
             return cfg
-        validate(cfg)  # the values first: a bad one is refused before SB3 and torch are imported (~2-3 s)
-        from rlexp.builder import algo_class
-
-        return cls(cfg, config_hash(cfg), tuple(parse_seeds(cfg.eval.seeds, cfg.eval.n_episodes)), algo_class(cfg))
+        validate.check_values(cfg)  # first: a bad value is refused before SB3 and torch are imported (~2-3 s)
+        seeds = tuple(parse_seeds(cfg.eval.seeds, cfg.eval.n_episodes))
+        return cls(cfg, config_hash(cfg), seeds, validate.algo_class(cfg))

@@ -230,8 +230,9 @@ def test_steps_to_a_success_rate(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("override", "message"), [("eval.freq=-1", "eval.freq must be"),
                                                    ("eval.freq_episodes=4", "eval.freq_episodes must be")])
 def test_bad_eval_freq_is_one_line(override: str, message: str) -> None:
-    from rlexp.config import compose, validate
+    from rlexp.config import compose
     from rlexp.errors import ConfigError
+    from rlexp.validate import check_values as validate
 
     with pytest.raises(ConfigError, match=message):
         validate(compose("+experiment=ch05_her_reach", "eval.n_episodes=3", override))

@@ -10,11 +10,11 @@ from omegaconf import OmegaConf
 
 import rlexp
 from rlexp import artifacts
-from rlexp.builder import resolve_class
 from rlexp.components import MOVED_TARGETS
 from rlexp.components.buffers import DrQHerReplayBuffer
 from rlexp.config import config_hash, to_container
 from rlexp.rundir import meta_of
+from rlexp.validate import resolve_class
 
 OLD_DRQ = "rlexp.components.augment.DrQHerReplayBuffer"
 

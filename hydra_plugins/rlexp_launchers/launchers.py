@@ -70,6 +70,13 @@ def final_states_watcher() -> Any:
     return FinalStatesWatcher(delay_s=SlurmJob.watcher._delay_s)
 
 
+def usr_signal() -> signal.Signals:
+    """The signal submitit requeues on (SUBMITIT_PREEMPT_SIGNAL, default USR2)."""
+    import submitit
+
+    return signal.Signals[f"SIG{submitit.JobEnvironment.USR_SIG}"]
+
+
 def _requeue_via_submitit() -> None:
     """Run submitit's timeout/preemption handler now that our checkpoint is on disk.
 
@@ -81,7 +88,7 @@ def _requeue_via_submitit() -> None:
     from submitit.core.job_environment import SignalHandler
 
     env = submitit.JobEnvironment()
-    sig = env._usr_sig()
+    sig = usr_signal()
     handler = signal.getsignal(sig)
     if getattr(handler, "__func__", None) is SignalHandler.checkpoint_and_try_requeue:
         log.warning(
@@ -294,7 +301,7 @@ class _JobSide:
                 event = event_of_exit(job_num, exc.code, time.time() - t0, subdir)
                 event.job_id = env_id
                 _record(sweep, event)
-                usr_sig = submitit.JobEnvironment()._usr_sig()
+                usr_sig = usr_signal()
                 if exc.code == Exit.INTERRUPTED and int(usr_sig) in signals.received():
                     _requeue_via_submitit()
                 raise

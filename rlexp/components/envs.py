@@ -68,7 +68,7 @@ def make_env(
     **extra: Any,
 ) -> gym.Env:
     """One env as evaluation sees it: gymnasium.make + pixel observations + the configured wrappers, no Monitor.
-    `fast_obs` (the run-only key `fast`, rlexp.builder): a Fetch env steps by index (rlexp.components.fetch_index;
+    `fast_obs` (the run-only key `fast`, rlexp.fast.Speedups): a Fetch env steps by index (rlexp.fast.fetch_index;
     bitwise the same episodes)."""
     check_env_id(id)
     make_kwargs = dict(kwargs or {})
@@ -77,7 +77,7 @@ def make_env(
     make_kwargs.update(extra)
     env = _wrap(gym.make(id, **make_kwargs), wrappers, pixels)
     if fast_obs:
-        from rlexp.components.fetch_index import install
+        from rlexp.fast.fetch_index import install
 
         install(env)
     return env

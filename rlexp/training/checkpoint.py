@@ -262,7 +262,7 @@ def runtime_state(model: BaseAlgorithm, arrays: _Arrays) -> dict[str, Any]:
     venv = model.get_env()
     if isinstance(venv, DummyVecEnv):
         out["envs"] = [env_state(e, arrays) for e in venv.envs]
-    elif hasattr(venv, "env_states"):  # overlap=true: the same states, from its worker (rlexp.training.overlap)
+    elif hasattr(venv, "env_states"):  # overlap=true: the same states, from its worker (rlexp.fast.overlap)
         out["envs"] = venv.env_states(arrays)
     else:
         out["envs"] = None  # SubprocVecEnv: sub-envs live in other processes

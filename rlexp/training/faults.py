@@ -51,8 +51,7 @@ class FaultInjector(BaseCallback):
     def _arm_update(self) -> None:
         """Fires inside the next gradient step, just before the critic's optimizer step (its gradients computed,
         nothing applied yet): the optimizer's step wrapped on the instance for one call. Not a module hook: a
-        hook sends FastSAC's update down its autograd path for that step, which rounds the actor's gradients
-        differently from the written-out ones (sac_grads), so the stopped run would no longer be the same run."""
+        hook sends FastSAC's update through SB3's module calls for that step (rlexp.fast.sac.hooked)."""
         critic = getattr(self.model, "critic", None)
         opt = getattr(critic, "optimizer", None) or self.model.policy.optimizer
         original = opt.step

@@ -79,9 +79,9 @@ class PeriodicEval(BaseCallback):
             self.env = None
 
     def _episodes(self) -> list[dict[str, Any]]:
-        from rlexp.builder import is_fast
         from rlexp.components.envs import make_env_from_cfg
         from rlexp.evaluate import run_episodes
+        from rlexp.fast import Speedups
         from rlexp.training.checkpoint import _Arrays, rng_state, set_rng_state
 
         arrays = _Arrays()
@@ -90,7 +90,7 @@ class PeriodicEval(BaseCallback):
             if not self.deterministic:  # sampled actions: the same draws at this step in any run of this config
                 th.manual_seed(int(self.cfg.seed) + int(self.num_timesteps))
             if self.env is None:
-                self.env = make_env_from_cfg(self.cfg.env, fast_obs=is_fast(self.cfg))
+                self.env = make_env_from_cfg(self.cfg.env, **Speedups.of(self.cfg).env_kwargs(self.cfg.env))
             return run_episodes(self.model, self.cfg, self.seeds, self.deterministic, env=self.env)
         finally:
             set_rng_state(saved, arrays)

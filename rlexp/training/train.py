@@ -18,11 +18,12 @@ from stable_baselines3.common.logger import KVWriter, Logger, TensorBoardOutputF
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from rlexp import artifacts
-from rlexp.builder import algo_name, build
+from rlexp.builder import build
 from rlexp.components import current_target
 from rlexp.config import to_container
 from rlexp.errors import ConfigError
 from rlexp.evaluate import EvaluationStopped, evaluate
+from rlexp.fast import Speedups, algo_name
 from rlexp.rundir import RunDir, meta_of
 from rlexp.spec import RunSpec
 from rlexp.status import Status, Summary
@@ -83,6 +84,8 @@ class MetaWriter:
             "versions": self.versions,
             "git": self.git,
             "config": self.config,
+            # the classes that really ran: the recorded config names SB3's either way (rlexp/fast)
+            "ran": Speedups.of(self.cfg).provenance(model, self.cfg.env),
             "config_hash": self.hash,
             "resumed_from": self.resumed_from,
             "forked_from": self.forked_from,
@@ -241,10 +244,11 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
     """
     spec = RunSpec.of(spec)
     overrides, explicit_dir, record_config = _hydra_context()
-    start = resume.plan(spec, RunDir(run_dir), overrides, explicit_dir)
+    start = resume.plan(spec, RunDir(run_dir), overrides, explicit_dir)  # read-only: refusals write nothing
     if start.kind == "skip":
         return _skipped(start)
     run = start.run_dir
+    seen = run.fingerprint()
     lock = run.lock()
     if not lock.acquire():
         return _summary(Status.BUSY, run, holder=lock.holder())
@@ -252,7 +256,8 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
         if run.root.resolve() != Path(run_dir).resolve():
             _log_into(run, Path(run_dir))
         with StopFlag() as stop:
-            start = resume.plan(spec, RunDir(run_dir), overrides, explicit_dir)  # again, now that we hold it
+            if run.fingerprint() != seen:  # another process wrote here between the plan and the lock
+                start = resume.plan(spec, RunDir(run_dir), overrides, explicit_dir)
             if start.kind == "skip":
                 return _skipped(start)
             if start.run_dir != run:  # what we locked finished meanwhile: the plan now points elsewhere

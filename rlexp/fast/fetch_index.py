@@ -155,3 +155,8 @@ def install(env: gym.Env) -> bool:
             continue
         replaced = True
     return replaced
+
+
+def indexed(env: gym.Env) -> bool:
+    """The env (under any wrappers) steps by index: `install` replaced its `_get_obs`."""
+    return isinstance(vars(env.unwrapped).get("_get_obs"), FetchObservation)

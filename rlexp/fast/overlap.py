@@ -30,8 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from omegaconf import OmegaConf
 from stable_baselines3.common.type_aliases import RolloutReturn, TrainFreq
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
@@ -358,25 +357,3 @@ def overlapped(algo_cls: type) -> type:
         _COMPOSED[algo_cls] = type(algo_cls.__name__, (OverlapMixin, algo_cls),
                                    {"__module__": __name__, "__qualname__": algo_cls.__qualname__})
     return _COMPOSED[algo_cls]
-
-
-def check(cfg: DictConfig, algo_cls: type) -> None:
-    """ConfigError (one line) for `overlap=true` where it cannot apply; before anything is built."""
-    value = cfg.get("overlap", False)
-    if not isinstance(value, bool):
-        raise ConfigError(f"overlap must be true or false, got {value!r}")
-    if not value:
-        return
-    name = algo_cls.__name__
-    if not issubclass(algo_cls, OffPolicyAlgorithm):
-        raise ConfigError(f"overlap=true applies to off-policy algorithms (SAC, TD3, ...); {name} collects whole "
-                          "rollouts before each update, so there is no env step to overlap: use overlap=false")
-    freq = cfg.algo.get("train_freq", 1)
-    if freq not in (1, [1, "step"], (1, "step")) and not (OmegaConf.is_list(freq) and list(freq) == [1, "step"]):
-        raise ConfigError(f"overlap=true needs algo.train_freq=1 (one env step per update), got {freq!r}")
-    if cfg.algo.get("use_sde"):
-        raise ConfigError("overlap=true does not support algo.use_sde=true")
-    if cfg.env.get("vec_env", "dummy") != "dummy":
-        raise ConfigError(f"overlap=true already steps all envs in one worker process; use env.vec_env=dummy, "
-                          f"got {cfg.env.vec_env!r}")
-

@@ -1,4 +1,4 @@
-"""`overlap=true` (rlexp.training.overlap): envs stepped in a worker process while the gradient step runs.
+"""`overlap=true` (rlexp.fast.overlap): envs stepped in a worker process while the gradient step runs.
 
 What it claims and these tests check: with no gradient steps it is bitwise the plain run; with them, each
 action is exactly one update stale; a stop mid-update saves one consistent step and the resumed run is

@@ -1,0 +1,242 @@
+"""Every check of a run's config, in the order a run meets them; each failure is one ConfigError line (exit 2).
+
+1. `check_values`: plain values (types, ranges, seeds), before torch and SB3 are imported.
+2. `algo_class`, `check_overlap`: what the algorithm class allows (SB3 imported, nothing built).
+3. `check_buffer`, `check_her_warmup`, `check_replay_memory`, `check_encoder`: what needs the env's spaces
+   (called by the builder right after the env is made, before the replay buffer is allocated).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from rlexp.components import current_target
+from rlexp.config import CONF_DIR, TASKS, parse_seeds
+from rlexp.errors import ConfigError
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.vec_env import VecEnv
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Cheap checks on plain values, before torch and SB3 are imported (a refusal takes ~1 s, not ~4)."""
+    if cfg.task not in TASKS:
+        raise ConfigError(f"unknown task {cfg.task!r}; valid tasks: {', '.join(TASKS)}")
+    for key in ("total_steps", "n_envs"):
+        if not _positive_int(cfg[key]):
+            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    threads = cfg.get("threads")
+    if threads is not None and not _positive_int(threads):
+        raise ConfigError(f"threads must be a positive integer or null (torch's default), got {threads!r}")
+    seed = cfg.seed
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    device = str(cfg.device)
+    if device != "auto" and device != "cpu" and not device.startswith(("cuda", "mps")):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device} but torch sees no CUDA GPU here (torch {torch.__version__}); "
+                              "use device=cpu or device=auto")
+    if not isinstance(cfg.get("fast", True), bool):
+        raise ConfigError(f"fast must be true or false, got {cfg.fast!r}")
+    if cfg.get("checkpoint_replay", "latest") not in ("latest", "all"):
+        raise ConfigError(f"checkpoint_replay must be latest or all, got {cfg.checkpoint_replay!r}")
+    if not isinstance(cfg.checkpoint_freq, int) or cfg.checkpoint_freq < 0:
+        raise ConfigError(f"checkpoint_freq must be an integer >= 0 (0 disables), got {cfg.checkpoint_freq!r}")
+    n_eps = cfg.eval.n_episodes
+    if not isinstance(n_eps, int) or n_eps <= 0:
+        raise ConfigError(f"eval.n_episodes must be a positive integer, got {n_eps!r}")
+    seeds = parse_seeds(cfg.eval.seeds, n_eps)
+    freq, k = cfg.eval.get("freq", 0), cfg.eval.get("freq_episodes")
+    if not isinstance(freq, int) or isinstance(freq, bool) or freq < 0:
+        raise ConfigError(f"eval.freq must be an integer >= 0 (env steps between evaluations; 0 disables), "
+                          f"got {freq!r}")
+    if k is not None and (not _positive_int(k) or k > len(seeds)):
+        raise ConfigError(f"eval.freq_episodes must be null (all {len(seeds)} evaluation seeds) or 1..{len(seeds)} "
+                          f"(the first seeds of eval.seeds), got {k!r}")
+    if cfg.diagnostics.freq < 0 or cfg.diagnostics.n_samples <= 0:
+        raise ConfigError("diagnostics.freq must be >= 0 and diagnostics.n_samples > 0")
+    lr = cfg.algo.get("learning_rate")
+    if isinstance(lr, int | float) and not isinstance(lr, bool) and lr <= 0:
+        raise ConfigError(f"algo.learning_rate must be > 0, got {lr!r}")
+    for key in ("gamma", "tau"):
+        value = cfg.algo.get(key)
+        if value is not None and (not isinstance(value, int | float) or not 0 < value <= 1):
+            raise ConfigError(f"algo.{key} must be in (0, 1], got {value!r}")
+    k = cfg.buffer.get("n_sampled_goal")
+    if k is not None and (not _positive_int(k)):
+        raise ConfigError(f"buffer.n_sampled_goal must be a positive integer (HER relabels k goals per "
+                          f"transition), got {k!r}; use buffer=replay for no relabelling")
+    for key in ("learning_starts", "batch_size", "buffer_size", "n_steps"):
+        if key in cfg.algo and (cfg.algo[key] is None or cfg.algo[key] < 0 or (key != "learning_starts"
+                                                                              and cfg.algo[key] == 0)):
+            raise ConfigError(f"algo.{key} must be positive, got {cfg.algo[key]!r}")
+
+
+def _group_options(group: str) -> str:
+    return ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+
+
+def resolve_class(node: DictConfig, group: str) -> type | None:
+    """The class a `_target_` names, or a ConfigError listing the group's presets."""
+    target = node.get("_target_")
+    if target is None:
+        return None
+    try:
+        from hydra.utils import get_class
+
+        return get_class(current_target(target))
+    except Exception as exc:  # hydra wraps ImportError/AttributeError in its own types
+        raise ConfigError(
+            f"{group}._target_={target!r} cannot be imported ({exc.__class__.__name__}). "
+            f"Presets in rlexp/conf/{group}/: {_group_options(group)}"
+        ) from None
+
+
+def class_kwargs(node: DictConfig) -> dict[str, Any]:
+    """A class spec's keyword arguments: every key but `_target_`."""
+    data = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(data, dict)
+    data.pop("_target_", None)
+    return data
+
+
+def algo_class(cfg: DictConfig) -> type:
+    """The SB3 class `algo._target_` names, checked against the run-only keys that depend on it."""
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    cls = resolve_class(cfg.algo, "algo")
+    if cls is None or not issubclass(cls, BaseAlgorithm):
+        raise ConfigError(f"algo._target_ must name an SB3 algorithm class, got {cfg.algo.get('_target_')!r}")
+    check_overlap(cfg, cls)
+    return cls
+
+
+def check_overlap(cfg: DictConfig, algo_cls: type) -> None:
+    """`overlap=true` (rlexp/fast/overlap.py) where it cannot apply; before anything is built."""
+    from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
+    value = cfg.get("overlap", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"overlap must be true or false, got {value!r}")
+    if not value:
+        return
+    name = algo_cls.__name__
+    if not issubclass(algo_cls, OffPolicyAlgorithm):
+        raise ConfigError(f"overlap=true applies to off-policy algorithms (SAC, TD3, ...); {name} collects whole "
+                          "rollouts before each update, so there is no env step to overlap: use overlap=false")
+    freq = cfg.algo.get("train_freq", 1)
+    if freq not in (1, [1, "step"], (1, "step")) and not (OmegaConf.is_list(freq) and list(freq) == [1, "step"]):
+        raise ConfigError(f"overlap=true needs algo.train_freq=1 (one env step per update), got {freq!r}")
+    if cfg.algo.get("use_sde"):
+        raise ConfigError("overlap=true does not support algo.use_sde=true")
+    if cfg.env.get("vec_env", "dummy") != "dummy":
+        raise ConfigError(f"overlap=true already steps all envs in one worker process; use env.vec_env=dummy, "
+                          f"got {cfg.env.vec_env!r}")
+
+
+
+def check_buffer(cfg: DictConfig, algo_cls: type, env: VecEnv) -> tuple[type | None, dict[str, Any]]:
+    buffer_cls = resolve_class(cfg.buffer, "buffer")
+    from stable_baselines3 import HerReplayBuffer
+    from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+
+    if buffer_cls is None:
+        if not issubclass(algo_cls, OnPolicyAlgorithm):
+            check_replay_memory(cfg, None, {}, env)
+        return None, {}
+    name = algo_cls.__name__
+    if issubclass(algo_cls, OnPolicyAlgorithm):
+        what = "HER" if issubclass(buffer_cls, HerReplayBuffer) else f"a replay buffer ({buffer_cls.__name__})"
+        raise ConfigError(
+            f"{what} cannot be used with {name}: {name} is on-policy and learns from fresh rollouts only. "
+            "Use buffer=default with PPO, or an off-policy algo (algo=sac, algo=td3) for HER."
+        )
+    if issubclass(buffer_cls, HerReplayBuffer):
+        from rlexp.components.envs import is_goal_env
+
+        if not is_goal_env(env.observation_space):
+            raise ConfigError(
+                f"HER needs a goal-conditioned env (Dict observation with achieved_goal and desired_goal); "
+                f"env {cfg.env.id!r} has observation space {env.observation_space}"
+            )
+        check_her_warmup(cfg, env)
+    kwargs = class_kwargs(cfg.buffer)
+    check_replay_memory(cfg, buffer_cls, kwargs, env)
+    return buffer_cls, kwargs
+
+
+def check_her_warmup(cfg: DictConfig, env: VecEnv) -> None:
+    """HER samples only finished episodes: the first update must come after every env finished one."""
+    spec = env.get_attr("spec", [0])[0]
+    horizon = getattr(spec, "max_episode_steps", None)
+    n, starts = int(cfg.n_envs), int(cfg.algo.get("learning_starts", 0) or 0)
+    if horizon and (starts // n + 1) * n < horizon * n:
+        raise ConfigError(
+            f"algo.learning_starts={starts} is too small for HER: with {n} envs and {horizon}-step episodes the "
+            f"first episodes end at step {horizon * n}, and HER cannot sample before that. Use "
+            f"algo.learning_starts >= {(horizon - 1) * n}")
+
+
+def replay_bytes(buffer_cls: type | None, kwargs: dict[str, Any], env: VecEnv, buffer_size: int) -> int:
+    """Bytes the replay buffer allocates (SB3 preallocates all of it), counted from the spaces."""
+    from gymnasium import spaces
+    from stable_baselines3 import HerReplayBuffer
+
+    obs_space, act_space = env.observation_space, env.action_space
+
+    def nbytes(space: Any) -> int:
+        return int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
+
+    parts = obs_space.spaces if isinstance(obs_space, spaces.Dict) else {"obs": obs_space}
+    image_key = kwargs.get("image_key") if buffer_cls is not None and "image_key" in kwargs else None
+    per = 0
+    for key, space in parts.items():
+        if key == image_key:  # frame store: one frame per transition (rlexp.components.buffers)
+            per += nbytes(space) // max(1, int(kwargs.get("frame_stack") or space.shape[0] // 3))
+        else:
+            per += nbytes(space) * (1 if kwargs.get("optimize_memory_usage") else 2)
+    per += nbytes(act_space) + 3 * 4  # actions; rewards, dones, timeouts (float32)
+    if buffer_cls is not None and issubclass(buffer_cls, HerReplayBuffer):
+        per += 2 * 8  # episode start and length
+    return per * int(buffer_size)
+
+
+def check_replay_memory(cfg: DictConfig, buffer_cls: type | None, kwargs: dict[str, Any], env: VecEnv) -> None:
+    """SB3 allocates the whole buffer up front and only warns; a buffer larger than free RAM swaps the machine."""
+    size = cfg.algo.get("buffer_size")
+    if not size:
+        return
+    import psutil
+
+    need, free = replay_bytes(buffer_cls, kwargs, env, int(size)), psutil.virtual_memory().available
+    if need > free:
+        raise ConfigError(f"algo.buffer_size={size} needs ~{need / 1e9:.1f} GB of RAM for the replay buffer but "
+                          f"{free / 1e9:.1f} GB is available; lower algo.buffer_size")
+
+
+def check_encoder(cfg: DictConfig, env: VecEnv) -> tuple[type, dict[str, Any]]:
+    """Instantiate the extractor once on the real observation space: incompatibility fails here, not mid-run."""
+    enc_cls = resolve_class(cfg.encoder, "encoder")
+    if enc_cls is None:
+        raise ConfigError(f"encoder._target_ is required; presets: {_group_options('encoder')}")
+    kwargs = class_kwargs(cfg.encoder)
+    try:
+        enc_cls(env.observation_space, **kwargs)
+    except Exception as exc:
+        reason = " ".join(str(a) for a in exc.args) or exc.__class__.__name__
+        raise ConfigError(
+            f"encoder {enc_cls.__name__} cannot read the observation space of {cfg.env.id}: {reason}. "
+            f"Observation space: {env.observation_space}"
+        ) from None
+    return enc_cls, kwargs
