@@ -1,5 +1,5 @@
 """Do library versions explain SAC+HER Push's late take-off? The book's ch5 Push recipe in plain SB3 under other
-version sets (issue 11's open question).
+version sets.
 
     python bench/book_versions.py setup era                    # venv bench/out/venvs/era with the set's pins
     python bench/book_versions.py run era --seed 0 --steps 1500000   # -> bench/out/versions_era_s0
@@ -248,7 +248,7 @@ def main() -> int:
     text = table()
     if args.write:
         cmd = "python bench/book_versions.py table --write docs/results.md"
-        write_section(args.write, "push-versions", "Push's take-off under other library versions (issue 11)",
+        write_section(args.write, "push-versions", "Push's take-off under other library versions",
                       f"`{cmd}`\n\n" + text)
     print(text)
     return 0

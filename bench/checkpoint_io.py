@@ -26,7 +26,7 @@ from docsection import write_section  # noqa: E402
 import rlexp  # noqa: E402
 from rlexp import artifacts  # noqa: E402
 from rlexp.rundir import RunDir, meta_of  # noqa: E402
-from rlexp.training import checkpoint  # noqa: E402
+from rlexp.training import checkpoint, replay_io  # noqa: E402
 
 
 def fill(buf, rows: int, rng: np.random.Generator) -> None:  # noqa: ANN001
@@ -58,7 +58,7 @@ def measure(transitions: int, tmp: Path) -> dict[str, float]:
     save_s = time.perf_counter() - t
     fresh = rlexp.build(cfg)
     t = time.perf_counter()
-    restored = checkpoint.read_replay(fresh.replay_buffer, ckpt.replay, transitions)
+    restored = replay_io.read_replay(fresh.replay_buffer, ckpt.replay, transitions)
     load_s = time.perf_counter() - t
     assert restored == transitions and np.array_equal(fresh.replay_buffer.actions[:rows], buf.actions[:rows])
     pkl = tmp / f"replay_{transitions}.pkl"

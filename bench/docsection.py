@@ -79,19 +79,18 @@ def _anchored(text: str) -> dict[str, dict[str, str]]:
     return out
 
 
-REBUILT = "Rows rebuilt later"
-
-
 def carry_over(path: Path, name: str, body: str, order: list[str] | tuple[str, ...] = ()) -> str:
     """`body` merged with section `name` of `path` so that no run's lines are lost.
 
-    A results table is rebuilt from run directories; a rebuild on a machine where some runs' directories are
-    not (or a run is still before its first checkpoint) must not drop their rows. Kept verbatim: the rows and
-    bullets of runs the new table has no row for, under the old header (machine, notes) that describes them.
-    A run whose new row is the old row to the byte is not counted as rebuilt (its old header still holds);
-    the runs whose rows changed are named on a line under that header, with the new header. Rows follow
-    `order` (others after it, by name); a caption with no list is dropped. Carried rows keep their cells:
-    a table whose columns change needs its section rewritten by hand."""
+    A results table is rebuilt from run directories and records; a rebuild on a machine where some runs are
+    neither (or a run is still before its first checkpoint) must not drop their rows. Kept verbatim: the rows
+    and bullets of runs the new table has no row for; a run it has a row for is described by the new body
+    alone. The section keeps one header, the new body's, so that header must hold for every row: what differs
+    between runs (the machine, what shared the cores) goes in the rows and in bullets keyed by run
+    (bench/learning.py: the `machine` column and NOTES), never into the header. Rows follow `order` (others
+    after it, by name); a caption with no list is dropped; a list whose caption the new body lacks keeps, at
+    the end, the lines of runs no new list or row has. A carried row whose number of cells is not the new
+    table's raises ValueError: a table whose columns change needs its section rewritten by hand."""
     text = path.read_text() if path.exists() else ""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     if start not in text or end not in text:
@@ -99,10 +98,7 @@ def carry_over(path: Path, name: str, body: str, order: list[str] | tuple[str, .
     old_blocks = _blocks(text[text.index(start) : text.index(end)])[1:]  # past the marker and the title
     old = _anchored("\n\n".join("\n".join(b) for b in old_blocks))
     new = _anchored(body)
-    new_rows, old_rows = new.get("table", {}), old.get("table", {})
-    rebuilt = [k for k, line in new_rows.items() if old_rows.get(k) != line]
-    if not set(old_rows) - set(rebuilt):
-        return body  # every old row rebuilt with new numbers: the new header describes them all
+    rebuilt = set(new.get("table", {}))  # a run with a new row: its old lines go, the new body describes it
     rank = {n: i for i, n in enumerate(order)}
 
     def by_order(key: str) -> tuple[int, str]:
@@ -114,48 +110,42 @@ def carry_over(path: Path, name: str, body: str, order: list[str] | tuple[str, .
 
     blocks = _blocks(body)
     first_table = next((i for i, b in enumerate(blocks) if _is_table(b)), len(blocks))
-    rest: list[tuple[bool, list[str]]] = []  # (keyed, lines) from the table on
+    out: list[tuple[bool, list[str]]] = [(False, b) for b in blocks[:first_table]]  # the new body's header
     caption, seen = "", set()
     for i, block in enumerate(blocks[first_table:], first_table):
         kind = _keyed(block)
         if kind is None:
             caption = block[0]
             seen.add(caption)
-            rest.append((False, block))
+            out.append((False, block))
             nxt = blocks[i + 1] if i + 1 < len(blocks) else None
             if nxt is None or _keyed(nxt) is None:  # a list this rebuild left empty
-                rest.append((True, merged(caption, {})))
+                out.append((True, merged(caption, {})))
             continue
-        anchor = "table" if kind[0] == "table" else caption
-        rest.append((True, (block[:2] if anchor == "table" else []) + merged(anchor, kind[1])))
+        if kind[0] == "table":
+            cells = _cells(block[0])
+            for key, line in old.get("table", {}).items():
+                if key not in rebuilt and _cells(line) != cells:
+                    raise ValueError(f"section {name!r}: row {key!r} has {_cells(line)} cells, the new table "
+                                     f"{cells}: rewrite the section by hand")
+            out.append((True, block[:2] + merged("table", kind[1])))
+        else:
+            out.append((True, merged(caption, kind[1])))
     # A list whose caption the new body lacks (reworded, or gone): kept at the end for the runs no new list has.
     listed = {k for anchor, lines in new.items() if anchor != "table" for k in lines}
     for old_caption, lines in old.items():
         if old_caption not in seen | {"table"}:
             orphans = {k: v for k, v in lines.items() if k not in listed and k not in rebuilt}
-            rest += [(False, [old_caption]), (True, [orphans[k] for k in sorted(orphans, key=by_order)])]
-    header = [kept for b in old_blocks[: _first_keyed(old_blocks)] if (kept := _without(b, rebuilt))]
-    if rebuilt:
-        new_header = " ".join(line for b in blocks[:first_table] for line in b)
-        header.append([f"{REBUILT} ({', '.join(rebuilt)}): {new_header}"])
-    out = list(header)
-    for i, (keyed, block) in enumerate(rest):
+            out += [(False, [old_caption]), (True, [orphans[k] for k in sorted(orphans, key=by_order)])]
+    kept = []
+    for i, (keyed, block) in enumerate(out):
         if keyed and not block:
             continue
-        if not keyed and (i + 1 == len(rest) or not rest[i + 1][0] or not rest[i + 1][1]):
+        if i >= first_table and not keyed and (i + 1 == len(out) or not out[i + 1][0] or not out[i + 1][1]):
             continue  # a caption without a list
-        out.append(block)
-    return "\n\n".join("\n".join(b) for b in out) + "\n"
+        kept.append(block)
+    return "\n\n".join("\n".join(b) for b in kept) + "\n"
 
 
-def _first_keyed(blocks: list[list[str]]) -> int:
-    return next((i for i, b in enumerate(blocks) if _keyed(b)), len(blocks))
-
-
-def _without(block: list[str], rebuilt: list[str]) -> list[str]:
-    """A header block with the names in `rebuilt` taken out of a REBUILT line ([] once it names none)."""
-    if not block[0].startswith(REBUILT):
-        return block
-    names, _, rest = block[0][len(REBUILT) :].strip().removeprefix("(").partition("): ")
-    left = [n for n in (x.strip() for x in names.split(",")) if n and n not in rebuilt]
-    return [f"{REBUILT} ({', '.join(left)}): {rest}", *block[1:]] if left else []
+def _cells(row: str) -> int:
+    return row.strip().strip("|").count("|") + 1

@@ -9,9 +9,11 @@ Each run is a plain `python run.py +experiment=...` subprocess, so the numbers c
 users take. Not part of the test suite: these take minutes to hours on CPU.
 
 Run directories (bench/out/, untracked: GBs of replay-buffer checkpoints) do not outlive the machine. `--write`
-copies the small files the tables read into bench/records/NAME (tracked), and the tables read a run from
-bench/out/NAME if it is here, else from its record. Rows of runs that have neither (runs from before the
-records) are carried over from the doc verbatim, never dropped.
+copies the small files the tables read into bench/records/NAME (tracked), with the machine the run is on, and
+the tables read a run from bench/out/NAME if it is here, else from its record. Rows of runs that have neither
+(runs from before the records) are carried over from the doc verbatim, never dropped. A section has one
+header, the same whatever was rebuilt: each row names its machine, and NOTES says how each run ran (what
+shared the cores, stops and resumes), as a bullet under the table.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -29,13 +32,15 @@ from docsection import carry_over, swap_in, write_section  # beside this script
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 RECORDS = ROOT / "bench" / "records"
-# What a record keeps of a run: what table() and solve_row() read, plus success.csv (the TensorBoard curve).
+# What a record keeps of a run: what table() and solve_row() read, plus success.csv (the TensorBoard curve) and
+# machine.txt (machine() where the run directory was).
 RECORD_FILES = ("model.meta.json", "eval.json", "evaluations.csv", ".hydra/overrides.yaml")
 # name -> (experiment, total_steps, book reference, target, seed, extra overrides)
 Run = tuple[str, int, str, str, int, tuple[str, ...]]
-# The first five ran before the fast path (issue 2) and stay in their own section of docs/results.md;
-# the rest are issue 11's learning checks on the fast path (the default) and with overlap=true.
-# One torch thread per run: two runs share the 2 cores (a 2-thread PPO update beside another run ran at 1/8 speed).
+# The first five ran with SB3's own classes, before the fast path existed, and have their own section of
+# docs/results.md (learning-bench); the rest ran on the fast path (the default), with and without overlap=true
+# (learning-fast). One torch thread per run: two runs share the 2 cores (a 2-thread PPO update beside another
+# run ran at 1/8 speed).
 ONE = ("threads=1",)
 EVAL = ("eval.freq=100000",)  # periodic eval on the 100 book episodes: when a run first reaches 90%
 OVERLAP = ("overlap=true", "threads=1")
@@ -52,17 +57,54 @@ RUNS: dict[str, Run] = {
     "her_reach_overlap_s1": ("ch05_her_reach", 300_000, "100% at 1M", "100%", 1, EVAL + OVERLAP),
     "push_overlap_s0": ("ch05_her_push", 2_000_000, "99% ± 1% at 2M (3 seeds)", ">= 90%", 0, OVERLAP + EVAL),
     "push_overlap_s1": ("ch05_her_push", 2_000_000, "99% ± 1% at 2M (3 seeds)", ">= 90%", 1, OVERLAP + EVAL),
-    # her_reach_s0 again after the written-out gradients (sac_grads) joined the fast path, 2026-12-02
-    "her_reach_grads_s0": ("ch05_her_reach", 300_000, "100% at 1M", "100%", 0, EVAL + ONE),
-    # push_overlap_s0 again on the code of 2026-12-03 (written-out gradients): Push's 2M check after them
-    "push_overlap_grads_s0": ("ch05_her_push", 2_000_000, "99% ± 1% at 2M (3 seeds)", ">= 90%", 0, OVERLAP + EVAL),
-    # the book's Push recipe on the exact fast path (the default, no overlap), one core: Push's 2M check for it
+    # the book's Push recipe on the default path (no overlap), one core
     "push_fast_s0": ("ch05_her_push", 2_000_000, "99% ± 1% at 2M (3 seeds)", ">= 90%", 0, EVAL + ONE),
 }
 BEFORE_FAST = ("ppo_reach", "sac_reach", "her_reach", "her_push", "her_push_2m")
 # name -> the run it continues: a copy of that run's directory resumed to the longer target (resume=),
 # so the 2M Push run reuses the 1M run's weights, optimizer state and replay buffer instead of starting over.
 CONTINUES = {"her_push_2m": "her_push"}
+# name -> how the run ran, as a bullet under its table (RUNS, and push_* runs started by hand for the solve
+# table): what shared the cores, stops and resumes, anything a row's numbers need to be read right. The
+# section header is the same for every run, so these facts go here, never into the header.
+NOTES = {
+    "ppo_reach": "OMP_NUM_THREADS=1, beside a test-suite run on the other core.",
+    "sac_reach": "OMP_NUM_THREADS=1, beside her_push; an 8-env pixel run shared the cores for ~6 min.",
+    "her_reach": "OMP_NUM_THREADS=1, beside her_push.",
+    "her_push": "OMP_NUM_THREADS=1, beside sac_reach, then her_reach; an 8-env pixel run shared the cores for "
+    "~6 min.",
+    "her_push_2m": "continues her_push from its 1M checkpoint (weights, optimizer, replay buffer) with `resume=`: "
+    "its wall time and steps/s are those of steps 1M-2M. OMP_NUM_THREADS=1, beside test-suite runs.",
+    "ppo_reach_fast": "its first 164k steps with 2 torch threads beside other jobs; stopped and resumed twice, the "
+    "row adds up the three segments. Another run shared the 2 cores most of the time.",
+    "her_reach_s0": "another run shared the 2 cores most of the time.",
+    "her_reach_s1": "another run shared the 2 cores most of the time.",
+    "her_reach_overlap_s0": "another run shared the 2 cores most of the time.",
+    "her_reach_overlap_s1": "another run shared the 2 cores most of the time.",
+    "push_overlap_s0": "alone on the 2 cores except for its first ~8 minutes, beside a 2-thread PPO run at nice 19.",
+    "push_overlap_s1": "stopped at 1,597,152 steps and resumed to 2M beside a CI dry run (the row adds up both "
+    "segments); test suites at nice 19 used the idle half of the cores for ~15 min of its first segment.",
+    "push_overlap_s1_direct": "push_overlap_s1's command on a later version of the fast path, stopped with a "
+    "checkpoint after its 1.4M evaluation; its 14 periodic evaluations equal push_overlap_s1's digit for digit. "
+    "Stopped at 420,088 steps and resumed; a profiler and test runs shared the cores for a few minutes of the "
+    "first segment, the rest ran alone at ~570-600 steps/s.",
+    "push_fast_s0": "the default path without overlap, one core, beside the faults bench and test runs on the "
+    "other core most of the time; stopped with a checkpoint at 1,685,680 steps. Made on an earlier version of the "
+    "fast path, equal to the current one within float tolerance.",
+    "push_tqc_s0_first": "the first run of push_tqc_s0's command, in bench/out/push_tqc_s0 (gone with its "
+    "machine). To 654,576 steps beside the test suite, CrossQ and other jobs (~60-300 steps/s), then resumed to "
+    "1,383,824 steps at ~228 steps/s beside CI runs and benches; stopped with a checkpoint.",
+    "push_tqc_s0": "push_tqc_s0_first's command again, from scratch: its evaluations to 300k equal that run's to "
+    "the digit. 131-157 steps/s alone, 88 overall with test runs beside it; stopped with a checkpoint at 310,952 "
+    "steps.",
+    "push_tqc_s0_intel": "push_tqc_s0's command in its own directory, one core, the other core running tests and "
+    "small runs about half the time; stopped with a checkpoint right after its first evaluation >= 90%. A lone "
+    "256x256 GEMM runs at 193 GFLOP/s on one thread of its machine, 84 on the AMD EPYC one.",
+    "push_crossq_s0": "beside the TQC run push_tqc_s0_first; stopped before its first evaluation.",
+    "push_crossq_s0_threads2": "two torch threads on both cores; a test suite shared the cores for its first ~15 "
+    "minutes (22 steps/s then), after that it ran alone at 93 steps/s. Stopped with a checkpoint at 57,728 steps.",
+}
+NOTES_CAPTION = "How each run ran:"
 
 
 def command(name: str, seed: int | None = None) -> list[str]:
@@ -122,6 +164,8 @@ def record(name: str) -> None:
         texts["evaluations.csv"] = texts["evaluations.csv"][: texts["evaluations.csv"].rfind("\n") + 1]
     if (src / "tb").is_dir():
         texts["success.csv"] = "step,success_rate\n" + "".join(f"{s},{v!r}\n" for s, v in curve(name))
+    if texts:  # a run directory does not outlive the machine it ran on: this one
+        texts["machine.txt"] = machine() + "\n"
     swap_in(RECORDS / name, texts)  # no texts (a run just started: nothing to record yet): the record stays
 
 
@@ -191,13 +235,58 @@ def reached(hit: dict) -> str:
     return f"{int(hit['step']):,} steps, {hit['train_time_s'] / 60:.1f} min"
 
 
-def table(names: list[str], note: str = "") -> str:
+def run_machine(run_dir: Path) -> str:
+    """The machine a run ran on, as a table's cell: this one for a run directory here, the one its record
+    names for a record."""
+    if run_dir.parent != RECORDS:
+        return machine_label(machine())
+    rec = run_dir / "machine.txt"
+    return machine_label(rec.read_text().strip()) if rec.is_file() else "not recorded"
+
+
+def machine_label(desc: str) -> str:
+    """`machine()`'s line as a short cell: '2 cores (Intel(R) Xeon(R) Processor), Linux, ...' -> 'Intel Xeon,
+    2 cores'."""
+    m = re.match(r"(\d+) cores \((.*)\), ", desc)
+    if m is None:
+        return desc
+    cpu = " ".join(re.sub(r"\((R|TM)\)|\b(Processor|CPU)\b|@.*|\d+-Core", " ", m[2]).split())
+    return f"{cpu}, {m[1]} cores"
+
+
+def notes(names: list[str]) -> list[str]:
+    """NOTES of `names` as a captioned bullet list (the caption alone when none has a note)."""
+    return ["", NOTES_CAPTION, "", *[f"- {n}: {NOTES[n]}" for n in names if n in NOTES]]
+
+
+# key -> (section, title, header) of `table`'s two sections: the fast-path runs (`--fast`) and the ones before
+LEARNING = {
+    False: (
+        "learning-bench",
+        "Learning runs: the book's headline experiments",
+        "`python bench/learning.py table --write docs/results.md` builds this table from each run's directory "
+        "(bench/out/NAME) or record (bench/records/NAME); `python bench/learning.py run NAME` trains a run. These "
+        "runs were made with SB3's own classes, before the fast path existed (`fast=false` runs the same classes). "
+        "Steps/s and wall times depend on what shared the cores (*How each run ran*, below).",
+    ),
+    True: (
+        "learning-fast",
+        "Learning checks on the fast path and with overlap=true",
+        "`python bench/learning.py table --fast --write docs/results.md` builds this table from each run's "
+        "directory (bench/out/NAME) or record (bench/records/NAME); `python bench/learning.py run NAME` trains a "
+        "run. These runs are on the fast path (the default), with and without `overlap=true`. Steps/s and wall "
+        "times depend on what shared the cores (*How each run ran*, below); the throughput sections measure speed.",
+    ),
+}
+
+
+def table(names: list[str], header: str = "") -> str:
     solve = any(set(EVAL) <= set(RUNS[n][5]) for n in names)
     rows = [
-        "| run | command | seed | steps | wall time (train) | steps/s | success | return | final dist (mm) "
+        "| run | command | machine | seed | steps | wall time (train) | steps/s | success | return | final dist (mm) "
         + ("| first periodic eval >= 90% (steps, train time) " if solve else "")
         + "| book |",
-        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if solve else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if solve else ""),
     ]
     done = []
     for name in names:
@@ -212,7 +301,7 @@ def table(names: list[str], note: str = "") -> str:
         agg = ev["aggregate"]
         cmd = "python " + " ".join(command(name)[1:-2])
         rows.append(
-            f"| {name} | `{cmd}` | {meta['seed']} | {meta['total_steps']:,} | "
+            f"| {name} | `{cmd}` | {run_machine(run_path(name))} | {meta['seed']} | {meta['total_steps']:,} | "
             f"{train_minutes(name, meta):.1f} min{segment(name, meta)} | "
             f"{steps_per_sec(name, meta):.0f} | {agg['success_rate']:.0%} ({ev['n_episodes']} ep) | "
             f"{agg['return_mean']:.2f} ± {agg['return_std']:.2f} | {agg['final_distance_mean'] * 1000:.1f} | "
@@ -220,9 +309,7 @@ def table(names: list[str], note: str = "") -> str:
             + f"{book} |"
         )
     lines = [
-        "Machine: " + machine() + ".",
-        *([note] if note else []),
-        "",
+        *([header, ""] if header else []),
         *rows,
         "",
         "Training success (`rollout/success_rate`, last 100 training episodes, stochastic policy) "
@@ -233,6 +320,7 @@ def table(names: list[str], note: str = "") -> str:
     lines += [f"- {name}: {m}" for name, pts in curves.items() if (m := milestones(pts))]
     lines += ["", "Take-off: the first logged step where training success reached 50% and 90%:", ""]
     lines += [f"- {name}: {crossing(pts, 0.5)} / {crossing(pts, 0.9)}" for name, pts in curves.items()]
+    lines += notes(done)
     return "\n".join(lines) + "\n"
 
 
@@ -248,7 +336,7 @@ def solved(name: str, level: float = 0.9) -> str:
     return reached(hit)
 
 
-# Issue 11 item 4: time to solve FetchPush-v4, from every run push_* (directory or record) whatever its recipe
+# Time to solve FetchPush-v4, from every run push_* (directory or record) whatever its recipe
 # (`python run.py +experiment=... eval.freq=N hydra.run.dir=bench/out/push_NAME`); a run stopped early with a
 # checkpoint still gives a row (steps reached, not reached).
 def solve_row(run_dir: Path, level: float = 0.9) -> tuple[str, list[dict]] | None:
@@ -273,7 +361,8 @@ def solve_row(run_dir: Path, level: float = 0.9) -> tuple[str, list[dict]] | Non
     first = f"**{reached(hit)}**" if hit else f"not reached by {meta['total_steps']:,}"
     last = f"{rows[-1]['success_rate']:.0%} at {int(rows[-1]['step']):,}" if rows else "no eval yet"
     row = (
-        f"| {run.root.name} | `python run.py {' '.join(args)}` | {meta['algo']} | {meta['seed']} | "
+        f"| {run.root.name} | `python run.py {' '.join(args)}` | {run_machine(run_dir)} | {meta['algo']} | "
+        f"{meta['seed']} | "
         f"{meta['total_steps']:,} | {train_minutes(run.root.name, meta):.1f} min | "
         f"{steps_per_sec(run.root.name, meta):.0f} | {first} | "
         f"{last} |"
@@ -281,15 +370,21 @@ def solve_row(run_dir: Path, level: float = 0.9) -> tuple[str, list[dict]] | Non
     return row, rows
 
 
-def solve_table(note: str = "") -> str:
+SOLVE_HEADER = (
+    "`python bench/learning.py solve --write docs/results.md` builds this table from every push_* run directory "
+    "(bench/out/) and record (bench/records/), whatever its recipe; a run stopped with a checkpoint before its end "
+    "has a row too. Steps/s and training times depend on what shared the cores (*How each run ran*, below)."
+)
+
+
+def solve_table() -> str:
     found = {n: r for n in sorted(known_runs("push_*")) if (r := solve_row(run_path(n)))}
     lines = [
-        "Machine: " + machine() + ".",
-        *([note] if note else []),
+        SOLVE_HEADER,
         "",
-        "| run | command | algo | seed | steps reached | training time | steps/s | first periodic eval >= 90% "
-        "(steps, training time) | last periodic eval |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | command | machine | algo | seed | steps reached | training time | steps/s | first periodic eval "
+        ">= 90% (steps, training time) | last periodic eval |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *[row for row, _ in found.values()],
         "",
         "Periodic evaluation success (and mean final distance, mm) by run:",
@@ -302,6 +397,7 @@ def solve_table(note: str = "") -> str:
                 for r in rows
             )
             lines.append(f"- {name}: {marks}")
+    lines += notes(list(found))
     return "\n".join(lines) + "\n"
 
 
@@ -389,16 +485,15 @@ def main() -> None:
     r = sub.add_parser("run")
     r.add_argument("names", nargs="+", choices=list(RUNS))
     t = sub.add_parser("table")
-    t.add_argument("--write", type=Path, default=None, help="Markdown file whose learning-bench section to replace")
-    t.add_argument("--note", default="", help="a line under the machine line (e.g. what else shared the cores)")
+    t.add_argument("--write", type=Path, default=None, help="Markdown file whose section to replace")
     t.add_argument(
         "--fast",
         action="store_true",
-        help="the issue-11 runs (fast path, overlap) instead of the issue-2 runs made before it",
+        help="the runs on the fast path and with overlap=true (section learning-fast) instead of the runs made "
+        "with SB3's classes before it (learning-bench)",
     )
-    v = sub.add_parser("solve", help="time to solve Push (issue 11 item 4) from the push_* runs and records")
-    v.add_argument("--write", type=Path, default=None)
-    v.add_argument("--note", default="")
+    v = sub.add_parser("solve", help="time to solve Push from the push_* runs and records (section push-solve)")
+    v.add_argument("--write", type=Path, default=None, help="Markdown file whose section to replace")
     p = sub.add_parser("plot")
     p.add_argument("names", nargs="+", choices=list(RUNS))
     p.add_argument("--out", type=Path, required=True)
@@ -409,16 +504,12 @@ def main() -> None:
         names = [n for n in RUNS if (n in BEFORE_FAST) != args.fast]
         if args.write:
             record_all(names)
-        key, title = (
-            ("learning-fast", "Learning checks on the fast path and with overlap=true")
-            if args.fast
-            else ("learning-bench", "Learning runs: the book's headline experiments")
-        )
-        publish(args.write, key, title, table(names, args.note), names)
+        key, title, header = LEARNING[args.fast]
+        publish(args.write, key, title, table(names, header), names)
     elif args.cmd == "solve":
         if args.write:
             record_all(sorted(d.name for d in OUT.glob("push_*")))
-        body = solve_table(args.note)
+        body = solve_table()
         publish(args.write, "push-solve", "Time to solve FetchPush-v4", body, [])  # by name
     else:
         plot(args.names, args.out)

@@ -1,7 +1,7 @@
 """overlap=false vs overlap=true side by side: wall-clock env steps/s and CPU seconds of one training run.
 
     python bench/overlap.py                       # 3 interleaved pairs, ch05_her_push, 12,000 steps
-    python bench/overlap.py --pairs 5 --steps 20000 --write docs/speed.md
+    python bench/overlap.py --pairs 5 --steps 20000 --write docs/results.md   # section overlap-bench
 
 Each run is a plain `python run.py +experiment=ch05_her_push ...` subprocess (8 envs, one torch thread,
 the book's hyperparameters except learning_starts=400 so that gradient steps run for most of the budget;

@@ -22,3 +22,7 @@ def unwrap_config_errors() -> Iterator[None]:
         if cause is not None:
             raise cause from None
         raise
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that is incomplete, corrupted or does not match the config resuming it."""

@@ -47,6 +47,9 @@ _STEP_META = re.compile(r"^step_(\d+)\.meta\.json$")
 _STEP_PART = re.compile(r"^step_(\d+)\.")
 
 
+CHECKPOINT_FORMAT = 1  # the checkpoint unit's layout (meta manifest, state.npz, replay.json)
+
+
 def meta_of(zip_path: Path) -> Path:
     """`x.zip` -> `x.meta.json` by string ops: `with_suffix` would mangle stems like `g0.95` (book ch5 pitfall)."""
     return zip_path.parent / (zip_path.name[: -len(".zip")] + ".meta.json")

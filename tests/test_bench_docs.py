@@ -1,5 +1,7 @@
-"""bench/: a results section rebuilt where only some runs' directories are keeps every other row, and a run's
-record (bench/records/NAME) tabulates like the run directory it was copied from.
+"""bench/: a results section rebuilt where only some runs' directories are keeps every other row under the
+section's one header (no per-rebuild provenance paragraphs: each row names its machine, each run's notes are a
+bullet), a run's record (bench/records/NAME) tabulates like the run directory it was copied from, and the
+generated sections of docs/results.md are what their scripts rebuild from bench/records.
 
 The learning tables in docs/results.md are built from run directories (bench/out/, untracked); a rebuild on a
 fresh machine used to drop every row whose run was not there.
@@ -8,6 +10,7 @@ fresh machine used to drop every row whose run was not there.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -20,21 +23,31 @@ sys.path.insert(0, str(ROOT / "bench"))
 import learning  # noqa: E402
 from docsection import carry_over, write_section  # noqa: E402
 
-HEAD = "| run | steps | result |\n|---|---|---|"
-OLD = f"""Machine: old box.
-Two runs shared the cores.
+HEAD = "| run | machine | steps | result |\n|---|---|---|---|"
+HEADER = "`python make.py --write results.md` builds this table; each row names its machine."
+OLD = f"""{HEADER}
+
+A paragraph about the runs of one rebuild, which a later rebuild must not keep.
 
 {HEAD}
-| a | 100 | 5% |
-| b | 200 | 40% |
-| c | 300 | 90% |
+| a | old box | 100 | 5% |
+| b | old box | 200 | 40% |
+| c | other box | 300 | 90% |
 
 Marks by run:
 
 - a: 50k 5%
 - b: 50k 5%, 100k 40%
 - c: 100k 90%
+
+How each run ran:
+
+- a: beside b.
+- b: beside a.
+- c: alone.
 """
+# What a section must never hold again: paragraphs on which rows a rebuild replaced, and from where.
+DIARY = re.compile(r"rebuilt|[Ii]ssue \d|this session|written-out|superseded")
 
 
 def _doc(tmp_path: Path) -> Path:
@@ -45,56 +58,106 @@ def _doc(tmp_path: Path) -> Path:
     return doc
 
 
-def test_rebuild_keeps_rows_it_has_no_run_for(tmp_path: Path) -> None:
+def _section(text: str, name: str = "solve") -> str:
+    return text[text.index(f"<!-- {name}:start -->") : text.index(f"<!-- {name}:end -->")]
+
+
+def _rebuild(doc: Path, body: str) -> str:
+    write_section(doc, "solve", "Time to solve", carry_over(doc, "solve", body, order=["a", "b", "c"]))
+    return doc.read_text()
+
+
+def test_rebuild_keeps_rows_it_has_no_run_for_under_one_header(tmp_path: Path) -> None:
     doc = _doc(tmp_path)
-    new = f"Machine: new box.\n\n{HEAD}\n| b | 250 | 60% |\n\nMarks by run:\n\n- b: 50k 5%, 100k 40%, 150k 60%\n"
+    new = (f"{HEADER}\n\n{HEAD}\n| b | new box | 250 | 60% |\n\nMarks by run:\n\n- b: 50k 5%, 100k 40%, 150k 60%\n\n"
+           "How each run ran:\n\n- b: alone, resumed once.\n")
     body = carry_over(doc, "solve", new, order=["a", "b", "c"])
-    write_section(doc, "solve", "Time to solve", body)
-    text = doc.read_text()
-    # a and c kept verbatim, b replaced, in the given order; the old header still describes a and c
-    assert f"{HEAD}\n| a | 100 | 5% |\n| b | 250 | 60% |\n| c | 300 | 90% |" in text
-    assert "- a: 50k 5%\n- b: 50k 5%, 100k 40%, 150k 60%\n- c: 100k 90%" in text
-    assert "| b | 200 |" not in text
-    assert "Machine: old box.\nTwo runs shared the cores." in text
-    assert "Rows rebuilt later (b): Machine: new box." in text
+    text = _rebuild(doc, new)
+    # a and c kept verbatim, machine cells included; b replaced, with its own machine; in the given order
+    assert f"{HEAD}\n| a | old box | 100 | 5% |\n| b | new box | 250 | 60% |\n| c | other box | 300 | 90% |\n" in text
+    assert "- a: 50k 5%\n- b: 50k 5%, 100k 40%, 150k 60%\n- c: 100k 90%\n" in text
+    assert "- a: beside b.\n- b: alone, resumed once.\n- c: alone.\n" in text
+    assert "| b | old box |" not in text and "- b: beside a." not in text
+    # one header, the new body's, right under the title: no paragraph about which rows came from where
+    assert _section(text).startswith(f"<!-- solve:start -->\n## Time to solve\n\n{HEADER}\n\n{HEAD}\n")
+    assert "A paragraph about the runs" not in text and not DIARY.search(text)
     assert text.startswith("# Results\n\nprose above\n") and text.endswith("prose below\n")
-    # the same rebuild again changes nothing; rebuilding a names a only, and takes it out of b's line
+    # the same rebuild again changes nothing; rebuilding a, then a and b, keeps one header and every row
     assert carry_over(doc, "solve", new, order=["a", "b", "c"]) == body
-    new_a = f"Machine: third box.\n\n{HEAD}\n| a | 150 | 7% |\n| b | 250 | 60% |\n"
-    text = carry_over(doc, "solve", new_a, order=["a", "b", "c"])
-    assert "Rows rebuilt later (b): Machine: new box." in text and "Rows rebuilt later (a): Machine: third box." in text
-    new_ab = f"Machine: fourth box.\n\n{HEAD}\n| a | 160 | 8% |\n| b | 260 | 61% |\n"
-    doc.write_text(doc.read_text().replace(body, text))
-    text = carry_over(doc, "solve", new_ab, order=["a", "b", "c"])
-    assert text.count("Rows rebuilt later") == 1 and "Rows rebuilt later (a, b): Machine: fourth box." in text
-    assert "| c | 300 | 90% |" in text and "- c: 100k 90%" in text
+    text = _rebuild(doc, f"{HEADER}\n\n{HEAD}\n| a | third box | 150 | 7% |\n")
+    assert "| a | third box | 150 | 7% |\n| b | new box | 250 | 60% |\n| c | other box | 300 | 90% |" in text
+    assert "- a: beside b." not in text and "- b: alone, resumed once.\n- c: alone." in text  # a's old notes go
+    text = _rebuild(doc, f"{HEADER}\n\n{HEAD}\n| a | fourth box | 160 | 8% |\n| b | fourth box | 260 | 61% |\n")
+    section = _section(text)
+    assert section.count(HEADER) == 1 and section.count("| run |") == 1 and not DIARY.search(text)
+    assert re.findall(r"^\| (\w) \|", section, re.M) == ["a", "b", "c"]  # no row dropped, none twice
+    assert "| c | other box | 300 | 90% |" in text and "- c: 100k 90%" in text and "- c: alone." in text
 
 
-def test_unchanged_rows_keep_their_header_and_reworded_captions_keep_their_lists(tmp_path: Path) -> None:
+def test_reworded_header_and_captions(tmp_path: Path) -> None:
+    """The header is always the new body's; a list whose caption was reworded keeps the other runs' lines."""
     doc = _doc(tmp_path)
-    rows = "| a | 100 | 5% |\n| b | 200 | 40% |\n| c | 300 | 90% |"
-    same = f"Machine: new box.\n\n{HEAD}\n{rows}\n\nMarks:\n\n- a: 50k 5%\n"
+    same = f"New header.\n\n{HEAD}\n| a | old box | 100 | 5% |\n\nMarks:\n\n- a: 50k 5%\n"
     text = carry_over(doc, "solve", same)
-    assert "Machine: old box." in text and "new box" not in text  # nothing rebuilt with new numbers
+    assert text.startswith(f"New header.\n\n{HEAD}\n") and HEADER not in text
     assert "Marks:\n\n- a: 50k 5%" in text
     assert "Marks by run:\n\n- b: 50k 5%, 100k 40%\n- c: 100k 90%" in text  # the old caption's other runs
+    assert "How each run ran:\n\n- b: beside a.\n- c: alone." in text
 
 
 def test_rebuild_with_nothing_here_is_a_no_op(tmp_path: Path) -> None:
     doc = _doc(tmp_path)
-    empty = f"Machine: new box.\n\n{HEAD}\n\nMarks by run:\n\n\nTake-off:\n\n"
+    doc.write_text(doc.read_text().replace("A paragraph about the runs of one rebuild, which a later rebuild must "
+                                           "not keep.\n\n", ""))
+    empty = f"{HEADER}\n\n{HEAD}\n\nMarks by run:\n\n\nTake-off:\n\n\nHow each run ran:\n\n"
     before = doc.read_text()
     write_section(doc, "solve", "Time to solve", carry_over(doc, "solve", empty, order=[]))
     assert doc.read_text() == before
 
 
-def test_full_rebuild_with_new_numbers_replaces_the_header(tmp_path: Path) -> None:
+def test_full_rebuild_with_new_numbers_replaces_the_section(tmp_path: Path) -> None:
     doc = _doc(tmp_path)
     new = (
-        f"Machine: new box.\n\n{HEAD}\n| a | 1 | 1% |\n| b | 2 | 2% |\n| c | 3 | 3% |\n\n"
-        "Marks by run:\n\n- a: x\n- b: y\n- c: z\n"
+        f"{HEADER}\n\n{HEAD}\n| a | x | 1 | 1% |\n| b | x | 2 | 2% |\n| c | x | 3 | 3% |\n\n"
+        "Marks by run:\n\n- a: x\n- b: y\n- c: z\n\nHow each run ran:\n\n- a: p\n- b: q\n- c: r\n"
     )
     assert carry_over(doc, "solve", new, order=["a", "b", "c"]) == new
+
+
+def test_carried_rows_must_fit_the_new_columns(tmp_path: Path) -> None:
+    """A table that gained a column cannot take old rows verbatim: the section is rewritten by hand."""
+    doc = _doc(tmp_path)
+    wider = "| run | machine | steps | result | book |\n|---|---|---|---|---|"
+    with pytest.raises(ValueError, match="rewrite the section by hand"):
+        carry_over(doc, "solve", f"{HEADER}\n\n{wider}\n| b | new box | 250 | 60% | x |\n")
+    every = f"{HEADER}\n\n{wider}\n| a | n | 1 | 1% | x |\n| b | n | 2 | 2% | x |\n| c | n | 3 | 3% | x |\n"
+    assert f"{wider}\n| a | n | 1 | 1% | x |" in carry_over(doc, "solve", every)  # nothing carried: fine
+
+
+def test_results_doc_is_what_its_scripts_rebuild_from_the_records(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """docs/results.md's learning, solve and version sections equal what `--write` makes of them from
+    bench/records alone (no run directories), and hold no provenance diary."""
+    import book_versions as bv
+
+    monkeypatch.setattr(learning, "OUT", tmp_path / "out")
+    monkeypatch.setattr(bv, "OUT", tmp_path / "out")
+    doc = tmp_path / "results.md"
+    shutil.copy(ROOT / "docs" / "results.md", doc)
+    before = doc.read_text()
+    for fast in (False, True):
+        names = [n for n in learning.RUNS if (n in learning.BEFORE_FAST) != fast]
+        key, title, header = learning.LEARNING[fast]
+        learning.publish(doc, key, title, learning.table(names, header), names)
+    learning.publish(doc, "push-solve", "Time to solve FetchPush-v4", learning.solve_table(), [])
+    write_section(doc, "push-versions", "Push's take-off under other library versions",
+                  "`python bench/book_versions.py table --write docs/results.md`\n\n" + bv.table())
+    assert doc.read_text() == before
+    for key in ("learning-bench", "learning-fast", "push-solve", "push-versions"):
+        assert not DIARY.search(_section(before, key)), key
+    solve = _section(before, "push-solve")
+    assert "| push_tqc_s0_intel | `python run.py +experiment=ch05_her_push_tqc " in solve
+    assert "| Intel Xeon, 2 cores | tqc | 0 | 1,402,232 |" in solve  # its record's machine, not this one's
+    assert f"- push_tqc_s0_intel: {learning.NOTES['push_tqc_s0_intel']}" in solve
 
 
 def test_a_run_that_just_started_has_no_record_yet(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
@@ -119,7 +182,9 @@ def test_record_tabulates_like_its_run_and_never_mixes_two_runs(tmp_path: Path, 
     curve = learning.curve("push_tiny")
     learning.record("push_tiny")
     assert sorted(p.name for p in (records / "push_tiny").iterdir()) == [
-        ".hydra", "checkpoint.meta.json", "eval.json", "evaluations.csv", "model.meta.json", "success.csv"]
+        ".hydra", "checkpoint.meta.json", "eval.json", "evaluations.csv", "machine.txt", "model.meta.json",
+        "success.csv"]
+    assert (records / "push_tiny" / "machine.txt").read_text() == learning.machine() + "\n"
     shutil.move(run, tmp_path / "gone")  # the machine the run was on is gone; its record is not
     assert learning.run_path("push_tiny") == records / "push_tiny"
     assert learning.solve_row(records / "push_tiny") == from_run and from_run[1]  # the same row, evaluations

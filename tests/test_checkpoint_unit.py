@@ -12,8 +12,8 @@ import rlexp
 from rlexp.config import check_recorded_targets, to_container
 from rlexp.errors import ConfigError
 from rlexp.rundir import RunDir, meta_of
-from rlexp.training.checkpoint import read_replay, write_replay
 from rlexp.training.logs import commit_best
+from rlexp.training.replay_io import read_replay, write_replay
 from rlexp.training.resume import config_for_resume
 
 
@@ -64,7 +64,7 @@ def test_env_state_round_trip_includes_wrapper_spaces_and_warns_on_unsaved_attri
     import gymnasium as gym
 
     from rlexp.components.envs import register_robotics
-    from rlexp.training.checkpoint import _Arrays, env_state, set_env_state
+    from rlexp.training.run_state import Arrays, env_state, set_env_state
 
     class Opaque(gym.Wrapper):
         def __init__(self, env: gym.Env) -> None:
@@ -79,7 +79,7 @@ def test_env_state_round_trip_includes_wrapper_spaces_and_warns_on_unsaved_attri
     a.reset(seed=1)
     a.action_space.seed(3)
     a.action_space.sample()
-    arrays = _Arrays()
+    arrays = Arrays()
     with caplog.at_level("WARNING", logger="rlexp"):
         state = env_state(a, arrays)
     assert "Opaque.thing" in caplog.text

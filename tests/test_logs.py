@@ -243,11 +243,11 @@ def test_checkpoints_leave_the_monitor_file_attached(tmp_path: Path) -> None:
     from stable_baselines3.common.monitor import Monitor
 
     from rlexp.components.envs import make_env
-    from rlexp.training.checkpoint import _Arrays, env_state, set_env_state
+    from rlexp.training.run_state import Arrays, env_state, set_env_state
 
     env = Monitor(make_env("FetchReachDense-v4"), str(tmp_path / "0"))
     env.reset(seed=0)
-    arrays = _Arrays()
+    arrays = Arrays()
     state = env_state(env, arrays)
     assert "results_writer" not in state["layers"][0]["attrs"] and "t_start" in state["layers"][0]["attrs"]
     state["layers"][0]["attrs"]["results_writer"] = None  # as checkpoints before monitor files saved it

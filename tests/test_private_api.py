@@ -49,14 +49,14 @@ def test_gymnasium_robotics_fetch_internals() -> None:
 
 
 def test_sb3_off_policy_loop_internals() -> None:
-    """rlexp/fast/overlap.py re-runs OffPolicyAlgorithm.collect_rollouts' body with these; rlexp/training/checkpoint.py
+    """rlexp/fast/overlap.py re-runs OffPolicyAlgorithm.collect_rollouts' body with these; rlexp/training/run_state.py
     saves the loop's state between steps; rlexp/training/callbacks.py reads `_vec_normalize_env`."""
     from stable_baselines3 import SAC
     from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from rlexp.fast.overlap import OverlapMixin
-    from rlexp.training.checkpoint import RUNTIME_ARRAYS, RUNTIME_SCALARS
+    from rlexp.training.run_state import RUNTIME_ARRAYS, RUNTIME_SCALARS
 
     for name in ("_store_transition", "_sample_action", "_update_info_buffer", "_on_step",
                  "_update_current_progress_remaining", "_setup_learn", "_excluded_save_params",

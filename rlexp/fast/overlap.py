@@ -63,7 +63,7 @@ def _worker(conn: Any, parent_end: Any, env_node: dict[str, Any], extra: dict[st
 
     from rlexp.components import with_current_target
     from rlexp.errors import unwrap_config_errors
-    from rlexp.training import checkpoint as ck
+    from rlexp.training import run_state as ck
 
     try:
         with unwrap_config_errors():
@@ -100,14 +100,14 @@ def _worker(conn: Any, parent_end: Any, env_node: dict[str, Any], extra: dict[st
             elif cmd == "get_images":
                 result = venv.get_images()
             elif cmd == "get_states":  # data: the trainer's action-space RNG (it draws the warm-up actions)
-                ck._set_space_rngs(venv.action_space, data)
-                arrays = ck._Arrays()
+                ck.set_space_rngs(venv.action_space, data)
+                arrays = ck.Arrays()
                 result = ([ck.env_state(e, arrays) for e in venv.envs], arrays.data)
             elif cmd == "set_states":
                 states, arrays = data
                 for env, state in zip(venv.envs, states, strict=True):
-                    ck.set_env_state(env, state, ck._Arrays(arrays))
-                result = ck._space_rngs(venv.action_space)
+                    ck.set_env_state(env, state, ck.Arrays(arrays))
+                result = ck.space_rngs(venv.action_space)
             elif cmd == "close":
                 venv.close()
                 conn.send(("ok", None))
@@ -252,18 +252,18 @@ class OverlapVecEnv(VecEnv):
     def get_images(self) -> Sequence[np.ndarray | None]:
         return self._call("get_images")
 
-    # ---- checkpoint protocol (rlexp.training.checkpoint.runtime_state / set_runtime_state)
+    # ---- checkpoint protocol (rlexp.training.run_state.runtime_state / set_runtime_state)
     def env_states(self, arrays: Any) -> list[dict[str, Any]]:
         """Every env's state, as a DummyVecEnv's envs would give it; only when no step is in flight."""
-        from rlexp.training.checkpoint import _space_rngs
+        from rlexp.training.run_state import space_rngs
 
         if self.in_flight:
             raise RuntimeError("checkpoint with an env step in flight: it would not describe one step")
-        states, data = self._call("get_states", _space_rngs(self.action_space))
+        states, data = self._call("get_states", space_rngs(self.action_space))
         return _map_arrays(states, lambda ref: arrays.put(data[ref["__array__"]]))
 
     def set_env_states(self, states: list[dict[str, Any]], arrays: Any) -> None:
-        from rlexp.training.checkpoint import _set_space_rngs
+        from rlexp.training.run_state import set_space_rngs
 
         data: dict[str, np.ndarray] = {}
 
@@ -272,7 +272,7 @@ class OverlapVecEnv(VecEnv):
             return ref
 
         _map_arrays(states, grab)
-        _set_space_rngs(self.action_space, self._call("set_states", (states, data)))
+        set_space_rngs(self.action_space, self._call("set_states", (states, data)))
 
 
 # -------------------------------------------------------------------------------------------- mixin

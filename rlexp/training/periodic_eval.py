@@ -82,9 +82,9 @@ class PeriodicEval(BaseCallback):
         from rlexp.components.envs import make_env_from_cfg
         from rlexp.evaluate import run_episodes
         from rlexp.fast import Speedups
-        from rlexp.training.checkpoint import _Arrays, rng_state, set_rng_state
+        from rlexp.training.run_state import Arrays, rng_state, set_rng_state
 
-        arrays = _Arrays()
+        arrays = Arrays()
         saved = rng_state(arrays)
         try:
             if not self.deterministic:  # sampled actions: the same draws at this step in any run of this config

@@ -409,11 +409,12 @@ def test_fast_is_a_run_only_key_and_swaps_classes_at_build() -> None:
         assert type(plain_model) is SAC and type(plain_model.replay_buffer) is HerReplayBuffer
         assert isinstance(fast_model.get_env().envs[0].unwrapped._get_obs, fetch_index.FetchObservation)
         # checkpoints hold the same arrays, env attributes and optimizer layout either way
-        from rlexp.training.checkpoint import _Arrays, _buffer_arrays, env_state
+        from rlexp.training.replay_io import buffer_arrays
+        from rlexp.training.run_state import Arrays, env_state
 
-        arrays = [sorted(_buffer_arrays(m.replay_buffer)[0]) for m in (fast_model, plain_model)]
+        arrays = [sorted(buffer_arrays(m.replay_buffer)[0]) for m in (fast_model, plain_model)]
         assert arrays[0] == arrays[1]
-        states = [env_state(m.get_env().envs[0], _Arrays()) for m in (fast_model, plain_model)]
+        states = [env_state(m.get_env().envs[0], Arrays()) for m in (fast_model, plain_model)]
         assert [sorted(layer["attrs"]) for layer in states[0]["layers"]] == \
                [sorted(layer["attrs"]) for layer in states[1]["layers"]]
         assert fast_model.get_parameters().keys() == plain_model.get_parameters().keys()
