@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +31,204 @@ HASH_IF_NOT_DEFAULT = {"overlap": False}
 TASKS = tuple(sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml")))
 
 
-def compose(*overrides: str) -> DictConfig:
-    """Compose rlexp/conf/config.yaml with overrides, as `python run.py OVERRIDES` would."""
+def compose(*overrides: str, hydra: bool = False) -> DictConfig:
+    """Compose rlexp/conf/config.yaml with overrides, as `python run.py OVERRIDES` would (`hydra`: keep Hydra's
+    own node). A mistake raises the ConfigError run.py prints (composition_error), not Hydra's many lines."""
+    from hydra.errors import HydraException
+
+    try:
+        return _compose(list(overrides), hydra)
+    except HydraException as exc:
+        raise composition_error(exc, overrides) from None
+
+
+def _compose(overrides: list[str], hydra: bool = False) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=hydra)
+
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def sweep_jobs(overrides: Sequence[str]) -> tuple[DictConfig, list[list[str]] | None]:
+    """What `python run.py -m OVERRIDES` composes: the sweep's config (Hydra's node included) and each job's
+    overrides, expanded exactly as Hydra's basic sweeper does: `hydra.sweeper.params` of the composed config
+    first, then the command line (a key given on both keeps the command line's values). Jobs is None under
+    another sweeper (Optuna draws its values itself)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(list(overrides))
+        fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+        cfg = compose(*fixed, hydra=True)
+        if cfg.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+            return cfg, None
+        node = cfg.hydra.sweeper.get("params")
+        params = OmegaConf.to_container(node) if node is not None else {}
+        jobs = BasicSweeper.split_arguments(
+            parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + list(overrides)), None)[0]
+    except HydraException as exc:
+        raise composition_error(exc, overrides) from None
+    return cfg, [list(job) for job in jobs]
 
 
 def experiment_names() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group of rlexp/conf/ (`algo` -> crossq, ppo, sac, td3, tqc)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def is_group(name: str) -> bool:
+    return (CONF_DIR / name).is_dir() and not name.startswith("_")
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str | None:
+    """The closest choice to a misspelt word (difflib's ratio >= 0.6), if any."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return close[0] if close else None
+
+
+def options_with_key(group: str, path: str) -> list[str]:
+    """The options of `group` whose file sets `path` (`tau` -> sac, td3, tqc): where a key that this config's
+    option lacks would be valid."""
+    found = []
+    for name in group_options(group):
+        if OmegaConf.select(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"), path, default=_ABSENT) is not _ABSENT:
+            found.append(name)
+    return found
+
+
+def option_of(group: str, node: Any) -> str | None:
+    """Which option of `group` a composed node came from, told by its `_target_` (or env `id`)."""
+    if not isinstance(node, DictConfig):
+        return None
+    for field in ("_target_", "id"):
+        if field in node:
+            value = node.get(field)
+            for name in group_options(group):
+                if OmegaConf.load(CONF_DIR / group / f"{name}.yaml").get(field, _ABSENT) == value:
+                    return name
+    return None
+
+
+def elsewhere(group: str, path: str, current: str | None, this: str = "this config") -> str | None:
+    """'`tau` is a key of algo=sac/td3/tqc; this config uses algo=ppo' when other options of the group set it."""
+    others = [o for o in options_with_key(group, path) if o != current]
+    if not others or current is None:
+        return None
+    return f"`{path}` is a key of {group}={'/'.join(others)}; {this} uses {group}={current}"
+
+
+_ABSENT = object()
+
+
+# ---------------------------------------------------------------- Hydra's composition errors as one line
+def composition_error(exc: Exception, overrides: Sequence[str]) -> ConfigError:
+    """Hydra's composition error (many lines, a stack-trace hint, exit 1) as the one line run.py prints with
+    exit 2: the fix, a did-you-mean for experiments, group options and keys, and never Hydra's hint to append
+    (`+key=...`) a key the config does not have, which only moves the mistake to the class constructor."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    overrides = list(overrides)
+    text = str(exc)
+    if isinstance(exc, OverrideParseException):
+        reason = text.splitlines()[1] if len(text.splitlines()) > 1 else text
+        return ConfigError(f"cannot read override {exc.override!r} ({reason}); overrides are key=value, "
+                           "group=option or +experiment=NAME")
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
+        group, _, name = exc.missing_cfg_file.rpartition("/")
+        return ConfigError(_unknown_option(group, name, list(exc.options or group_options(group)), overrides))
+    quoted = re.search(r"'([^']+)'", text)
+    subject = quoted.group(1) if quoted else ""
+    line = _override_of(subject, overrides)
+    if "No match in the defaults list" in text and is_group(subject):
+        value = line.split("=", 1)[1] if line else "NAME"
+        fix = f"{subject} is added with +{subject}=NAME"
+        if value in group_options(subject):
+            return ConfigError(f"{fix}: +{subject}={value}")
+        return ConfigError(f"{fix}; {_unknown_option(subject, value, group_options(subject), ['+' + (line or '')])}")
+    if text.startswith("Could not override") and exc.__cause__ is not None:
+        return ConfigError(_unknown_key(subject, line, overrides))
+    if text.startswith("Could not append to config"):
+        return ConfigError(f"{subject} is already in the config: set it without the +, {subject}="
+                           f"{line.split('=', 1)[1] if line else 'VALUE'}")
+    if text.startswith(("Ambiguous value for argument", "Sweep parameters")):
+        return ConfigError(f"{subject} is a sweep: add -m to run one job per value (a list is key=[a,b], a string "
+                           "with a comma key='a,b')")
+    first = text.split("\n\n")[0]
+    cause = f" ({str(exc.__cause__).splitlines()[0]})" if exc.__cause__ is not None and str(exc.__cause__) else ""
+    return ConfigError(" ".join(first.split()) + cause)
+
+
+def _override_of(key: str, overrides: list[str]) -> str | None:
+    """The command-line override that sets `key` (with its +/++/~ prefix), if one does."""
+    for line in overrides:
+        if line.split("=", 1)[0].lstrip("+~") == key:
+            return line
+    return None
+
+
+def _unknown_option(group: str, name: str, options: list[str], overrides: list[str]) -> str:
+    line = _override_of(group, overrides) or ""
+    prefix = line[: len(line) - len(line.lstrip("+"))]
+    what = "experiment" if group == "experiment" else f"{group} option"
+    close = did_you_mean(name, options)
+    hint = f"; did you mean {prefix}{group}={close}?" if close else ""
+    return f"no {what} {name!r}{hint} ({'experiments' if group == 'experiment' else 'options'}: {', '.join(options)})"
+
+
+def _unknown_key(key: str, line: str | None, overrides: list[str]) -> str:
+    """`algo.lerning_rate=...` that the composed config has no place for: the closest key, the options of the
+    group that do have it, or what the parent node is."""
+    from hydra.errors import HydraException
+
+    value = line.split("=", 1)[1] if line and "=" in line else "VALUE"
+    rest = [o for o in overrides if o != line]
+    try:
+        cfg = _compose(rest, hydra=True)
+    except HydraException:
+        return f"{key}: the config has no such key"
+    choices = cfg.hydra.runtime.choices
+    with_experiment = choices.get("experiment") is not None
+    parts = key.split(".")
+    node: Any = cfg
+    depth = 0
+    while depth < len(parts) - 1 and isinstance(node, DictConfig) and parts[depth] in node:
+        node = node.get(parts[depth])
+        depth += 1
+    parent, missing = ".".join(parts[:depth]), parts[depth]
+    where = f"{parent}." if parent else ""
+    group = parts[0] if depth >= 1 and is_group(parts[0]) else None
+    if group is not None:
+        path = ".".join(parts[1: depth + 1])
+        hint = elsewhere(group, path, choices.get(group), "this experiment" if with_experiment else "this config")
+        if hint:
+            return hint
+    if node is None:
+        return f"{parent} is null in this config, so it has no `{missing}`"
+    if not isinstance(node, DictConfig):
+        return f"{parent} is a value ({node!r}), not a set of keys: set it with {parent}=VALUE"
+    keys = [str(k) for k in node.keys() if node is not cfg or k != "hydra"]
+    close = did_you_mean(missing, keys)
+    owner = parent or "the config"
+    if close:
+        tail = f"={value}" if depth == len(parts) - 1 else ""
+        return f"{owner} has no key `{missing}`; did you mean {where}{close}{tail}?"
+    if parent.endswith("kwargs"):  # keyword arguments of a class: open by design, checked by rlexp.validate
+        return (f"{parent} holds keyword arguments and sets no `{missing}`: a new one is added with a leading +, "
+                "and its name is checked against the class's arguments before anything is built")
+    return f"{owner} has no key `{missing}` (its keys: {', '.join(keys)})"
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
@@ -82,16 +270,18 @@ def parse_seeds(spec: Any, n_episodes: int | None) -> list[int]:
         return list(range(spec, spec + (n_episodes or 1)))
     if isinstance(spec, str):
         spec = spec.strip()
+        turned = None  # "5-1": the range the user meant
         try:
             if "-" in spec and "," not in spec:
                 lo, hi = (int(x) for x in spec.split("-", 1))
-                if hi < lo:
-                    raise ValueError
+                turned = f"{hi}-{lo}" if hi < lo else None
                 seeds = list(range(lo, hi + 1))
             else:
                 seeds = [int(x) for x in spec.split(",") if x.strip()]
         except ValueError:
             raise ConfigError(f"eval seeds {spec!r}: expected 'A-B', 'a,b,c' or an integer") from None
+        if turned:
+            raise ConfigError(f"eval seeds {spec}: the end is before the start; did you mean {turned}?")
     else:
         seeds = [int(x) for x in spec]
     if not seeds:

@@ -19,6 +19,14 @@ class Exit(IntEnum):
     BUSY = 4  # another process trains in that run directory
 
 
+class Refused(SystemExit):
+    """Bad input: exit code 2 with `reason`, the one line printed on stderr (a sweep records it for the job)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(Exit.BAD_INPUT)
+        self.reason = reason
+
+
 class Status(StrEnum):
     DONE = "done"
     SKIPPED = "skipped"  # already finished for this config

@@ -1,23 +1,29 @@
 """Every check of a run's config, in the order a run meets them; each failure is one ConfigError line (exit 2).
 
+0. Composition (Hydra's own errors: unknown experiment, option or key) is explained by
+   rlexp.config.composition_error; `check_sweep` composes every job of a `-m` sweep and runs 1 and 2 on it.
 1. `check_values`: plain values (types, ranges, seeds), before torch and SB3 are imported.
-2. `algo_class`, `check_overlap`: what the algorithm class allows (SB3 imported, nothing built).
-3. `check_buffer`, `check_her_warmup`, `check_replay_memory`, `check_encoder`: what needs the env's spaces
-   (called by the builder right after the env is made, before the replay buffer is allocated).
+2. `algo_class`: what the classes allow (SB3 imported, nothing built): `check_overlap`, `check_arguments` (every
+   algo/buffer/encoder/policy_kwargs key is an argument of its class), `check_buffer_class`.
+3. `check_env` (`check_buffer`, `check_her_warmup`, `check_replay_memory`, `check_encoder`): what needs the env's
+   spaces, on a throwaway env before a run writes anything; the builder runs them again on the real env.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from rlexp.components import current_target
-from rlexp.config import CONF_DIR, TASKS, parse_seeds
-from rlexp.errors import ConfigError
+from rlexp.config import TASKS, did_you_mean, elsewhere, group_options, option_of, parse_seeds
+from rlexp.errors import ConfigError, unwrap_config_errors
 
 if TYPE_CHECKING:
+    import gymnasium as gym
     from stable_baselines3.common.vec_env import VecEnv
 
 
@@ -47,6 +53,8 @@ def check_values(cfg: DictConfig) -> None:
         if not torch.cuda.is_available():
             raise ConfigError(f"device={device} but torch sees no CUDA GPU here (torch {torch.__version__}); "
                               "use device=cpu or device=auto")
+    if cfg.env.get("vec_env", "dummy") not in ("dummy", "subproc"):
+        raise ConfigError(f"env.vec_env must be 'dummy' or 'subproc', got {cfg.env.vec_env!r}")
     if not isinstance(cfg.get("fast", True), bool):
         raise ConfigError(f"fast must be true or false, got {cfg.fast!r}")
     if cfg.get("checkpoint_replay", "latest") not in ("latest", "all"):
@@ -84,7 +92,7 @@ def check_values(cfg: DictConfig) -> None:
 
 
 def _group_options(group: str) -> str:
-    return ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+    return ", ".join(group_options(group))
 
 
 def resolve_class(node: DictConfig, group: str) -> type | None:
@@ -112,14 +120,116 @@ def class_kwargs(node: DictConfig) -> dict[str, Any]:
 
 
 def algo_class(cfg: DictConfig) -> type:
-    """The SB3 class `algo._target_` names, checked against the run-only keys that depend on it."""
+    """The SB3 class `algo._target_` names, and what depends on it checked: overlap, every constructor argument,
+    a replay buffer with an on-policy algorithm."""
     from stable_baselines3.common.base_class import BaseAlgorithm
 
     cls = resolve_class(cfg.algo, "algo")
     if cls is None or not issubclass(cls, BaseAlgorithm):
         raise ConfigError(f"algo._target_ must name an SB3 algorithm class, got {cfg.algo.get('_target_')!r}")
     check_overlap(cfg, cls)
+    check_arguments(cfg, cls)
+    check_buffer_class(cfg, cls)
     return cls
+
+
+# Constructor arguments that rlexp (the builder) or SB3 pass themselves, and where their value comes from.
+ALGO_SET_BY_RLEXP = {"env": "env", "seed": "seed", "device": "device", "verbose": "its logger",
+                     "replay_buffer_class": "buffer", "replay_buffer_kwargs": "buffer"}
+BUFFER_SET_BY_SB3 = {k: "the algorithm" for k in ("buffer_size", "observation_space", "action_space", "env", "device",
+                                                    "n_envs")}
+ENCODER_SET_BY_SB3 = {"observation_space": "the env"}
+POLICY_SET_BY_SB3 = {"observation_space": "the env", "action_space": "the env", "lr_schedule": "algo.learning_rate",
+                     "features_extractor_class": "encoder", "features_extractor_kwargs": "encoder"}
+
+
+def check_arguments(cfg: DictConfig, algo_cls: type) -> None:
+    """Every key of algo, buffer, encoder and algo.policy_kwargs is an argument its class takes (by its
+    signature), so `+algo.lerning_rate=...` is refused with the fix here, not as a TypeError once the env is built."""
+    _check_kwargs("algo", class_kwargs(cfg.algo), algo_cls, ALGO_SET_BY_RLEXP, cfg.algo)
+    buffer_cls = resolve_class(cfg.buffer, "buffer")
+    if buffer_cls is not None:
+        _check_kwargs("buffer", class_kwargs(cfg.buffer), buffer_cls, BUFFER_SET_BY_SB3, cfg.buffer)
+    enc_cls = resolve_class(cfg.encoder, "encoder")
+    if enc_cls is not None:
+        _check_kwargs("encoder", class_kwargs(cfg.encoder), enc_cls, ENCODER_SET_BY_SB3, cfg.encoder)
+    policy_kwargs = cfg.algo.get("policy_kwargs")
+    policy_cls = _policy_class(cfg, algo_cls)
+    if policy_kwargs and policy_cls is not None:
+        _check_kwargs("algo.policy_kwargs", dict(policy_kwargs), policy_cls, POLICY_SET_BY_SB3, None)
+
+
+def _policy_class(cfg: DictConfig, algo_cls: type) -> type | None:
+    """The policy class the algorithm will build: routing=critic's, else `algo.policy` (an alias or a class)."""
+    from rlexp.components.policies import routing_kwargs
+
+    policy = routing_kwargs(cfg.get("routing"), algo_cls).get("policy", cfg.algo.get("policy"))
+    if isinstance(policy, type):
+        return policy
+    if isinstance(policy, str):
+        aliases = getattr(algo_cls, "policy_aliases", {})
+        if policy in aliases:
+            return aliases[policy]
+        try:
+            from hydra.utils import get_class
+
+            return get_class(policy)
+        except Exception:  # noqa: BLE001 - SB3 reports an unknown policy itself
+            return None
+    return None
+
+
+def accepted_arguments(cls: type) -> set[str] | None:
+    """The keyword arguments `cls(...)` takes, following `**kwargs` up the MRO; None when it takes any."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        if klass is object:
+            return None
+        params = list(inspect.signature(init).parameters.values())
+        names |= {p.name for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names
+    return None
+
+
+def _check_kwargs(where: str, kwargs: Mapping[str, Any], cls: type, reserved: Mapping[str, str],
+                  node: DictConfig | None) -> None:
+    accepted = accepted_arguments(cls)
+    for key in kwargs:
+        if key in reserved:
+            raise ConfigError(f"{where}.{key} is passed to {cls.__name__} by rlexp (from {reserved[key]}); "
+                              f"remove it from {where}")
+        if accepted is None or key in accepted:
+            continue
+        msg = f"{where}.{key} is not an argument of {cls.__name__}"
+        hint = elsewhere(where, key, option_of(where, node)) if node is not None else None
+        choices = sorted(k for k in accepted - set(reserved) if not k.startswith("_"))
+        close = did_you_mean(key, choices)
+        if hint:
+            msg += f"; {hint}"
+        elif close:
+            msg += f"; did you mean {where}.{close}?"
+        else:
+            msg += f" ({cls.__module__}.{cls.__qualname__} takes {', '.join(choices)})"
+        raise ConfigError(msg)
+
+
+def check_buffer_class(cfg: DictConfig, algo_cls: type) -> None:
+    """A replay buffer (HER included) needs an off-policy algorithm."""
+    from stable_baselines3 import HerReplayBuffer
+    from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+
+    buffer_cls = resolve_class(cfg.buffer, "buffer")
+    if buffer_cls is not None and issubclass(algo_cls, OnPolicyAlgorithm):
+        name = algo_cls.__name__
+        what = "HER" if issubclass(buffer_cls, HerReplayBuffer) else f"a replay buffer ({buffer_cls.__name__})"
+        raise ConfigError(
+            f"{what} cannot be used with {name}: {name} is on-policy and learns from fresh rollouts only. "
+            "Use buffer=default with PPO, or an off-policy algo (algo=sac, algo=td3) for HER."
+        )
 
 
 def check_overlap(cfg: DictConfig, algo_cls: type) -> None:
@@ -145,8 +255,30 @@ def check_overlap(cfg: DictConfig, algo_cls: type) -> None:
                           f"got {cfg.env.vec_env!r}")
 
 
+# ---------------------------------------------------------------- 3. what needs the env's spaces
+def check_env(cfg: DictConfig, algo_cls: type) -> None:
+    """Stage 3 on one throwaway env (no Monitor, nothing written), before a run takes its directory: a refusal
+    that needs the env leaves no trace. Nearly free: the training env made next skips the imports this one paid.
+    Only for rlexp's env factory; another one is checked by the builder on the env it makes."""
+    if current_target(str(cfg.env.get("_target_"))) != "rlexp.components.envs.make_vec_env":
+        return
+    from rlexp.components.envs import make_env_from_cfg
 
-def check_buffer(cfg: DictConfig, algo_cls: type, env: VecEnv) -> tuple[type | None, dict[str, Any]]:
+    try:
+        with unwrap_config_errors():
+            env = make_env_from_cfg(cfg.env)
+    except TypeError as exc:  # an argument gymnasium.make or a wrapper does not take (env.kwargs, env.wrappers)
+        raise ConfigError(f"env {cfg.env.id!r} cannot be made: {exc}") from None
+    try:
+        check_buffer(cfg, algo_cls, env)
+        check_encoder(cfg, env)
+    finally:
+        env.close()
+
+
+def check_buffer(cfg: DictConfig, algo_cls: type, env: VecEnv | gym.Env) -> tuple[type | None, dict[str, Any]]:
+    """The replay buffer class and its arguments, checked against the env: HER needs goals and finished episodes
+    before its first update; the buffer must fit in free RAM."""
     buffer_cls = resolve_class(cfg.buffer, "buffer")
     from stable_baselines3 import HerReplayBuffer
     from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
@@ -155,13 +287,7 @@ def check_buffer(cfg: DictConfig, algo_cls: type, env: VecEnv) -> tuple[type | N
         if not issubclass(algo_cls, OnPolicyAlgorithm):
             check_replay_memory(cfg, None, {}, env)
         return None, {}
-    name = algo_cls.__name__
-    if issubclass(algo_cls, OnPolicyAlgorithm):
-        what = "HER" if issubclass(buffer_cls, HerReplayBuffer) else f"a replay buffer ({buffer_cls.__name__})"
-        raise ConfigError(
-            f"{what} cannot be used with {name}: {name} is on-policy and learns from fresh rollouts only. "
-            "Use buffer=default with PPO, or an off-policy algo (algo=sac, algo=td3) for HER."
-        )
+    check_buffer_class(cfg, algo_cls)
     if issubclass(buffer_cls, HerReplayBuffer):
         from rlexp.components.envs import is_goal_env
 
@@ -176,9 +302,9 @@ def check_buffer(cfg: DictConfig, algo_cls: type, env: VecEnv) -> tuple[type | N
     return buffer_cls, kwargs
 
 
-def check_her_warmup(cfg: DictConfig, env: VecEnv) -> None:
+def check_her_warmup(cfg: DictConfig, env: VecEnv | gym.Env) -> None:
     """HER samples only finished episodes: the first update must come after every env finished one."""
-    spec = env.get_attr("spec", [0])[0]
+    spec = env.get_attr("spec", [0])[0] if hasattr(env, "get_attr") else env.spec
     horizon = getattr(spec, "max_episode_steps", None)
     n, starts = int(cfg.n_envs), int(cfg.algo.get("learning_starts", 0) or 0)
     if horizon and (starts // n + 1) * n < horizon * n:
@@ -188,7 +314,7 @@ def check_her_warmup(cfg: DictConfig, env: VecEnv) -> None:
             f"algo.learning_starts >= {(horizon - 1) * n}")
 
 
-def replay_bytes(buffer_cls: type | None, kwargs: dict[str, Any], env: VecEnv, buffer_size: int) -> int:
+def replay_bytes(buffer_cls: type | None, kwargs: dict[str, Any], env: VecEnv | gym.Env, buffer_size: int) -> int:
     """Bytes the replay buffer allocates (SB3 preallocates all of it), counted from the spaces."""
     from gymnasium import spaces
     from stable_baselines3 import HerReplayBuffer
@@ -212,7 +338,8 @@ def replay_bytes(buffer_cls: type | None, kwargs: dict[str, Any], env: VecEnv, b
     return per * int(buffer_size)
 
 
-def check_replay_memory(cfg: DictConfig, buffer_cls: type | None, kwargs: dict[str, Any], env: VecEnv) -> None:
+def check_replay_memory(cfg: DictConfig, buffer_cls: type | None, kwargs: dict[str, Any],
+                        env: VecEnv | gym.Env) -> None:
     """SB3 allocates the whole buffer up front and only warns; a buffer larger than free RAM swaps the machine."""
     size = cfg.algo.get("buffer_size")
     if not size:
@@ -225,7 +352,7 @@ def check_replay_memory(cfg: DictConfig, buffer_cls: type | None, kwargs: dict[s
                           f"{free / 1e9:.1f} GB is available; lower algo.buffer_size")
 
 
-def check_encoder(cfg: DictConfig, env: VecEnv) -> tuple[type, dict[str, Any]]:
+def check_encoder(cfg: DictConfig, env: VecEnv | gym.Env) -> tuple[type, dict[str, Any]]:
     """Instantiate the extractor once on the real observation space: incompatibility fails here, not mid-run."""
     enc_cls = resolve_class(cfg.encoder, "encoder")
     if enc_cls is None:
@@ -240,3 +367,53 @@ def check_encoder(cfg: DictConfig, env: VecEnv) -> tuple[type, dict[str, Any]]:
             f"Observation space: {env.observation_space}"
         ) from None
     return enc_cls, kwargs
+
+
+# ---------------------------------------------------------------- a sweep, before its first job
+def check_sweep(overrides: Sequence[str]) -> int:
+    """`python run.py -m OVERRIDES`: every job composes and passes stages 1 and 2, so a bad value anywhere in
+    the sweep is refused (one line, exit 2) before the first job starts. Returns the number of jobs checked.
+
+    Under Hydra's basic sweeper every job of the expansion is checked: each distinct set of group choices and
+    +/~ overrides is composed once, and the jobs' plain `key=value` overrides are set on a copy of it, as Hydra
+    sets them. Another sweeper (Optuna) draws its values itself: only the sweep's own config is checked."""
+    import copy
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Override
+
+    from rlexp.config import compose, is_group, sweep_jobs
+
+    parser = OverridesParser.create()
+    _, jobs = sweep_jobs(overrides)
+    if jobs is None:
+        jobs = [[o.input_line for o in parser.parse_overrides(list(overrides)) if not o.is_sweep_override()]]
+
+    def plain(o: Override) -> bool:
+        return not (o.is_add() or o.is_force_add() or o.is_delete() or o.is_hydra_override()
+                    or o.package is not None or "/" in o.key_or_group or is_group(o.key_or_group))
+
+    swept = {o.key_or_group for o in parser.parse_overrides(list(overrides)) if o.is_sweep_override()}
+    composed: dict[tuple[str, ...], DictConfig] = {}
+    configs: list[tuple[DictConfig, str]] = []
+    for job in jobs:  # all of them compose first: a misspelt option is told before SB3 is imported
+        parsed = parser.parse_overrides(job)
+        fixed = tuple(o.input_line for o in parsed if not plain(o))
+        if fixed not in composed:
+            composed[fixed] = compose(*fixed)
+        job_cfg = copy.deepcopy(composed[fixed])
+        try:
+            for o in parsed:
+                if plain(o):
+                    OmegaConf.update(job_cfg, o.key_or_group, o.value(), merge=True)
+        except Exception:  # noqa: BLE001 - a key the config lacks: composing says which, with the fix
+            job_cfg = compose(*job)
+        which = " ".join(o.input_line for o in parsed if o.key_or_group in swept)
+        configs.append((job_cfg, f" (sweep job {which})" if which and len(jobs) > 1 else ""))
+    for check in (check_values, algo_class):
+        for job_cfg, which in configs:
+            try:
+                check(job_cfg)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc}{which}") from None
+    return len(jobs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from stable_baselines3 import PPO, SAC, HerReplayBuffer
 from stable_baselines3.common.buffers import DictReplayBuffer
@@ -9,6 +11,8 @@ from stable_baselines3.common.buffers import DictReplayBuffer
 import rlexp
 from rlexp.config import config_hash, experiment_names, parse_seeds
 from rlexp.errors import ConfigError
+
+from helpers import ROOT
 
 STATE_EXPERIMENTS = [
     "ch01_proof_of_life", "ch02_env_anatomy", "ch03_ppo_reach_dense", "ch04_sac_reach_dense", "ch05_sac_reach",
@@ -103,8 +107,8 @@ def test_parse_seeds() -> None:
     assert parse_seeds(None, 3) == [0, 1, 2]
     assert parse_seeds("0-99", 100) == list(range(100))
     assert parse_seeds("5,7", 2) == [5, 7]
-    with pytest.raises(ConfigError):
-        parse_seeds("9-1", 3)
+    with pytest.raises(ConfigError, match=r"9-1: the end is before the start; did you mean 1-9\?"):
+        parse_seeds("9-1", None)
 
 
 def test_run_only_keys_are_one_list() -> None:
@@ -122,3 +126,20 @@ def test_run_only_keys_are_one_list() -> None:
                "tensorboard=false", "objective=return")
     assert all(config_hash(rlexp.compose(o)) == base for o in changed)
     assert config_hash(rlexp.compose("diagnostics.freq=5")) != base
+
+
+def _listed_run_only_keys(text: str) -> list[list[str]]:
+    """The keys of each list that follows a mention of `rlexp.config.RUN_ONLY_KEYS` (`a`, `b`, ... `z`)."""
+    lists = re.findall(r"`rlexp\.config\.RUN_ONLY_KEYS`\)?:\s*((?:`[\w.]+`(?:,?\s+(?:and\s+)?)?)+)", text)
+    return [re.findall(r"`([\w.]+)`", found) for found in lists]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/sweeps.md"])
+def test_docs_list_exactly_the_run_only_keys(doc: str) -> None:
+    """Where a doc lists the run-only keys, it lists rlexp.config.RUN_ONLY_KEYS: no more, no fewer."""
+    from rlexp.config import RUN_ONLY_KEYS
+
+    lists = _listed_run_only_keys((ROOT / doc).read_text())
+    assert lists, f"{doc} no longer lists the run-only keys after `rlexp.config.RUN_ONLY_KEYS`:"
+    for keys in lists:
+        assert sorted(keys) == sorted(RUN_ONLY_KEYS), f"{doc}: {keys} vs {list(RUN_ONLY_KEYS)}"

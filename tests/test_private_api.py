@@ -75,7 +75,7 @@ def test_sb3_off_policy_loop_internals() -> None:
 def test_hydra_internals() -> None:
     """hydra_plugins/rlexp_launchers: BasicLauncher (the sequential launcher's base; Hydra exposes it nowhere else)
     and get_overrides_dirname (a job's directory name before the job runs, exactly as Hydra makes it);
-    rlexp/analysis/plan.py: BasicSweeper.split_arguments (the same expansion as `-m`)."""
+    rlexp/config.py sweep_jobs: BasicSweeper.split_arguments (the same expansion as `-m`)."""
     from hydra._internal.config_loader_impl import get_overrides_dirname
     from hydra._internal.core_plugins.basic_launcher import BasicLauncher
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -88,6 +88,15 @@ def test_hydra_internals() -> None:
         "algo.gamma=0.9,seed=1"
     jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(["seed=0,1", "x=2"]), None)[0]
     assert jobs == [["seed=0", "x=2"], ["seed=1", "x=2"]]
+
+
+def test_hydra_args_parser() -> None:
+    """rlexp/app.py `main`: Hydra's own parser of the command line, read before @hydra.main runs."""
+    from hydra._internal.utils import get_args_parser
+
+    args = get_args_parser().parse_args(["-m", "seed=0,1", "+experiment=x"])
+    assert args.multirun and args.overrides == ["seed=0,1", "+experiment=x"]
+    assert (args.config_path, args.config_name, args.config_dir) == (None, None, None)
 
 
 def test_submitit_internals() -> None:

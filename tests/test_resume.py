@@ -79,6 +79,29 @@ def test_fork_from_a_run_in_use_is_refused(finished: Path, tmp_path: Path) -> No
     finally:
         holder.release()
     assert proc.returncode == 2 and "is in use: running in pid" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "fork").exists(), "refused before anything is written: Hydra's directory is removed"
+
+
+def test_a_fork_refused_while_restoring_takes_back_what_it_wrote(finished: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refusal after writing began (the checkpoint fails to restore) leaves a directory that held nothing as it
+    was: no lock, monitor or log files; the original run untouched."""
+    import rlexp
+    from rlexp.errors import CheckpointError
+    from rlexp.training import checkpoint, train
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise CheckpointError("cannot load weights (test)")
+
+    monkeypatch.setattr(checkpoint, "restore", broken)
+    before = snapshot(finished)
+    fork = tmp_path / "fork"
+    fork.mkdir()
+    cfg = rlexp.compose(*HER, "total_steps=600", f"resume={finished}/checkpoints/step_200.zip")
+    with pytest.raises(CheckpointError):
+        train.train(cfg, fork)
+    assert list(fork.iterdir()) == []
+    assert snapshot(finished) == before
 
 
 def test_resume_in_place_refuses_an_old_checkpoint(finished: Path) -> None:

@@ -21,7 +21,7 @@ from rlexp.status import Exit, Status, Summary
 from rlexp.sweepdir import JobEvent, SweepDir, error_line, where
 
 # Order of the closing table; "resumed" is a done job that continued from a checkpoint.
-ORDER = ("done", "resumed", "skipped", "busy", "interrupted", "failed", "not started")
+ORDER = ("done", "resumed", "skipped", "busy", "interrupted", "failed", "refused", "not started")
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -66,14 +66,19 @@ def event_of(ret: JobReturn, num: int, wall_s: float | None, subdir: str | None 
     return ev
 
 
-def event_of_exit(num: int, code: object, wall_s: float | None, subdir: str | None) -> JobEvent:
-    """A job that left with SystemExit (run.py's exit codes, rlexp.status.Exit)."""
+def event_of_exit(num: int, exc: SystemExit, wall_s: float | None, subdir: str | None) -> JobEvent:
+    """A job that left with SystemExit (run.py's exit codes, rlexp.status.Exit); bad input (rlexp.status.Refused)
+    is `refused`, with its one error line."""
+    code = exc.code
     if code == Exit.INTERRUPTED:
         return JobEvent(num=num, event="interrupted", subdir=subdir, wall_s=wall_s)
     if code == Exit.BUSY:
         return JobEvent(num=num, event="busy", subdir=subdir, wall_s=wall_s)
-    what = "bad input" if code == Exit.BAD_INPUT else "exit"
-    return JobEvent(num=num, event="failed", subdir=subdir, wall_s=wall_s, error=f"{what} (exit code {code})")
+    if code == Exit.BAD_INPUT:
+        reason = getattr(exc, "reason", None)
+        return JobEvent(num=num, event="refused", subdir=subdir, wall_s=wall_s,
+                        error=f"error: {reason}" if reason else "bad input (exit code 2)")
+    return JobEvent(num=num, event="failed", subdir=subdir, wall_s=wall_s, error=f"exit (exit code {code})")
 
 
 def _duration(seconds: float | None) -> str:
@@ -126,7 +131,7 @@ class SweepConsole:
                 mean = sum(rates[key]) / len(rates[key]) if rates[key] else None
                 lines.append(f"  {key:<12}{counts[key]:>5}  {percent(mean)}")
         for ev in self.ended:
-            if ev.event in ("failed", "busy", "interrupted"):
+            if ev.event in ("failed", "refused", "busy", "interrupted"):
                 what = ev.error or "resumes from its checkpoint when the same command runs again"
                 lines.append(f"  #{ev.num} {ev.event}: {what}")
         lines.append(f"  details: python -m rlexp status {where(self.sweep.root)}")

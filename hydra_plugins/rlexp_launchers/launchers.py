@@ -262,7 +262,7 @@ def _collect(sweep: SweepDir, console: SweepConsole, job: PlannedJob, sub: Any, 
         ret = JobReturn(overrides=job.overrides)
         ret.status, ret.return_value = JobStatus.FAILED, exc
         prev = sweep.event(job.num)
-        if prev is not None and prev.event in ("interrupted", "busy") and prev.job_id == sub.job_id:
+        if prev is not None and prev.event in ("interrupted", "busy", "refused") and prev.job_id == sub.job_id:
             event = prev  # the job said why it stopped
             event.wall_s = wall
         else:
@@ -298,7 +298,7 @@ class _JobSide:
             try:
                 ret = super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)  # type: ignore[misc]
             except SystemExit as exc:
-                event = event_of_exit(job_num, exc.code, time.time() - t0, subdir)
+                event = event_of_exit(job_num, exc, time.time() - t0, subdir)
                 event.job_id = env_id
                 _record(sweep, event)
                 usr_sig = usr_signal()
@@ -462,7 +462,7 @@ class RlexpSequentialLauncher(_Sweep, BasicLauncher):
                                   config=sweep_config, job_dir_key="hydra.sweep.dir",
                                   job_subdir_key="hydra.sweep.subdir")
                 except SystemExit as exc:  # run.py's exit codes: a stop (3) or bad input (2) ends the sweep
-                    event = event_of_exit(job.num, exc.code, time.time() - t0, job.subdir)
+                    event = event_of_exit(job.num, exc, time.time() - t0, job.subdir)
                     _record(sweep, event)
                     console.job_ended(event)
                     raise

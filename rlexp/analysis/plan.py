@@ -8,37 +8,19 @@ from rlexp.errors import ConfigError
 
 
 def sweep_plan(overrides: list[str]) -> tuple[str, list[str]]:
-    """(sweep dir, job subdirectory names) that `python run.py -m OVERRIDES` would create.
-
-    Expands exactly as Hydra's basic sweeper does: `hydra.sweeper.params` of the composed config first,
-    then the command line (a key given on both keeps the command line's values).
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.global_hydra import GlobalHydra
+    """(sweep dir, job subdirectory names) that `python run.py -m OVERRIDES` would create (rlexp.config.sweep_jobs
+    expands the sweep as Hydra's basic sweeper does)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
-    from rlexp.config import CONF_DIR
+    from rlexp.config import sweep_jobs
 
+    cfg, jobs = sweep_jobs(overrides)
+    if jobs is None:
+        raise ConfigError(f"plan lists the jobs of Hydra's basic sweeper; this sweep runs "
+                          f"{cfg.hydra.sweeper._target_}, which draws its jobs as it goes")
+    exclude = set(cfg.hydra.job.config.override_dirname.exclude_keys)
+    sweep_dir = str(cfg.hydra.sweep.dir)
     parser = OverridesParser.create()
-    try:
-        parsed = parser.parse_overrides(overrides)
-        fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=fixed, return_hydra_config=True)
-        node = cfg.hydra.sweeper.get("params")
-        params = OmegaConf.to_container(node) if node is not None else {}
-        jobs = BasicSweeper.split_arguments(
-            parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + list(overrides)), None
-        )[0]
-        exclude = set(cfg.hydra.job.config.override_dirname.exclude_keys)
-        sweep_dir = str(cfg.hydra.sweep.dir)
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(f"cannot expand the sweep: {exc}") from None
     names = []
     for job in jobs:
         lines = sorted(

@@ -11,6 +11,7 @@ Works while the sweep runs, after it ended, and for a SLURM array whose launchin
                  and its process is alive (before it takes the lock)
     interrupted  stopped with a checkpoint (or a trained model without evaluation): the same command resumes it
     failed       it recorded a failure, or its logs end with an error; the last error line is shown
+    refused      its config was bad input (exit code 2): the job's one error line, and no run directory
     pending      planned but not started; for SLURM, waiting in the queue (also when requeued after a time limit)
 
 Whether a lock is held is read from /proc/locks (this host) without touching the lock: trying it could make
@@ -37,7 +38,7 @@ from rlexp.fmt import percent
 from rlexp.rundir import RunDir
 from rlexp.sweepdir import JobEvent, PlannedJob, SweepDir, error_line, where
 
-STATES = ("done", "running", "interrupted", "failed", "pending")
+STATES = ("done", "running", "interrupted", "failed", "refused", "pending")
 _HOLDER = re.compile(r"pid (\d+) on host (\S+) since (\S+)")
 
 
@@ -229,6 +230,10 @@ def job_state(sweep: SweepDir | None, run: RunDir, num: int | None = None, subdi
         js.state, js.success_rate, js.return_mean = "done", event.success_rate, event.return_mean
         js.detail = f"success {percent(js.success_rate)}" if js.success_rate is not None else ""
         return js
+    if event is not None and event.event == "refused":  # its run directory was removed with the refusal
+        js.state, js.error = "refused", event.error
+        js.detail = event.error or ""
+        return js
     if not run.root.is_dir():
         js.detail = f"SLURM {queued.lower()}" if queued else ""
         return js
@@ -301,7 +306,7 @@ def render(path: Path, states: list[JobState], info: dict[str, Any], only: set[s
     array = f", SLURM array {info['slurm_array']}" if info.get("slurm_array") else ""
     lines = [f"{where(path)}: {len(states)} job{'s' * (len(states) != 1)}{array} -- {head}"]
     if len(states) > 1:
-        lines.append(bar(c["done"] + c["failed"], len(states)))
+        lines.append(bar(c["done"] + c["failed"] + c["refused"], len(states)))
     rows = [j for j in states if not only or j.state in only]
     if rows and "run" not in info:
         width = max(len(j.detail) for j in rows)
@@ -315,6 +320,8 @@ def render(path: Path, states: list[JobState], info: dict[str, Any], only: set[s
                             (c["failed"], "failed jobs start over")) if n]
     if again:
         lines.append(f"{' and '.join(again)} when the sweep's command runs again")
+    if c["refused"]:
+        lines.append("refused jobs are refused again until their overrides are fixed (the error says how)")
     return "\n".join(lines)
 
 
@@ -334,7 +341,7 @@ def _watch(path: Path, every: float) -> None:
         task = bar_.add_task("", total=len(states))
         while True:
             c = counts(states)
-            bar_.update(task, completed=c["done"] + c["failed"], total=len(states),
+            bar_.update(task, completed=c["done"] + c["failed"] + c["refused"], total=len(states),
                         description=", ".join(f"{n} {s}" for s, n in c.items() if n))
             if not c["running"] and not c["pending"]:
                 break
@@ -343,7 +350,7 @@ def _watch(path: Path, every: float) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Where every job of a sweep stands (done / running / interrupted / failed / pending), read from disk:
+    """Where every job of a sweep stands (done / running / interrupted / failed / refused / pending), from disk:
     at any moment, also while it runs and for a SLURM array after the launching process has exited."""
     only = {s.strip() for s in args.only.split(",")} if args.only else None
     if only and (bad := only - set(STATES)):

@@ -17,14 +17,14 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.logger import KVWriter, Logger, TensorBoardOutputFormat
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from rlexp import artifacts
+from rlexp import artifacts, validate
 from rlexp.builder import build
 from rlexp.components import current_target
 from rlexp.config import to_container
 from rlexp.errors import ConfigError
 from rlexp.evaluate import EvaluationStopped, evaluate
 from rlexp.fast import Speedups, algo_name
-from rlexp.rundir import RunDir, meta_of
+from rlexp.rundir import RunDir, RunLock, meta_of, remove
 from rlexp.spec import RunSpec
 from rlexp.status import Status, Summary
 from rlexp.training import checkpoint, faults, logs, resume, tblog
@@ -127,16 +127,27 @@ def _prepare_logs(start: resume.Start) -> tuple[list[dict[str, Any]], dict[str, 
     return rows, extra
 
 
-def _restore(model: BaseAlgorithm, start: resume.Start) -> None:
-    assert start.checkpoint is not None and start.meta is not None
+def _hold_source(start: resume.Start) -> RunLock | None:
+    """A fork reads another run's checkpoint and replay: hold that run's lock (shared) from before this command
+    writes anything until they are restored, so its trainer cannot prune them meanwhile; refused while one trains."""
+    if not start.fork or start.checkpoint is None:
+        return None
     source = start.checkpoint.run_dir.lock()
-    if start.fork and not source.acquire(shared=True):  # its trainer could prune the replay we read
+    if not source.acquire(shared=True):
         raise ConfigError(f"resume: {start.checkpoint.run_dir.root} is in use: running in {source.holder()}; "
                           "fork from it once it stops")
+    return source
+
+
+def _restore(model: BaseAlgorithm, start: resume.Start, source: RunLock | None) -> None:
+    assert start.checkpoint is not None and start.meta is not None
+    if source is None:  # the plan changed under the lock into a fork
+        source = _hold_source(start)
     try:
         info = checkpoint.restore(model, start.checkpoint, start.meta)
     finally:
-        source.release()
+        if source is not None:
+            source.release()
     step = model.num_timesteps
     if info["replay_transitions"] is not None:
         log.info("resume: replay buffer restored (%d transitions)", info["replay_transitions"])
@@ -247,10 +258,16 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
     start = resume.plan(spec, RunDir(run_dir), overrides, explicit_dir)  # read-only: refusals write nothing
     if start.kind == "skip":
         return _skipped(start)
+    if start.kind != "evaluate":
+        validate.check_env(start.cfg, start.spec.algo_cls)  # on a throwaway env: refused before anything is written
     run = start.run_dir
     seen = run.fingerprint()
+    held_nothing = not run.root.is_dir() or not any(run.root.iterdir())
+    source = _hold_source(start)
     lock = run.lock()
     if not lock.acquire():
+        if source is not None:
+            source.release()
         return _summary(Status.BUSY, run, holder=lock.holder())
     try:
         if run.root.resolve() != Path(run_dir).resolve():
@@ -267,9 +284,18 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
                 log.info("removed %s (an interrupted checkpoint write)", path.name)
             if start.kind in ("fresh", "resume") and (start.kind == "fresh" or start.fork) and record_config:
                 record_config(run, start.cfg)
-            return _run(start, stop)
+            return _run(start, stop, source)
+    except ConfigError:
+        # Refused after writing began (e.g. a checkpoint that fails to restore into a fork): in a directory that
+        # held nothing before, everything there is this command's, and no checkpoint or model was made yet.
+        if held_nothing and run.latest_checkpoint() is None and not run.model.exists():
+            for path in run.root.iterdir():
+                remove(path)
+        raise
     finally:
         lock.release()
+        if source is not None:
+            source.release()
 
 
 def _log_into(run: RunDir, hydra_dir: Path) -> None:
@@ -305,7 +331,7 @@ def _skipped(start: resume.Start) -> Summary:
                     steps_per_sec=meta.get("steps_per_sec"), **_metrics(start.finished["eval"]["aggregate"]))
 
 
-def _run(start: resume.Start, stop: StopFlag) -> Summary:
+def _run(start: resume.Start, stop: StopFlag, source: RunLock | None = None) -> Summary:
     cfg, run = start.cfg, start.run_dir
     fault = faults.injector()
     if start.kind == "evaluate":
@@ -318,7 +344,7 @@ def _run(start: resume.Start, stop: StopFlag) -> Summary:
         rows, env_extra = _prepare_logs(start)
         model = build(start.spec, env_extra)
         if start.checkpoint is not None:
-            _restore(model, start)
+            _restore(model, start, source)
             log.info("resuming %s from step %d in %s", start.checkpoint.zip, model.num_timesteps, run.root)
         _attach_loggers(model, start)
         log.info("%s", header(start, model))
