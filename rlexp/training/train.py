@@ -14,17 +14,17 @@ from omegaconf import DictConfig
 from stable_baselines3 import HerReplayBuffer
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList
-from stable_baselines3.common.logger import KVWriter, Logger, TensorBoardOutputFormat
+from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from rlexp import artifacts
+from rlexp import artifacts, diskfull
 from rlexp.builder import build
 from rlexp.components import current_target
 from rlexp.config import to_container
-from rlexp.errors import ConfigError
+from rlexp.errors import ConfigError, LeaseLost
 from rlexp.evaluate import EvaluationStopped, evaluate
 from rlexp.fast import Speedups, algo_name
-from rlexp.rundir import RunDir, meta_of
+from rlexp.rundir import RunDir, RunLock, meta_of
 from rlexp.spec import RunSpec
 from rlexp.status import Status, Summary
 from rlexp.training import checkpoint, faults, logs, resume, tblog
@@ -111,7 +111,7 @@ def _attach_loggers(model: BaseAlgorithm, start: resume.Start) -> None:
             tblog.clear(tb)
         else:
             tblog.keep_until(start.checkpoint.run_dir.tb_run, tb, start.checkpoint.step)
-        formats.append(TensorBoardOutputFormat(str(tb)))
+        formats.append(tblog.EventsWriter(tb))
     model.set_logger(Logger(str(start.run_dir.root), formats))
 
 
@@ -255,6 +255,8 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
     try:
         if run.root.resolve() != Path(run_dir).resolve():
             _log_into(run, Path(run_dir))
+        if lock.took_over:
+            log.warning("%s", lock.took_over)
         with StopFlag() as stop:
             if run.fingerprint() != seen:  # another process wrote here between the plan and the lock
                 start = resume.plan(spec, RunDir(run_dir), overrides, explicit_dir)
@@ -265,11 +267,36 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
                                   "run the command again")
             for path in run.remove_uncommitted():
                 log.info("removed %s (an interrupted checkpoint write)", path.name)
+            _set_aside_damaged(start)
             if start.kind in ("fresh", "resume") and (start.kind == "fresh" or start.fork) and record_config:
                 record_config(run, start.cfg)
-            return _run(start, stop)
+            return _run(start, stop, lock)
+    except LeaseLost as exc:
+        log.error("%s", exc)
+        return _summary(Status.BUSY, run, holder=exc.holder)
+    except OSError as exc:
+        if not diskfull.is_full(exc):
+            raise
+        latest = run.latest_checkpoint()
+        return _summary(Status.FAILED, run, error=f"{exc.strerror} writing {exc.filename or 'a file'}",
+                        checkpoint=str(latest.zip) if latest else None)
     finally:
         lock.release()
+
+
+def _set_aside_damaged(start: resume.Start) -> None:
+    """Name the newer checkpoint units that failed verification in one warning; move this run's own into
+    checkpoints/damaged/ (a fork's source is only named: it is not ours to change)."""
+    if not start.damaged or start.checkpoint is None:
+        return
+    names = ", ".join(c.stem for c, _ in start.damaged)
+    why = start.damaged[0][1]
+    if all(c.run_dir == start.run_dir for c, _ in start.damaged):
+        moved = [start.run_dir.set_aside(c) for c, _ in start.damaged]
+        where = f"moved to {', '.join(str(p.relative_to(start.run_dir.root)) for p in moved)}"
+    else:
+        where = f"left in {start.damaged[0][0].dir}"
+    log.warning("damaged checkpoint %s (%s): %s; resuming from %s", names, why, where, start.checkpoint.stem)
 
 
 def _log_into(run: RunDir, hydra_dir: Path) -> None:
@@ -305,7 +332,7 @@ def _skipped(start: resume.Start) -> Summary:
                     steps_per_sec=meta.get("steps_per_sec"), **_metrics(start.finished["eval"]["aggregate"]))
 
 
-def _run(start: resume.Start, stop: StopFlag) -> Summary:
+def _run(start: resume.Start, stop: StopFlag, lock: RunLock) -> Summary:
     cfg, run = start.cfg, start.run_dir
     fault = faults.injector()
     if start.kind == "evaluate":
@@ -327,7 +354,8 @@ def _run(start: resume.Start, stop: StopFlag) -> Summary:
         writer.clock = Clock(float((start.meta or {}).get("train_time_total_sec") or 0) if start.checkpoint else 0)
         ckpt = CheckpointCallback(run, cfg.checkpoint_freq, writer.write, stop,
                                   keep_replay=cfg.get("checkpoint_replay") == "all",
-                                  on_saved=lambda: logs.commit_best(run))
+                                  on_saved=lambda: logs.commit_best(run), guard=lock.check,
+                                  before_save=diskfull.retry_all)
         ckpt.last_saved = start.checkpoint.step if start.checkpoint and not start.fork else None
         callbacks = [ckpt, *([fault] if fault else [])]
         if isinstance(model, OffPolicyAlgorithm) and cfg.diagnostics.freq:
@@ -345,6 +373,8 @@ def _run(start: resume.Start, stop: StopFlag) -> Summary:
             return _summary(Status.INTERRUPTED, run, step=ckpt.stopped_at, signal=stop.name,
                             saved=latest is not None and latest.step == ckpt.stopped_at,
                             checkpoint=str(latest.zip) if latest else None)
+        lock.check()
+        diskfull.retry_all()  # logs held back by a full disk, before model.zip marks the end
         artifacts.atomic_write(run.model, lambda tmp: model.save(tmp))
         writer.write(run.model)
         steps_per_sec = writer.steps_per_sec()
@@ -360,6 +390,7 @@ def _run(start: resume.Start, stop: StopFlag) -> Summary:
                         checkpoint=str(run.model), during="evaluation")
     finally:
         model.get_env().close()
+    lock.check()
     artifacts.write_json(run.eval, result)
     return _summary(Status.DONE, run, step=int(model.num_timesteps), steps_per_sec=steps_per_sec,
                     **_metrics(result["aggregate"]))
@@ -371,6 +402,9 @@ def summary_line(summary: Summary) -> str:
         return f"skipped: {s.run_dir} already has eval.json for this config (success {s.success_rate:.0%})"
     if s.status == Status.BUSY:
         return f"skipped: {s.run_dir} is in use: running in {s.holder}"
+    if s.status == Status.FAILED:
+        last = f"the last complete checkpoint is {s.checkpoint}" if s.checkpoint else "no checkpoint was written"
+        return f"failed: {s.error} in {s.run_dir}; {last}. Free space and run the same command again (it resumes)"
     if s.status == Status.INTERRUPTED:
         cont = f"Continue with: python run.py resume={s.run_dir}"
         if s.during == "evaluation":
