@@ -183,6 +183,8 @@ def _create(path: Path, data: bytes) -> bool:
         try:
             os.write(fd, data)
             os.fsync(fd)
+        except OSError as exc:  # a full disk: say which file
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         finally:
             os.close(fd)
         try:
@@ -238,17 +240,31 @@ class Holder:
         return lease if lease is not None and lease.gone() is None else None
 
     def take(self, rounds: int = 8) -> bool:
-        """True once this process holds the lease; False (with `refused_by`) if a live holder has it."""
+        """True once this process holds the lease; False (with `refused_by`) if a live holder has it.
+
+        A holder on another host that has missed its last heartbeats (none for 3 periods) is most likely dead (a
+        node failure, and SLURM requeued the job elsewhere): then this waits, up to the timeout, until it either
+        beats again (refused) or counts as gone (taken over), instead of refusing a requeued job at once."""
         self.folder.mkdir(parents=True, exist_ok=True)
         period = heartbeat_s()
         timeout = timeout_s()
-        for _ in range(rounds):
+        waiting = False
+        while rounds > 0:
             gens = generations(self.folder)
             top = read(self.folder, gens[-1]) if gens else None
             why = top.gone(timeout) if top is not None else None
             if top is not None and why is None:
-                self.refused_by = top
-                return False
+                pause = self._wait_for(top, timeout)
+                if pause is None:
+                    self.refused_by = top
+                    return False
+                if not waiting:
+                    waiting = True
+                    log.warning("waiting for the lease of %s: %s, missed since; taken over after %.0f s without "
+                                "one", self.folder.parent, top.describe(), max(timeout, 3 * top.heartbeat_s))
+                time.sleep(pause)
+                continue
+            rounds -= 1
             gen = (gens[-1] if gens else 0) + 1
             token = uuid.uuid4().hex
             stat = _proc_stat(os.getpid())
@@ -271,6 +287,13 @@ class Holder:
             return True
         self.refused_by = current(self.folder)
         return False
+
+    @staticmethod
+    def _wait_for(top: Lease, timeout: float) -> float | None:
+        """Seconds to wait before looking at a live-looking lease again, or None to refuse now."""
+        if top.host == socket.gethostname() or top.age_s <= 3 * top.heartbeat_s:
+            return None  # its pid lives (this host), or it beats
+        return max(0.1, min(top.heartbeat_s, max(timeout, 3 * top.heartbeat_s) - top.age_s + 0.1))
 
     def _start(self, period: float) -> None:
         self._stop.clear()

@@ -74,13 +74,13 @@ def _state(pid: int) -> str:
         return "?"
 
 
-def write_lease(run_dir: Path, host: str, pid: int, age_s: float, gen: int = 1) -> Path:
+def write_lease(run_dir: Path, host: str, pid: int, age_s: float, gen: int = 1, heartbeat_s: float = 30) -> Path:
     """A lease as another node's trainer leaves it: its record, its heartbeat (mtime) `age_s` seconds ago."""
     folder = run_dir / ".rlexp.lease"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{gen}.json"
-    path.write_text(json.dumps({"host": host, "pid": pid, "since": "2026-12-01T00:00:00+00:00", "heartbeat_s": 30,
-                                "token": "x", "released": False}))
+    path.write_text(json.dumps({"host": host, "pid": pid, "since": "2026-12-01T00:00:00+00:00",
+                                "heartbeat_s": heartbeat_s, "token": "x", "released": False}))
     then = time.time() - age_s
     os.utime(path, (then, then))
     return path
@@ -136,27 +136,33 @@ def test_without_flock_a_killed_holder_is_taken_over(tmp_path: Path) -> None:
     assert read_json(tmp_path / "run" / ".rlexp.lease" / "2.json")["released"]
 
 
-@pytest.mark.parametrize("age_s", [5, 600])
-def test_another_hosts_lease_fresh_refuses_stale_is_taken_over(tmp_path: Path, age_s: float) -> None:
-    """A lease left by nodeZ (a pid this host cannot check): a heartbeat 5 s old means it trains there (exit 4,
-    nothing written); 600 s old is past the timeout (RLEXP_LEASE_TIMEOUT=120 here): taken over with a line."""
+@pytest.mark.parametrize(("age_s", "beat_s"), [(5, 30), (600, 5), (6, 1)], ids=["fresh", "stale", "missed-beats"])
+def test_another_hosts_lease_fresh_refuses_stale_is_taken_over(tmp_path: Path, age_s: float, beat_s: float) -> None:
+    """A lease left by nodeZ (a pid this host cannot check), with RLEXP_LEASE_TIMEOUT=20. Its heartbeat 5 s old
+    (every 30 s): it trains there (exit 4, nothing written), at once. 600 s old: past the timeout, taken over
+    with a line.
+    6 s old but beating every second: it missed its last beats (a dead node, a requeued job), so the command
+    waits until the timeout passes without a beat, then takes over."""
     run_dir = tmp_path / "run"
-    write_lease(run_dir, "nodeZ", 4242, age_s)
+    write_lease(run_dir, "nodeZ", 4242, age_s, heartbeat_s=beat_s)
     proc = run([sys.executable, str(ROOT / "run.py"), *QUICK, "total_steps=200", f"hydra.run.dir={run_dir}"],
-               env={"RLEXP_LEASE_TIMEOUT": "120"})
+               env={"RLEXP_LEASE_TIMEOUT": "20"})
     out = proc.stdout + proc.stderr
-    if age_s < 120:
+    if age_s == 5:
         assert proc.returncode == 4, out[-3000:]
         assert "is in use: running in pid 4242 on host nodeZ since 2026-12-01T00:00:00+00:00, last heartbeat" in out
+        assert "waiting" not in out
         written = {p.name for p in run_dir.iterdir()} - {".rlexp.lease", ".rlexp.lock"}
         assert written <= {"run.log"}, f"nothing but the refusal's log line: {written}"
-    else:
-        ok(proc)
-        line = re.search(rf"took over the lease of {re.escape(str(run_dir))} from pid 4242 on host nodeZ since "
-                         r"2026-12-01T00:00:00\+00:00, last heartbeat (\d+) s ago: no heartbeat for (\d+) s "
-                         r"\(timeout 120 s\)", out)
-        assert line and 600 <= int(line.group(1)) == int(line.group(2)) < 900, out[-3000:]
-        assert (run_dir / "eval.json").exists()
+        return
+    ok(proc)
+    line = re.search(rf"took over the lease of {re.escape(str(run_dir))} from pid 4242 on host nodeZ since "
+                     r"2026-12-01T00:00:00\+00:00, last heartbeat (\d+) s ago: no heartbeat for (\d+) s "
+                     r"\(timeout 20 s\)", out)
+    assert line and int(line.group(1)) == int(line.group(2)), out[-3000:]
+    assert 600 <= int(line.group(1)) < 900 if age_s == 600 else 20 <= int(line.group(1)) < 30
+    assert ("waiting for the lease" in out) == (age_s == 6), out[-3000:]
+    assert (run_dir / "eval.json").exists()
 
 
 def _taker(folder: str, barrier: multiprocessing.synchronize.Barrier, results: multiprocessing.Queue,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -139,9 +138,11 @@ class EventsWriter(KVWriter):
 
 
 def _record(event: Any) -> bytes:
-    """One TFRecord: length, its masked CRC, the serialized event, its masked CRC."""
-    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+    """One TFRecord (length, its masked CRC, the serialized event, its masked CRC), by TensorBoard's own writer."""
+    import io
 
-    data = event.SerializeToString()
-    header = struct.pack("<Q", len(data))
-    return header + struct.pack("<I", masked_crc32c(header)) + data + struct.pack("<I", masked_crc32c(data))
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    buf = io.BytesIO()
+    RecordWriter(buf).write(event.SerializeToString())
+    return buf.getvalue()

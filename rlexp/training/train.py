@@ -250,7 +250,13 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
     run = start.run_dir
     seen = run.fingerprint()
     lock = run.lock()
-    if not lock.acquire():
+    try:
+        acquired = lock.acquire()
+    except OSError as exc:  # the lease cannot be written: a full disk
+        if not diskfull.is_full(exc):
+            raise
+        return _disk_full(run, exc)
+    if not acquired:
         return _summary(Status.BUSY, run, holder=lock.holder())
     try:
         if run.root.resolve() != Path(run_dir).resolve():
@@ -277,11 +283,16 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
     except OSError as exc:
         if not diskfull.is_full(exc):
             raise
-        latest = run.latest_checkpoint()
-        return _summary(Status.FAILED, run, error=f"{exc.strerror} writing {exc.filename or 'a file'}",
-                        checkpoint=str(latest.zip) if latest else None)
+        return _disk_full(run, exc)
     finally:
         lock.release()
+
+
+def _disk_full(run: RunDir, exc: OSError) -> Summary:
+    """A write that cannot be skipped (the lease, .hydra/, model.zip, eval.json) on a full disk: one line, exit 1."""
+    latest = run.latest_checkpoint()
+    return _summary(Status.FAILED, run, error=f"{exc.strerror} writing {exc.filename or 'a file'}",
+                    checkpoint=str(latest.zip) if latest else None)
 
 
 def _set_aside_damaged(start: resume.Start) -> None:
