@@ -31,6 +31,19 @@ FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 PENDING_LIMIT = 8 << 20  # bytes kept per file while the disk is full; later records are dropped (a gap)
 _warned: set[str] = set()
 _OPEN: weakref.WeakSet[Any] = weakref.WeakSet()  # writers that may hold records back (register)
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (overlap's env worker) starts with fresh locks: another thread may have held one."""
+    global _REGISTRY_LOCK
+    _REGISTRY_LOCK = threading.Lock()
+    for writer in list(_OPEN):
+        if isinstance(writer, Appender):
+            writer._lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def is_full(exc: BaseException) -> bool:
@@ -52,12 +65,20 @@ def warn_full(kind: str, path: Path, exc: OSError) -> None:
 
 def register(writer: Any) -> None:
     """A writer with a `flush() -> bool` that `retry_all` should call (it holds records back on a full disk)."""
-    _OPEN.add(writer)
+    with _REGISTRY_LOCK:  # run.log's handler may open its file from another thread
+        _OPEN.add(writer)
+
+
+def unregister(writer: Any) -> None:
+    with _REGISTRY_LOCK:
+        _OPEN.discard(writer)
 
 
 def retry_all() -> None:
     """Write what every open writer of this process still holds, where there is space again."""
-    for writer in list(_OPEN):
+    with _REGISTRY_LOCK:
+        writers = list(_OPEN)
+    for writer in writers:
         writer.flush()
 
 
@@ -167,7 +188,7 @@ class Appender:
                 self.flush()
             finally:
                 self.reopen()
-                _OPEN.discard(self)
+                unregister(self)
 
 
 class _Stream:
@@ -222,8 +243,10 @@ class MonitorWriter:
         self.out.write(buf.getvalue().encode())
 
     def start(self) -> None:
-        """Write the header now if the file is new (SB3 writes it when the env is made)."""
+        """Write the header now if the file is new (SB3 writes it when the env is made); the file is closed
+        again, so a copy sent to a subprocess env leaves no descriptor behind (the next row reopens it)."""
         self.out.write(b"")
+        self.out.reopen()
 
     def close(self) -> None:
         self.out.close()

@@ -73,6 +73,11 @@ def timeout_s() -> float:
     return _seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
 
 
+def lease_settings() -> tuple[float, float]:
+    """(heartbeat period, timeout) in seconds from the environment; ConfigError for a bad value."""
+    return heartbeat_s(), timeout_s()
+
+
 def _boot_id() -> str | None:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()

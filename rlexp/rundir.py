@@ -4,9 +4,10 @@
     eval.json                      the book's evaluation of model.zip
     checkpoints/step_N.zip         a checkpoint unit: SB3 weights and optimizer state ...
     checkpoints/step_N.state.npz   ... random states, env states, what SB3 keeps between steps ...
-    checkpoints/step_N.replay/     ... replay buffer (off-policy; arrays + replay.json, latest checkpoint only) ...
+    checkpoints/step_N.replay/     ... replay buffer (off-policy; arrays + replay.json, two latest checkpoints) ...
     checkpoints/step_N.meta.json   ... and its record, written last: the commit mark of the unit
     checkpoints/best_model.zip     best_model.zip as of the latest checkpoint (hard link; + .meta.json)
+    checkpoints/damaged/step_N/    a unit that failed verification, moved aside by the resume that skipped it
     tb/run_1/                      TensorBoard events
     progress.csv                   the same logged scalars as CSV (SB3's logger format)
     monitor/N.monitor.csv          SB3 Monitor: one row per finished training episode of sub-env N
@@ -17,7 +18,6 @@
     .hydra/                        composed config and overrides (written when the run starts)
     .rlexp.lock                    flock held by the process training here (`pid N on host H since T`)
     .rlexp.lease/G.json            the lease, visible from every node: host, pid, start; mtime = heartbeat
-    checkpoints/damaged/step_N/    a unit that failed verification, moved aside by the resume that skipped it
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlexp.errors import LeaseLost
-from rlexp.lease import Holder
+from rlexp.lease import Holder, lease_settings
 
 log = logging.getLogger("rlexp")
 
@@ -260,6 +260,7 @@ class RunLock:
         `shared`: a reader's lock (a fork copying from this run): it excludes a trainer, not other readers;
         it takes no lease (where flock is missing, a reader only checks that no trainer holds one).
         """
+        lease_settings()  # a bad RLEXP_LEASE_* value is refused before anything is written
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         assert fd is not None

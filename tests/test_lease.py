@@ -231,6 +231,16 @@ def test_heartbeat_keeps_the_lease_fresh_and_notices_a_takeover(tmp_path: Path,
     assert not read_json(tmp_path / ".rlexp.lease" / "2.json")["released"], "the new holder's lease is left alone"
 
 
+def test_bad_lease_settings_are_refused_before_anything_is_written(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlexp.errors import ConfigError
+
+    monkeypatch.setenv("RLEXP_LEASE_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match="RLEXP_LEASE_TIMEOUT='soon'"):
+        RunDir(tmp_path / "run").lock().acquire()
+    assert not (tmp_path / "run").exists()
+
+
 def test_status_reads_the_lease_of_any_node(tmp_path: Path) -> None:
     """`rlexp status` shows a trainer on another node from its lease (host, pid, heartbeat age) while the
     heartbeat is fresh, and the run as interrupted once it is older than the timeout."""
