@@ -4,7 +4,8 @@ already written is cut or damaged, and everything held back is written once ther
 A real small file system (a tmpfs the test mounts, as root) is filled by the test after the run's first
 checkpoint and emptied once the run has warned for every kind of log file (and skipped a checkpoint). Short
 episodes (2 steps) and an evaluation every 10 steps make every log grow fast, so each one meets the full disk
-within a few hundred steps; no gradient steps keep the run fast.
+within a few hundred steps; no gradient steps keep the run fast. A fork from the run's last checkpoint then
+checks that its logs still line up with its checkpoints.
 """
 
 from __future__ import annotations
@@ -144,6 +145,19 @@ def test_logs_survive_a_full_disk(tmp_path: Path) -> None:
         assert later, "checkpoints resume once there is space"
         for ckpt in RunDir(run).checkpoints():
             verify(ckpt)
+
+        # A later resume still lines its logs up with the checkpoint: a fork from the last one, extended by 100
+        # steps, has every evaluation and every episode exactly once.
+        fork = tmp_path / "fork"
+        forked = subprocess.run([sys.executable, str(ROOT / "run.py"), f"resume={later[-1].zip}",
+                                 f"total_steps={TOTAL + 100}", f"hydra.run.dir={fork}", "progress=false"],
+                                cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+        assert forked.returncode == 0, forked.stderr[-3000:]
+        with open(fork / "evaluations.csv") as fh:
+            assert [int(r["step"]) for r in csv.DictReader(fh)] == list(range(FREQ, TOTAL + 101, FREQ))
+        episodes = list(csv.DictReader((fork / "monitor" / "0.monitor.csv").read_text().splitlines()[1:]))
+        assert sum(int(r["l"]) for r in episodes) == TOTAL + 100
+        assert_tb_monotonic(fork)
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
