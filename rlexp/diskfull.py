@@ -59,7 +59,7 @@ def warn_once(kind: str, message: str, *args: Any) -> None:
 
 
 def warn_full(kind: str, path: Path, exc: OSError) -> None:
-    warn_once(kind, "%s: %s not written (%s); training goes on, and what could not be written is kept and "
+    warn_once(kind, "%s: %s not written (%s); the run goes on, and what could not be written is kept and "
               "written once there is space", kind, path, exc.strerror)
 
 

@@ -265,8 +265,9 @@ class Holder:
                     return False
                 if not waiting:
                     waiting = True
-                    log.warning("waiting for the lease of %s: %s, missed since; taken over after %.0f s without "
-                                "one", self.folder.parent, top.describe(), max(timeout, 3 * top.heartbeat_s))
+                    log.warning("waiting for the lease of %s: %s (it beats every %.0f s); taken over after %.0f s "
+                                "without a heartbeat unless one comes", self.folder.parent, top.describe(),
+                                top.heartbeat_s, max(timeout, 3 * top.heartbeat_s))
                 time.sleep(pause)
                 continue
             rounds -= 1

@@ -414,8 +414,10 @@ def summary_line(summary: Summary) -> str:
     if s.status == Status.BUSY:
         return f"skipped: {s.run_dir} is in use: running in {s.holder}"
     if s.status == Status.FAILED:
-        last = f"the last complete checkpoint is {s.checkpoint}" if s.checkpoint else "no checkpoint was written"
-        return f"failed: {s.error} in {s.run_dir}; {last}. Free space and run the same command again (it resumes)"
+        if s.checkpoint:
+            return (f"failed: {s.error} in {s.run_dir}; the last complete checkpoint is {s.checkpoint}. Free space "
+                    "and run the same command again (it resumes)")
+        return f"failed: {s.error} in {s.run_dir}; no checkpoint was written. Free space and run the same command again"
     if s.status == Status.INTERRUPTED:
         cont = f"Continue with: python run.py resume={s.run_dir}"
         if s.during == "evaluation":
