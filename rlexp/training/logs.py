@@ -6,7 +6,8 @@
 
 A fresh run removes what an earlier attempt left. A resumed run first cuts every file back to its
 checkpoint's step (a run killed after its last checkpoint wrote rows that the resumed run writes again);
-a fork copies the original's files up to that step. SB3's writers then append.
+a fork copies the original's files up to that step. The writers then append, each record whole or not at all
+(rlexp.diskfull: on a full disk records wait in memory instead of ending the run or leaving half a row).
 """
 
 from __future__ import annotations
