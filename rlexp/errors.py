@@ -26,3 +26,13 @@ def unwrap_config_errors() -> Iterator[None]:
 
 class CheckpointError(ConfigError):
     """A checkpoint that is incomplete, corrupted or does not match the config resuming it."""
+
+
+class LeaseLost(RuntimeError):
+    """Another process took over the run directory this one trains in (its heartbeat had stalled past the
+    timeout): this one stops writing there."""
+
+    def __init__(self, run_dir: object, holder: str) -> None:
+        super().__init__(f"{run_dir} was taken over by {holder}; this process stops writing there")
+        self.run_dir = run_dir
+        self.holder = holder

@@ -96,12 +96,11 @@ def _storage_url(storage: Any) -> str | None:
 
 
 class StudyLock(RunLock):
-    """One sweep process per study file (`<db>.lock`, flock as for run directories): trials that a study
-    holds as running while nobody holds the lock were left by a command that stopped."""
+    """One sweep process per study file (`<db>.lock` and the lease `<db>.lease/`, as for run directories):
+    trials that a study holds as running while nobody holds the lock were left by a command that stopped."""
 
     def __init__(self, db: Path) -> None:
-        self.path = db.with_name(db.name + ".lock")
-        self._fd = None
+        super().__init__(db.with_name(db.name + ".lock"), db.with_name(db.name + ".lease"))
 
 
 class ContinueStudy(Callback):

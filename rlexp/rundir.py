@@ -4,9 +4,10 @@
     eval.json                      the book's evaluation of model.zip
     checkpoints/step_N.zip         a checkpoint unit: SB3 weights and optimizer state ...
     checkpoints/step_N.state.npz   ... random states, env states, what SB3 keeps between steps ...
-    checkpoints/step_N.replay/     ... replay buffer (off-policy; arrays + replay.json, latest checkpoint only) ...
+    checkpoints/step_N.replay/     ... replay buffer (off-policy; arrays + replay.json, two latest checkpoints) ...
     checkpoints/step_N.meta.json   ... and its record, written last: the commit mark of the unit
     checkpoints/best_model.zip     best_model.zip as of the latest checkpoint (hard link; + .meta.json)
+    checkpoints/damaged/step_N/    a unit that failed verification, moved aside by the resume that skipped it
     tb/run_1/                      TensorBoard events
     progress.csv                   the same logged scalars as CSV (SB3's logger format)
     monitor/N.monitor.csv          SB3 Monitor: one row per finished training episode of sub-env N
@@ -15,19 +16,27 @@
     best_model.zip, .meta.json     the periodic evaluation's best model so far (success, then return)
     videos/                        `rlexp video` output
     .hydra/                        composed config and overrides (written when the run starts)
-    .rlexp.lock                    held by the process training here
+    .rlexp.lock                    flock held by the process training here (`pid N on host H since T`)
+    .rlexp.lease/G.json            the lease, visible from every node: host, pid, start; mtime = heartbeat
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import fcntl
+import logging
 import os
 import re
 import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+
+from rlexp.errors import LeaseLost
+from rlexp.lease import Holder, lease_settings
+
+log = logging.getLogger("rlexp")
 
 MODEL = "model.zip"
 META = "model.meta.json"
@@ -43,6 +52,8 @@ EVALUATIONS_NPZ = "evaluations.npz"
 BEST = "best_model.zip"
 HYDRA = ".hydra"
 LOCK = ".rlexp.lock"
+LEASE = ".rlexp.lease"
+DAMAGED = "damaged"
 _STEP_META = re.compile(r"^step_(\d+)\.meta\.json$")
 _STEP_PART = re.compile(r"^step_(\d+)\.")
 
@@ -129,6 +140,7 @@ class RunDir:
     best_committed = property(lambda self: self.root / CKPT_DIR / BEST)
     hydra = property(lambda self: self.root / HYDRA)
     lock_file = property(lambda self: self.root / LOCK)
+    lease_dir = property(lambda self: self.root / LEASE)
 
     def monitor(self, rank: int) -> Path:
         """Sub-env `rank`'s Monitor file, as SB3's make_vec_env(monitor_dir=...) names it."""
@@ -172,6 +184,22 @@ class RunDir:
                 removed.append(path)
         return removed
 
+    def set_aside(self, ckpt: Checkpoint) -> Path:
+        """Move a damaged unit into `checkpoints/damaged/step_N/` (never deleted: someone may want to look).
+
+        The meta file goes last: a kill half-way leaves a committed unit that still fails verification, and the
+        next start moves the rest into the same folder. Returns the folder."""
+        base = self.ckpt_dir / DAMAGED / ckpt.stem
+        dest, n = base, 1
+        while (dest / ckpt.meta.name).exists():  # an earlier unit of this step was set aside already
+            n += 1
+            dest = base.with_name(f"{base.name}-{n}")
+        dest.mkdir(parents=True, exist_ok=True)
+        for part in (ckpt.zip, ckpt.state, ckpt.replay, ckpt.meta):
+            if part.exists() or part.is_symlink():
+                os.replace(part, dest / part.name)
+        return dest
+
     @staticmethod
     def of_checkpoint_zip(zip_path: Path) -> RunDir:
         zip_path = Path(zip_path).resolve()
@@ -183,46 +211,109 @@ class RunDir:
         return (tuple(c.step for c in self.checkpoints()), self.model.exists(), self.eval.exists())
 
     def lock(self) -> RunLock:
-        return RunLock(self)
+        return RunLock(self.lock_file, self.lease_dir)
+
+
+NO_FLOCK = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK)  # flock refused by the file system (Lustre, some NFS)
+_warned_no_flock = False
 
 
 class RunLock:
-    """One training process per run directory (flock: released by the kernel when its holder dies,
-    SIGKILL and SLURM requeue included). The file says who holds it, for the refusal message."""
+    """One training process per run directory, on one host and across the nodes of a cluster.
 
-    def __init__(self, run_dir: RunDir) -> None:
-        self.path = run_dir.lock_file
+    Two guards. `flock` on `.rlexp.lock` where the file system supports it: released by the kernel when its
+    holder dies (SIGKILL, SLURM requeue), and it also excludes a reader (a fork copying this run's replay).
+    And the lease in `.rlexp.lease/` (rlexp.lease), which every node sees: host, pid, start time and a
+    heartbeat, so a trainer on another node is refused even where flock is node-local, and a lease whose holder
+    is gone (its pid dead on this host; no heartbeat for the timeout on another) is taken over. Where flock
+    fails with ENOSYS/EOPNOTSUPP/ENOLCK the lease alone protects the run (one warning per process).
+    """
+
+    def __init__(self, lock_file: Path, lease_dir: Path) -> None:
+        self.path = lock_file
+        self.lease = Holder(lease_dir)
         self._fd: int | None = None
+        self.held = False
 
     def holder(self) -> str:
+        """Who keeps us out: `pid N on host H since T, last heartbeat S s ago` (else the lock file's words)."""
+        lease = self.lease.refused_by or self.lease.live()
+        if lease is not None:
+            return lease.describe()
         try:
             text = self.path.read_text().strip()
         except OSError:
             text = ""
         return text or "another process"
 
+    @property
+    def took_over(self) -> str | None:
+        """A line for the log when this process took the lease from a holder that is gone."""
+        if self.lease.took_over is None:
+            return None
+        old, why = self.lease.took_over
+        return f"took over the lease of {self.path.parent} from {old.describe()}: {why}"
+
     def acquire(self, shared: bool = False) -> bool:
         """True if this process now holds the lock; False if another live process does.
 
-        `shared`: a reader's lock (a fork copying from this run): it excludes a trainer, not other readers.
+        `shared`: a reader's lock (a fork copying from this run): it excludes a trainer, not other readers;
+        it takes no lease (where flock is missing, a reader only checks that no trainer holds one).
         """
+        lease_settings()  # a bad RLEXP_LEASE_* value is refused before anything is written
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        assert fd is not None
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return False
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in NO_FLOCK:
+                raise
+            _warn_no_flock(self.path, exc)
+            fd = None
         if shared:
-            self._fd = fd
-            return True
-        since = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {since}\n".encode())
-        self._fd = fd
+            self.lease.refused_by = self.lease.live()
+            if self.lease.refused_by is not None:
+                if fd is not None:
+                    os.close(fd)
+                return False
+        elif not self.lease.take():
+            if fd is not None:
+                os.close(fd)
+            return False
+        self._fd, self.held = fd, True
+        if not shared and fd is not None:
+            since = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {since}\n".encode())
+            except OSError:  # a full disk: the words are for people; the lease says the same
+                pass
         return True
 
+    def check(self) -> None:
+        """Raise LeaseLost if another process took this run over (our heartbeat stalled past the timeout)."""
+        lost = self.lease.lost
+        if lost is not None:
+            raise LeaseLost(self.path.parent, lost.describe())
+
     def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        self.lease.release()
         if self._fd is not None:
             os.close(self._fd)  # the file stays: removing it would race a process opening it
             self._fd = None
+
+
+def _warn_no_flock(path: Path, exc: OSError) -> None:
+    global _warned_no_flock
+    if not _warned_no_flock:
+        _warned_no_flock = True
+        log.warning("flock is not supported on the file system of %s (%s): the lease (%s) alone keeps one trainer "
+                    "per run directory", path.parent, exc.strerror or exc, LEASE)

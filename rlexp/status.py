@@ -57,6 +57,7 @@ class Summary:
     signal: str | None = None
     during: str | None = None  # interrupted during "evaluation"
     holder: str | None = None  # busy: who holds the run directory
+    error: str | None = None  # failed: what went wrong (a full disk)
     extra: dict[str, Any] = field(default_factory=dict)  # task-specific fields (env_anatomy's checks)
     objective: float | None = None  # the config's `objective` of a finished run (rlexp.hpo), set by the app
 

@@ -111,9 +111,38 @@ def test_submitit_internals() -> None:
     assert isinstance(getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG), signal.Signals)
 
 
-def test_tensorboard_event_files() -> None:
-    """rlexp/training/tblog.py rewrites a run's event history with TensorBoard's own reader and writer."""
+def test_tensorboard_event_files(tmp_path) -> None:  # noqa: ANN001
+    """rlexp/training/tblog.py rewrites a run's event history with TensorBoard's own reader and writer, and
+    writes a run's events as TFRecords framed by TensorBoard's RecordWriter (read back by its loader here)."""
     from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
+    from rlexp.training.tblog import EventsWriter
+
     assert callable(LegacyEventFileLoader.Load) and callable(EventFileWriter.add_event)
+    writer = EventsWriter(tmp_path)
+    writer.write({"a/b": 1.5, "c": 2}, {"a/b": None, "c": ("tensorboard",)}, step=7)
+    writer.close()
+    [path] = tmp_path.glob("events.out.tfevents.*")
+    events = list(LegacyEventFileLoader(str(path)).Load())
+    assert events[0].file_version == "brain.Event:2"
+    assert [(e.step, v.tag, v.simple_value) for e in events[1:] for v in e.summary.value] == [(7, "a/b", 1.5)]
+
+
+def test_sb3_monitor_results_writer(tmp_path) -> None:  # noqa: ANN001
+    """rlexp/components/envs.py gives each Monitor a rlexp.diskfull.MonitorWriter as `results_writer`: SB3's Monitor
+    calls its `write_row` at every episode end and `close` when closed, and keeps `t_start` for the header."""
+    import gymnasium as gym
+    from stable_baselines3.common.monitor import Monitor
+
+    from rlexp.diskfull import MonitorWriter
+
+    env = Monitor(gym.make("Pendulum-v1", max_episode_steps=2))
+    assert env.results_writer is None and isinstance(env.t_start, float)
+    env.results_writer = MonitorWriter(tmp_path / "0.monitor.csv", {"t_start": env.t_start}, ("r", "l", "t"))
+    env.reset(seed=0)
+    for _ in range(2):
+        env.step(env.action_space.sample())
+    env.close()
+    lines = (tmp_path / "0.monitor.csv").read_text().splitlines()
+    assert lines[0].startswith('#{"t_start"') and lines[1] == "r,l,t" and lines[2].split(",")[1] == "2"

@@ -7,15 +7,17 @@ Works while the sweep runs, after it ended, and for a SLURM array whose launchin
 
     done         eval.json exists (success rate, return; "resumed" if it continued from a checkpoint), or the
                  job recorded that it ended well (a task that writes no eval.json)
-    running      its run directory's lock is held (host, pid, since when, step reached), or it has started
-                 and its process is alive (before it takes the lock)
+    running      its run directory's lease is held by a live trainer (host, pid, since when, last heartbeat,
+                 step reached), or its lock is (runs of older rlexp versions), or it has started and its
+                 process is alive (before it takes the lock)
     interrupted  stopped with a checkpoint (or a trained model without evaluation): the same command resumes it
     failed       it recorded a failure, or its logs end with an error; the last error line is shown
     refused      its config was bad input (exit code 2): the job's one error line, and no run directory
     pending      planned but not started; for SLURM, waiting in the queue (also when requeued after a time limit)
 
-Whether a lock is held is read from /proc/locks (this host) without touching the lock: trying it could make
-a starting job find its run directory busy and skip it.
+Whether a trainer holds the run is read from its lease (`.rlexp.lease/`, rlexp.lease: alive means its pid lives
+on this host, or its heartbeat is fresher than the timeout on another), else from /proc/locks (this host),
+never by touching the lock: trying it could make a starting job find its run directory busy and skip it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rlexp import lease as leases
 from rlexp.errors import ConfigError
 from rlexp.fmt import percent
 from rlexp.rundir import RunDir
@@ -58,6 +61,7 @@ class JobState:
     resumed: bool = False
     error: str | None = None
     job_id: str | None = None
+    heartbeat_age_s: float | None = None  # running: seconds since the trainer's last lease heartbeat
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -97,7 +101,13 @@ def _alive(pid: int) -> bool:
 
 
 def lock_holder(run: RunDir, flocks: dict[tuple[int, int, int], int] | None) -> dict[str, Any] | None:
-    """{pid, host, since} of the process training in `run` now, or None if nobody is (as far as we can tell)."""
+    """{pid, host, since[, heartbeat_age_s]} of the process training in `run` now, or None if nobody is (as far as
+    we can tell). The lease answers for any node; a run without one (older rlexp) is read from its flock."""
+    lease = leases.current(run.lease_dir)
+    if lease is not None and not lease.released:
+        if lease.gone() is not None:
+            return None  # its pid is dead (this host) or its heartbeat is older than the timeout (another host)
+        return {"pid": lease.pid, "host": lease.host, "since": lease.since, "heartbeat_age_s": round(lease.age_s, 1)}
     try:
         st = os.stat(run.lock_file)
         text = run.lock_file.read_text()
@@ -212,11 +222,13 @@ def job_state(sweep: SweepDir | None, run: RunDir, num: int | None = None, subdi
         js.state = "running"
         who = holder or {"pid": event.pid, "host": event.host, "since": event.time}  # type: ignore[union-attr]
         js.pid, js.host, js.since = who.get("pid"), who.get("host"), who.get("since")
+        js.heartbeat_age_s = who.get("heartbeat_age_s")
         js.step, js.total_steps = step_reached(run), total_steps(run)
         at = "starting" if holder is None else (
             f"step {js.step:,}" if js.step is not None else "step 0") + (
             f"/{js.total_steps:,}" if js.total_steps else "")
-        js.detail = f"{at} on {js.host} pid {js.pid} since {_since(js.since)}"
+        beat = f", last heartbeat {js.heartbeat_age_s:.0f} s ago" if js.heartbeat_age_s is not None else ""
+        js.detail = f"{at} on {js.host} pid {js.pid} since {_since(js.since)}{beat}"
         return js
     if run.eval.exists():
         js.state = "done"

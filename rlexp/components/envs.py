@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -125,19 +126,29 @@ def make_vec_env(
 
     `monitor_dir`: SB3's `N.monitor.csv` per sub-env there (set by training, not config); `monitor_append`
     continues existing files (a resumed run, whose files rlexp.training.logs cut back to its checkpoint).
-    `fast_obs` is set by rlexp.builder from the run-only key `fast`, never by env configs.
+    Each Monitor writes its file through rlexp.diskfull.MonitorWriter (SB3's format; a full disk delays rows
+    instead of crashing the run or cutting a row). `fast_obs` is set by rlexp.builder from the run-only key
+    `fast`, never by env configs.
     """
     check_env_id(id)
     if vec_env not in ("dummy", "subproc"):
         raise ConfigError(f"env.vec_env must be 'dummy' or 'subproc', got {vec_env!r}")
-    return sb3_make_vec_env(
+    venv = sb3_make_vec_env(
         env_factory(id, kwargs, wrappers, pixels, fast_obs),
         n_envs=n_envs,
         seed=seed,
         vec_env_cls=SubprocVecEnv if vec_env == "subproc" else DummyVecEnv,
-        monitor_dir=monitor_dir,
-        monitor_kwargs={"info_keywords": tuple(monitor_keywords), "override_existing": not monitor_append},
+        monitor_kwargs={"info_keywords": tuple(monitor_keywords)},
     )
+    if monitor_dir is not None:
+        from rlexp.diskfull import MonitorWriter
+
+        for rank, t_start in enumerate(venv.get_attr("t_start")):  # each sub-env's Monitor
+            writer = MonitorWriter(Path(monitor_dir) / f"{rank}.monitor.csv", {"t_start": t_start, "env_id": id},
+                                   ("r", "l", "t", *monitor_keywords), truncate=not monitor_append)
+            writer.start()
+            venv.set_attr("results_writer", writer, indices=[rank])
+    return venv
 
 
 def is_goal_env(observation_space: gym.Space) -> bool:

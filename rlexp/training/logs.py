@@ -6,7 +6,8 @@
 
 A fresh run removes what an earlier attempt left. A resumed run first cuts every file back to its
 checkpoint's step (a run killed after its last checkpoint wrote rows that the resumed run writes again);
-a fork copies the original's files up to that step. SB3's writers then append.
+a fork copies the original's files up to that step. The writers then append, each record whole or not at all
+(rlexp.diskfull: on a full disk records wait in memory instead of ending the run or leaving half a row).
 """
 
 from __future__ import annotations
@@ -23,9 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from stable_baselines3.common.logger import CSVOutputFormat
+from stable_baselines3.common.logger import (
+    Figure,
+    FormatUnsupportedError,
+    HParam,
+    Image,
+    KVWriter,
+    Video,
+    filter_excluded_keys,
+)
 
-from rlexp import artifacts
+from rlexp import artifacts, diskfull
+from rlexp.diskfull import Appender
 from rlexp.rundir import RunDir, meta_of, remove
 
 log = logging.getLogger("rlexp")
@@ -35,23 +45,74 @@ log = logging.getLogger("rlexp")
 EVAL_COLUMNS = ("step", "train_time_s", "success_rate", "return_mean", "return_std", "final_distance_mean",
                 "ep_len_mean", "n_episodes", "eval_time_s", "best")
 STEP_KEY = "time/total_timesteps"  # progress.csv's step column (SB3's)
+PROGRESS_KIND = "progress.csv"
 
 
-class ProgressCSV(CSVOutputFormat):
-    """SB3's progress.csv writer, continuing an existing file (SB3's own truncates it on open)."""
+class ProgressCSV(KVWriter):
+    """SB3's progress.csv (its CSVOutputFormat's format), continuing an existing file, safe on a full disk.
 
-    def __init__(self, filename: str | Path) -> None:  # noqa: D107 - no super(): it would truncate the file
-        path = Path(filename)
-        if path.exists() and path.stat().st_size:
-            self.file = open(path, "r+")  # noqa: SIM115 - closed by close(), as SB3's
-            header = self.file.readline().rstrip("\n")
-            self.keys = header.split(",") if header else []
-            self.file.seek(0, os.SEEK_END)
-        else:
-            self.file = open(path, "w+")  # noqa: SIM115
-            self.keys = []
+    A row is appended whole or not at all (rlexp.diskfull); rows that find no space wait and are written, in
+    order, once there is. A new key pads the earlier rows with an empty column, as SB3 does, but by rewriting
+    the file to a temp file and renaming it: a full disk then leaves the old file whole (SB3 rewrites in place).
+    """
+
+    def __init__(self, filename: str | Path) -> None:
+        self.path = Path(filename)
+        lines = _lines(self.path)
+        self.keys: list[str] = _row(lines[0]) if lines else []
+        self.rows: list[dict[str, Any]] = []  # not written yet (a full disk)
+        self.out = Appender(self.path, PROGRESS_KIND)
         self.separator = ","
         self.quotechar = '"'
+        diskfull.register(self)
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0) -> None:
+        key_values = filter_excluded_keys(key_values, key_excluded, "csv")
+        for value in key_values.values():
+            for kind, cls in (("video", Video), ("figure", Figure), ("image", Image), ("hparam", HParam)):
+                if isinstance(value, cls):
+                    raise FormatUnsupportedError(["csv"], kind)
+        self.rows.append(dict(key_values))
+        self.flush()
+
+    def _cell(self, value: Any) -> str:
+        if isinstance(value, str):
+            q = self.quotechar
+            return q + value.replace(q, q + q) + q
+        return "" if value is None else str(value)
+
+    def _line(self, row: dict[str, Any], keys: list[str]) -> str:
+        return self.separator.join(self._cell(row.get(k)) for k in keys) + "\n"
+
+    def flush(self) -> bool:
+        """Write the waiting rows; True once none waits."""
+        if not self.rows:
+            return True
+        new = [k for k in dict.fromkeys(k for row in self.rows for k in row) if k not in self.keys]
+        if not new:
+            if not self.out.try_append("".join(self._line(row, self.keys) for row in self.rows).encode()):
+                return False
+        else:
+            keys = self.keys + new
+            pad = self.separator * len(new)
+            text = "".join([self.separator.join(keys) + "\n",
+                            *(line[:-1] + pad + "\n" for line in _lines(self.path)[1:]),
+                            *(self._line(row, keys) for row in self.rows)])
+            try:
+                _write_lines(self.path, [text])
+            except OSError as exc:
+                if not diskfull.is_full(exc):
+                    raise
+                diskfull.warn_full(PROGRESS_KIND, self.path, exc)
+                return False
+            self.out.reopen()  # the file was replaced
+            self.keys = keys
+        self.rows.clear()
+        return True
+
+    def close(self) -> None:
+        self.flush()
+        self.out.reopen()
 
 
 # ----------------------------------------------------------------------------------------- plumbing
@@ -163,14 +224,14 @@ def write_evaluations(path: Path, rows: list[dict[str, Any]]) -> None:
     _write_lines(path, lines)
 
 
-def append_evaluation(path: Path, row: dict[str, Any]) -> None:
-    """One row more (the header first if the file is new); flushed, so a kill loses at most this row."""
-    new = not path.exists() or not path.stat().st_size
-    with open(path, "a") as fh:
-        if new:
-            fh.write(",".join(EVAL_COLUMNS) + "\n")
-        fh.write(",".join(_cell(row.get(k)) for k in EVAL_COLUMNS) + "\n")
-        fh.flush()
+def evaluations_appender(path: Path) -> Appender:
+    """evaluations.csv, appended one row at a time (header first if the file is new): a kill loses at most the
+    row being written, a full disk delays rows (rlexp.diskfull)."""
+    return Appender(path, "evaluations.csv", header=(",".join(EVAL_COLUMNS) + "\n").encode())
+
+
+def evaluation_line(row: dict[str, Any]) -> bytes:
+    return (",".join(_cell(row.get(k)) for k in EVAL_COLUMNS) + "\n").encode()
 
 
 def write_npz(path: Path, npz: dict[str, list]) -> bool:

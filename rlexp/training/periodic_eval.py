@@ -21,7 +21,7 @@ import torch as th
 from omegaconf import DictConfig
 from stable_baselines3.common.callbacks import BaseCallback
 
-from rlexp import artifacts
+from rlexp import artifacts, diskfull
 from rlexp.rundir import RunDir
 from rlexp.training import logs
 
@@ -60,6 +60,7 @@ class PeriodicEval(BaseCallback):
         self.npz = logs.read_npz(run_dir.evaluations_npz, rows[-1]["step"]) if rows else \
             {"timesteps": [], "results": [], "ep_lengths": [], "successes": []}
         self.npz_ok = len(self.npz["timesteps"]) == len(rows)  # an older table without its npz: CSV only
+        self.table = logs.evaluations_appender(run_dir.evaluations)
         self.next_at = 0
         self.env: Any = None
 
@@ -74,6 +75,7 @@ class PeriodicEval(BaseCallback):
         return True
 
     def _on_training_end(self) -> None:
+        self.table.reopen()  # closes the file; rows still waiting for space stay for rlexp.diskfull.retry_all
         if self.env is not None:
             self.env.close()
             self.env = None
@@ -95,6 +97,35 @@ class PeriodicEval(BaseCallback):
         finally:
             set_rng_state(saved, arrays)
 
+    def _save_best(self, step: int, row: dict[str, Any], n_episodes: int) -> bool:
+        try:
+            artifacts.atomic_write(self.run_dir.best, lambda tmp: self.model.save(tmp))
+            self.write_meta(self.run_dir.best, {"best": {
+                "step": step, "success_rate": row["success_rate"], "return_mean": row["return_mean"],
+                "n_episodes": n_episodes, "sha256": logs.sha256(self.run_dir.best)}})
+        except OSError as exc:
+            if not diskfull.is_full(exc):
+                raise
+            diskfull.warn_once("best_model.zip", "best_model.zip of step %d not written (%s); training goes on, "
+                               "the next evaluation that beats the saved one writes it", step, exc.strerror)
+            return False
+        self.best = row
+        return True
+
+    def _write_npz(self) -> None:
+        """The whole table each time (it is small): a write that fails on a full disk is caught up by the next."""
+        if not self.npz_ok:
+            return
+        try:
+            if not logs.write_npz(self.run_dir.evaluations_npz, self.npz):
+                self.npz_ok = False
+                log.warning("%s: episode counts differ between rows (eval.freq_episodes changed); only "
+                            "evaluations.csv continues", self.run_dir.evaluations_npz.name)
+        except OSError as exc:
+            if not diskfull.is_full(exc):
+                raise
+            diskfull.warn_full("evaluations.npz", self.run_dir.evaluations_npz, exc)
+
     def evaluate(self) -> dict[str, Any]:
         from rlexp.evaluate import aggregate
 
@@ -108,23 +139,16 @@ class PeriodicEval(BaseCallback):
                "final_distance_mean": agg["final_distance_mean"], "ep_len_mean": agg["ep_len_mean"],
                "n_episodes": len(episodes)}
         new_best = self.best is None or logs.score(row) > logs.score(self.best)
-        if new_best:
-            artifacts.atomic_write(self.run_dir.best, lambda tmp: self.model.save(tmp))
-            self.write_meta(self.run_dir.best, {"best": {
-                "step": step, "success_rate": row["success_rate"], "return_mean": row["return_mean"],
-                "n_episodes": len(episodes), "sha256": logs.sha256(self.run_dir.best)}})
-            self.best = row
+        if new_best and not self._save_best(step, row, len(episodes)):
+            new_best = False  # best_model.zip is what was saved: a later evaluation that beats it writes one
         row["best"] = int(new_best)
         self.npz["timesteps"].append(step)
         self.npz["results"].append([e["return"] for e in episodes])
         self.npz["ep_lengths"].append([e["length"] for e in episodes])
         self.npz["successes"].append([bool(e["success"]) for e in episodes])
-        if self.npz_ok and not logs.write_npz(self.run_dir.evaluations_npz, self.npz):
-            self.npz_ok = False
-            log.warning("%s: episode counts differ between rows (eval.freq_episodes changed); only "
-                        "evaluations.csv continues", self.run_dir.evaluations_npz.name)
+        self._write_npz()
         row["eval_time_s"] = round(time.time() - t0, 3)
-        logs.append_evaluation(self.run_dir.evaluations, row)
+        self.table.write(logs.evaluation_line(row))
         self.clock.excluded += time.time() - t0
         for key, value in (("eval/success_rate", agg["success_rate"]), ("eval/mean_reward", agg["return_mean"]),
                            ("eval/mean_ep_length", agg["ep_len_mean"]),

@@ -10,11 +10,16 @@ it was. The rules:
 - It continues in place when the checkpoint is the latest of an unfinished run and no other
   `hydra.run.dir` was asked for; otherwise it is a fork: the new directory gets the continued run
   (model, eval, checkpoints, TensorBoard history up to the checkpoint) and the original is not touched.
+- A run directory resumes from its newest checkpoint that verifies (every part's size and sha256): newer,
+  damaged units are listed in `Start.damaged`, and training moves them into `checkpoints/damaged/` once it
+  holds the lock (a fork's source is only named, never changed). Only when no unit verifies is the start
+  refused. A checkpoint named explicitly (`resume=.../step_N.zip`) is used or refused as it is: the user asked
+  for that one, and a silent substitute would continue from elsewhere.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlexp import artifacts
 from rlexp.components import current_target
 from rlexp.config import RUN_ONLY_KEYS, check_recorded_targets, config_hash, to_container
-from rlexp.errors import ConfigError
+from rlexp.errors import CheckpointError, ConfigError
 from rlexp.rundir import Checkpoint, RunDir
 from rlexp.spec import RunSpec
 from rlexp.training import checkpoint
@@ -41,6 +46,7 @@ class Start:
     meta: dict[str, Any] | None = None  # ... whose meta record this is
     fork: bool = False  # the checkpoint belongs to another run directory, which stays untouched
     finished: dict[str, Any] | None = None  # skip: the eval.json aggregate and meta of the finished run
+    damaged: list[tuple[Checkpoint, str]] = field(default_factory=list)  # newer units that failed to verify, why
 
     @property
     def cfg(self) -> DictConfig:
@@ -55,16 +61,34 @@ def _read(path: Path, what: str) -> dict[str, Any]:
                           f"move it away to {'evaluate' if what == 'evaluation' else 'run'} again") from None
 
 
-def find_checkpoint(spec: str | Path) -> Checkpoint:
-    """`resume=` takes a run directory (its latest checkpoint, else model.zip) or a checkpoint .zip."""
+def newest_sound(run: RunDir) -> tuple[Checkpoint | None, dict[str, Any] | None, list[tuple[Checkpoint, str]]]:
+    """The newest checkpoint that verifies, its meta record, and the newer ones that do not (with why).
+
+    Raises CheckpointError when the run has checkpoints and none of them verifies."""
+    damaged: list[tuple[Checkpoint, str]] = []
+    for ckpt in reversed(run.checkpoints()):
+        try:
+            return ckpt, checkpoint.verify(ckpt), damaged
+        except CheckpointError as exc:
+            damaged.append((ckpt, str(exc)))
+    if damaged:
+        why = "; ".join(f"{c.stem}: {reason}" for c, reason in damaged[:3])
+        raise CheckpointError(f"no checkpoint of {run.root} verifies ({why}); move {run.ckpt_dir} away to start "
+                              "the run over")
+    return None, None, []
+
+
+def find_checkpoint(spec: str | Path) -> tuple[Checkpoint, list[tuple[Checkpoint, str]]]:
+    """`resume=` takes a run directory (its newest checkpoint that verifies, else model.zip) or a checkpoint
+    .zip (that one, verified or not). Also returns the damaged units skipped on the way."""
     path = Path(spec).expanduser()
     if path.is_dir():
         run = RunDir(path)
-        latest = run.latest_checkpoint()
+        latest, _, damaged = newest_sound(run)
         if latest is not None:
-            return latest
+            return latest, damaged
         if run.model.exists():
-            return model_checkpoint(run)
+            return model_checkpoint(run), []
         raise ConfigError(f"resume: no checkpoint in {path} (looked for checkpoints/step_*.zip and model.zip)")
     if not path.exists():
         raise ConfigError(f"resume: checkpoint not found: {path}")
@@ -72,10 +96,10 @@ def find_checkpoint(spec: str | Path) -> Checkpoint:
         raise ConfigError(f"resume: expected a run directory or a .zip checkpoint, got {path}")
     run = RunDir.of_checkpoint_zip(path)
     if path.resolve() == run.model:
-        return model_checkpoint(run)
+        return model_checkpoint(run), []
     for ckpt in run.checkpoints():
         if ckpt.zip == path.resolve():
-            return ckpt
+            return ckpt, []
     raise ConfigError(f"resume: {path} is not a complete checkpoint (no {path.name[:-4]}.meta.json beside it)")
 
 
@@ -160,15 +184,14 @@ def own_start(spec: RunSpec, run: RunDir, extend: bool = False) -> Start | None:
         meta = _read(run.meta, "meta record") if run.meta.exists() else {}
         if meta.get("config_hash") == wanted and int(meta.get("total_steps") or 0) >= int(cfg.total_steps):
             return Start("evaluate", spec, run, meta=meta)
-    latest = run.latest_checkpoint()
-    if latest is not None:
-        meta = checkpoint.verify(latest)
+    latest, meta, damaged = newest_sound(run)
+    if latest is not None and meta is not None:
         same = (config_hash(meta.get("config") or {}, lineage=True) == config_hash(cfg, lineage=True) if extend
                 else meta.get("config_hash") == wanted)
         if not same:
             raise ConfigError(f"{run.root} holds checkpoints of a different config (hash {meta.get('config_hash')} "
                               f"vs {wanted}); choose another hydra.run.dir or pass resume= explicitly")
-        return Start("resume", spec, run, latest, meta)
+        return Start("resume", spec, run, latest, meta, damaged=damaged)
     if run.model.exists():
         raise ConfigError(f"{run.root} holds a model.zip of a different config or step count; choose another "
                           "hydra.run.dir")
@@ -186,8 +209,8 @@ def plan(spec: RunSpec, out_dir: RunDir, overrides: list[str] | None = None, exp
     """
     if not spec.cfg.get("resume"):
         return own_start(spec, out_dir) or Start("fresh", spec, out_dir)
-    source = find_checkpoint(spec.cfg.resume)
-    meta = checkpoint.verify(source)
+    source, damaged = find_checkpoint(spec.cfg.resume)
+    meta = checkpoint.verify(source)  # a checkpoint named explicitly and damaged: refused (exit 2)
     spec = RunSpec.of(config_for_resume(spec.cfg, meta, overrides))
     cfg = spec.cfg
     src_run = source.run_dir
@@ -195,7 +218,10 @@ def plan(spec: RunSpec, out_dir: RunDir, overrides: list[str] | None = None, exp
         own = own_start(spec, src_run, extend=True)  # stopped while evaluating: finish it
         if own is not None and own.kind == "evaluate":
             return own
-    latest = src_run.latest_checkpoint()
+    try:
+        latest, _, newer_damaged = newest_sound(src_run)
+    except CheckpointError:  # none verifies: resuming from its model.zip, which did
+        latest, newer_damaged = None, []
     continuable = source.stem != "model" and source == latest and not src_run.is_finished()
     if not explicit_dir and continuable:
         out_dir = src_run
@@ -208,11 +234,12 @@ def plan(spec: RunSpec, out_dir: RunDir, overrides: list[str] | None = None, exp
             raise ConfigError(f"resume: {source.zip.name} is not the latest checkpoint of {src_run.root} ({newest} "
                               "is); continuing it in place would overwrite later ones. Set hydra.run.dir=NEW_DIR "
                               "to fork from it")
-        return own_start(spec, out_dir, extend=True) or Start("resume", spec, out_dir, source, meta)
+        return own_start(spec, out_dir, extend=True) or Start("resume", spec, out_dir, source, meta,
+                                                              damaged=newer_damaged)
     own = own_start(spec, out_dir, extend=True)
     if own is not None:  # the fork was started before: continue it
         return own
     if source.step >= int(cfg.total_steps):
         raise ConfigError(f"resume: checkpoint is at step {source.step}, already >= total_steps {cfg.total_steps}; "
                           "raise total_steps to train further")
-    return Start("resume", spec, out_dir, source, meta, fork=True)
+    return Start("resume", spec, out_dir, source, meta, fork=True, damaged=damaged)

@@ -4,12 +4,22 @@ A run killed after its last checkpoint logged steps that the resumed run logs ag
 rewrites the history to the events at or before the checkpoint's step (one new file, duplicates dropped).
 The events are copied as SB3 wrote them (`simple_value` scalars): TensorBoard's loader would migrate them to
 tensor summaries, which the scalar API of EventAccumulator (rlexp's readers, most users' scripts) skips.
+A run writes its events through `EventsWriter` (a full disk delays events, never cuts one).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.logger import KVWriter
+
+from rlexp.diskfull import Appender
 
 EVENTS_GLOB = "events.out.tfevents.*"
 
@@ -64,3 +74,75 @@ def clear(target: Path) -> None:
     """A fresh run: events left by an earlier attempt that never checkpointed are not this run's."""
     if target.exists():
         shutil.rmtree(target)
+
+
+class EventsWriter(KVWriter):
+    """SB3's TensorBoard output for a run, safe on a full disk.
+
+    Scalars become the events SB3's TensorBoardOutputFormat writes through torch's SummaryWriter (one
+    `simple_value` event per key and dump, the file opened by a `file_version` event), but written by this
+    process at each dump through rlexp.diskfull.Appender: a dump's records are appended whole or not at all,
+    wait in memory on a full disk and follow once there is space. torch's writer appends from a background
+    thread that dies on the first ENOSPC (every later write raises) and can leave half a record, after which
+    readers see nothing more. Other kinds of values (text, histograms, images: neither SB3 nor rlexp logs
+    them) go to SB3's own writer.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event, SourceMetadata
+
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.out = Appender(self._new_file(), "TensorBoard events")
+        self.others: KVWriter | None = None
+        self.out.write(_record(Event(wall_time=time.time(), file_version="brain.Event:2",
+                                     source_metadata=SourceMetadata(writer="rlexp"))))
+
+    def _new_file(self) -> Path:
+        """TensorBoard's file name, sorting after the files already there (readers take them in name order)."""
+        existing = sorted(p.name for p in self.folder.glob(EVENTS_GLOB))
+        stamp = int(time.time())
+        while True:
+            name = f"events.out.tfevents.{stamp:010d}.{socket.gethostname()}.{os.getpid()}.0"
+            if not existing or name > existing[-1]:
+                return self.folder / name
+            stamp += 1
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        records, others, others_excluded = [], {}, {}
+        for key, value in sorted(key_values.items()):
+            excluded = key_excluded.get(key)
+            if excluded is not None and "tensorboard" in excluded:
+                continue
+            if isinstance(value, np.ScalarType) and not isinstance(value, str | bytes):
+                summary = Summary(value=[Summary.Value(tag=key, simple_value=float(value))])
+                records.append(_record(Event(wall_time=time.time(), step=int(step), summary=summary)))
+            else:
+                others[key], others_excluded[key] = value, excluded
+        if records:
+            self.out.write(b"".join(records))
+        if others:
+            if self.others is None:
+                from stable_baselines3.common.logger import TensorBoardOutputFormat
+
+                self.others = TensorBoardOutputFormat(str(self.folder))
+            self.others.write(others, others_excluded, step)
+
+    def close(self) -> None:
+        self.out.close()
+        if self.others is not None:
+            self.others.close()
+
+
+def _record(event: Any) -> bytes:
+    """One TFRecord (length, its masked CRC, the serialized event, its masked CRC), by TensorBoard's own writer."""
+    import io
+
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    buf = io.BytesIO()
+    RecordWriter(buf).write(event.SerializeToString())
+    return buf.getvalue()

@@ -14,14 +14,14 @@ from omegaconf import DictConfig
 from stable_baselines3 import HerReplayBuffer
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList
-from stable_baselines3.common.logger import KVWriter, Logger, TensorBoardOutputFormat
+from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from rlexp import artifacts, validate
+from rlexp import artifacts, diskfull, validate
 from rlexp.builder import build
 from rlexp.components import current_target
 from rlexp.config import to_container
-from rlexp.errors import ConfigError
+from rlexp.errors import ConfigError, LeaseLost
 from rlexp.evaluate import EvaluationStopped, evaluate
 from rlexp.fast import Speedups, algo_name
 from rlexp.rundir import RunDir, RunLock, meta_of, remove
@@ -111,7 +111,7 @@ def _attach_loggers(model: BaseAlgorithm, start: resume.Start) -> None:
             tblog.clear(tb)
         else:
             tblog.keep_until(start.checkpoint.run_dir.tb_run, tb, start.checkpoint.step)
-        formats.append(TensorBoardOutputFormat(str(tb)))
+        formats.append(tblog.EventsWriter(tb))
     model.set_logger(Logger(str(start.run_dir.root), formats))
 
 
@@ -265,13 +265,23 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
     held_nothing = not run.root.is_dir() or not any(run.root.iterdir())
     source = _hold_source(start)
     lock = run.lock()
-    if not lock.acquire():
+    try:
+        acquired = lock.acquire()
+    except OSError as exc:  # the lease cannot be written: a full disk
+        if source is not None:
+            source.release()
+        if not diskfull.is_full(exc):
+            raise
+        return _disk_full(run, exc)
+    if not acquired:
         if source is not None:
             source.release()
         return _summary(Status.BUSY, run, holder=lock.holder())
     try:
         if run.root.resolve() != Path(run_dir).resolve():
             _log_into(run, Path(run_dir))
+        if lock.took_over:
+            log.warning("%s", lock.took_over)
         with StopFlag() as stop:
             if run.fingerprint() != seen:  # another process wrote here between the plan and the lock
                 start = resume.plan(spec, RunDir(run_dir), overrides, explicit_dir)
@@ -282,9 +292,10 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
                                   "run the command again")
             for path in run.remove_uncommitted():
                 log.info("removed %s (an interrupted checkpoint write)", path.name)
+            _set_aside_damaged(start)
             if start.kind in ("fresh", "resume") and (start.kind == "fresh" or start.fork) and record_config:
                 record_config(run, start.cfg)
-            return _run(start, stop, source)
+            return _run(start, stop, lock, source)
     except ConfigError:
         # Refused after writing began (e.g. a checkpoint that fails to restore into a fork): in a directory that
         # held nothing before, everything there is this command's, and no checkpoint or model was made yet.
@@ -292,10 +303,39 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
             for path in run.root.iterdir():
                 remove(path)
         raise
+    except LeaseLost as exc:
+        log.error("%s", exc)
+        return _summary(Status.BUSY, run, holder=exc.holder)
+    except OSError as exc:
+        if not diskfull.is_full(exc):
+            raise
+        return _disk_full(run, exc)
     finally:
         lock.release()
         if source is not None:
             source.release()
+
+
+def _disk_full(run: RunDir, exc: OSError) -> Summary:
+    """A write that cannot be skipped (the lease, .hydra/, model.zip, eval.json) on a full disk: one line, exit 1."""
+    latest = run.latest_checkpoint()
+    return _summary(Status.FAILED, run, error=f"{exc.strerror} writing {exc.filename or 'a file'}",
+                    checkpoint=str(latest.zip) if latest else None)
+
+
+def _set_aside_damaged(start: resume.Start) -> None:
+    """Name the newer checkpoint units that failed verification in one warning; move this run's own into
+    checkpoints/damaged/ (a fork's source is only named: it is not ours to change)."""
+    if not start.damaged or start.checkpoint is None:
+        return
+    names = ", ".join(c.stem for c, _ in start.damaged)
+    why = start.damaged[0][1]
+    if all(c.run_dir == start.run_dir for c, _ in start.damaged):
+        moved = [start.run_dir.set_aside(c) for c, _ in start.damaged]
+        where = f"moved to {', '.join(str(p.relative_to(start.run_dir.root)) for p in moved)}"
+    else:
+        where = f"left in {start.damaged[0][0].dir}"
+    log.warning("damaged checkpoint %s (%s): %s; resuming from %s", names, why, where, start.checkpoint.stem)
 
 
 def _log_into(run: RunDir, hydra_dir: Path) -> None:
@@ -331,7 +371,7 @@ def _skipped(start: resume.Start) -> Summary:
                     steps_per_sec=meta.get("steps_per_sec"), **_metrics(start.finished["eval"]["aggregate"]))
 
 
-def _run(start: resume.Start, stop: StopFlag, source: RunLock | None = None) -> Summary:
+def _run(start: resume.Start, stop: StopFlag, lock: RunLock, source: RunLock | None = None) -> Summary:
     cfg, run = start.cfg, start.run_dir
     fault = faults.injector()
     if start.kind == "evaluate":
@@ -353,7 +393,8 @@ def _run(start: resume.Start, stop: StopFlag, source: RunLock | None = None) -> 
         writer.clock = Clock(float((start.meta or {}).get("train_time_total_sec") or 0) if start.checkpoint else 0)
         ckpt = CheckpointCallback(run, cfg.checkpoint_freq, writer.write, stop,
                                   keep_replay=cfg.get("checkpoint_replay") == "all",
-                                  on_saved=lambda: logs.commit_best(run))
+                                  on_saved=lambda: logs.commit_best(run), guard=lock.check,
+                                  before_save=diskfull.retry_all)
         ckpt.last_saved = start.checkpoint.step if start.checkpoint and not start.fork else None
         callbacks = [ckpt, *([fault] if fault else [])]
         if isinstance(model, OffPolicyAlgorithm) and cfg.diagnostics.freq:
@@ -371,6 +412,8 @@ def _run(start: resume.Start, stop: StopFlag, source: RunLock | None = None) -> 
             return _summary(Status.INTERRUPTED, run, step=ckpt.stopped_at, signal=stop.name,
                             saved=latest is not None and latest.step == ckpt.stopped_at,
                             checkpoint=str(latest.zip) if latest else None)
+        lock.check()
+        diskfull.retry_all()  # logs held back by a full disk, before model.zip marks the end
         artifacts.atomic_write(run.model, lambda tmp: model.save(tmp))
         writer.write(run.model)
         steps_per_sec = writer.steps_per_sec()
@@ -386,6 +429,7 @@ def _run(start: resume.Start, stop: StopFlag, source: RunLock | None = None) -> 
                         checkpoint=str(run.model), during="evaluation")
     finally:
         model.get_env().close()
+    lock.check()
     artifacts.write_json(run.eval, result)
     return _summary(Status.DONE, run, step=int(model.num_timesteps), steps_per_sec=steps_per_sec,
                     **_metrics(result["aggregate"]))
@@ -397,6 +441,11 @@ def summary_line(summary: Summary) -> str:
         return f"skipped: {s.run_dir} already has eval.json for this config (success {s.success_rate:.0%})"
     if s.status == Status.BUSY:
         return f"skipped: {s.run_dir} is in use: running in {s.holder}"
+    if s.status == Status.FAILED:
+        if s.checkpoint:
+            return (f"failed: {s.error} in {s.run_dir}; the last complete checkpoint is {s.checkpoint}. Free space "
+                    "and run the same command again (it resumes)")
+        return f"failed: {s.error} in {s.run_dir}; no checkpoint was written. Free space and run the same command again"
     if s.status == Status.INTERRUPTED:
         cont = f"Continue with: python run.py resume={s.run_dir}"
         if s.during == "evaluation":
