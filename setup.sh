@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11) with rlexp and its pinned dependencies. Idempotent: re-running is cheap.
+# Create .venv (Python 3.11) with rlexp and its dependencies (ranges: pyproject.toml). Idempotent: re-running is cheap.
 #   PYTHON=python3.11 bash setup.sh     # choose the interpreter
-#   RLEXP_TORCH="torch==2.13.0"         # default: the CPU wheel (a bare `torch` pulls a multi-GB CUDA build)
+#   RLEXP_TORCH="torch==2.13.0"         # the torch installed when .venv has none in rlexp's range; default: the CPU
+#                                       # wheel (a bare `torch` pulls a multi-GB CUDA build). Set, it is installed.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3}"
@@ -15,7 +16,22 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "$TORCH"
+# A torch already in .venv that pyproject.toml's torch requirement accepts is kept (pip keeps it too).
+torch_in_range() {
+    .venv/bin/python - 2>/dev/null <<'PY'
+import tomllib
+from importlib.metadata import version
+
+from pip._vendor.packaging.requirements import Requirement
+
+reqs = [Requirement(r) for r in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]]
+(torch,) = [r for r in reqs if r.name == "torch"]
+raise SystemExit(not torch.specifier.contains(version("torch"), prereleases=True))
+PY
+}
+if [ -n "${RLEXP_TORCH:-}" ] || ! torch_in_range; then
+    .venv/bin/python -m pip install -q "$TORCH"
+fi
 .venv/bin/python -m pip install -q -e ".[dev]"
 # Headless rendering needs EGL (Mesa on CPU machines). Report, don't fail: training works without it.
 if ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1'; then
