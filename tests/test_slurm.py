@@ -28,7 +28,19 @@ from test_launcher_suites import _suite_environment  # noqa: F401  - Hydra's sui
 from hydra_plugins.rlexp_launchers.launchers import SLURM_FINAL
 from rlexp.analysis.status import sweep_status
 
-from helpers import PPO_TINY, ROOT, _env, assert_same_final, checkpoints, ok, read_json, rlexp_cli, run_py, wait_for
+from helpers import (
+    HER_TINY,
+    PPO_TINY,
+    ROOT,
+    _env,
+    assert_same_final,
+    checkpoints,
+    ok,
+    read_json,
+    rlexp_cli,
+    run_py,
+    wait_for,
+)
 
 SCRIPT = ROOT / "tools" / "slurm_local.sh"
 # A real SLURM sweep of training runs. The module fixture brings the one local cluster up and down: the module
@@ -214,7 +226,9 @@ def test_slurm_wait_false_returns_at_once_and_status_follows(slurm_conf: str, tm
     """Hydra issue #2479: with wait=false the command returns once the array is submitted, printing the
     status command; the jobs record themselves, so `rlexp status` shows them to the end without the launcher."""
     sweep = tmp_path / "no_wait"
-    cmd = [sys.executable, "run.py", "-m", *PPO_TINY, "total_steps=256", "seed=0,-1", "threads=1",
+    # job 1 is refused when it starts (HER's warm-up check needs the env), after the sweep was submitted
+    her = [o for o in HER_TINY if not o.startswith("algo.learning_starts=")]
+    cmd = [sys.executable, "run.py", "-m", *her, "total_steps=256", "algo.learning_starts=100,10", "threads=1",
            "hydra/launcher=slurm", *SLURM_FLAGS, "hydra.launcher.wait=false", f"hydra.sweep.dir={sweep}"]
     proc = subprocess.run(cmd, cwd=ROOT, env={**_env(), "SLURM_CONF": slurm_conf}, capture_output=True, text=True,
                           timeout=120)
@@ -224,14 +238,14 @@ def test_slurm_wait_false_returns_at_once_and_status_follows(slurm_conf: str, tm
     assert states[0].state in ("pending", "running"), states  # training takes longer than submitting
 
     def ended() -> bool:
-        return all(j.state in ("done", "failed") for j in sweep_status(sweep)[0])
+        return all(j.state in ("done", "failed", "refused") for j in sweep_status(sweep)[0])
 
     wait_for(ended, 300, None, "both jobs of the array to end")
     states = {j.num: j for j in sweep_status(sweep)[0]}
     assert states[0].state == "done" and states[0].success_rate is not None
-    assert states[1].state == "failed" and states[1].error == "error: seed must be an integer >= 0, got -1"
+    assert states[1].state == "refused" and "is too small for HER" in (states[1].error or ""), states
     shown = ok(rlexp_cli("status", str(sweep))).stdout
-    assert "2 jobs, SLURM array " in shown and "1 done, 1 failed" in shown, shown
+    assert "2 jobs, SLURM array " in shown and "1 done" in shown and "1 refused" in shown, shown
 
 
 @pytest.mark.usefixtures("slurm_conf", "_suite_environment")
