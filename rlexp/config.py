@@ -334,9 +334,9 @@ def _trusted_target(target: Any) -> bool:
     if not target.startswith(TRUSTED_PACKAGES):
         return False
     try:
-        from hydra.utils import get_object
+        from hydra.utils import get_class  # raises for anything but a class (get_object: hydra-core >= 1.3.2)
 
-        obj = get_object(target)
+        obj = get_class(target)
     except Exception:  # noqa: BLE001 - not importable: refused
         return False
     return isinstance(obj, type) and issubclass(obj, _trusted_kinds())

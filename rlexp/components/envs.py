@@ -8,6 +8,7 @@ evaluation build exactly the same observation.
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -33,7 +34,9 @@ def register_robotics() -> None:
         farama_notifications.notifications.pop("gymnasium_robotics", None)
     except ImportError:
         pass
-    import gymnasium_robotics
+    with warnings.catch_warnings():  # gymnasium-robotics 1.4.0 re-registers gymnasium's MuJoCo ids, one warning each
+        warnings.filterwarnings("ignore", message=".*Overriding environment")
+        import gymnasium_robotics
 
     gym.register_envs(gymnasium_robotics)
 
