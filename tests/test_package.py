@@ -131,7 +131,7 @@ def test_installing_the_wheel_keeps_the_present_torch(wheel_venv: tuple[Path, Pa
     installed = _pip_install_report(python, wheel_venv[1], "--no-index", cwd=tmp_path, env=env)
     assert set(installed) == {"rlexp"}, installed  # every requirement met by what is there, torch included
     assert _run([str(python), "-c", _TORCH], cwd=tmp_path, env=env).stdout == before
-    where = _run([str(python), "-c", "import rlexp.components.fast_sac as m; print(m.__file__)"], cwd=tmp_path, env=env)
+    where = _run([str(python), "-c", "import rlexp.fast.sac as m; print(m.__file__)"], cwd=tmp_path, env=env)
     assert str(site) in where.stdout  # the wheel's rlexp, imported beside that torch
 
 
