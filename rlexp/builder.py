@@ -1,7 +1,7 @@
 """Turn a validated run spec into a ready-to-train SB3 model: env, encoder, replay buffer, algorithm.
 
 Every piece comes from a `_target_` entry and is instantiated as SB3's own class. Accelerations (`fast`,
-`overlap`) are applied at one place, `rlexp.fast.Speedups`: `make_env` and the algorithm class below.
+`overlap`) are applied at one place, `rlexp.fast.Speedups`: `make_train_env` and the algorithm class below.
 Checks that need the env run right after it is made (rlexp.validate) and fail with a ConfigError.
 """
 

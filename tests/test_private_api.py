@@ -88,6 +88,9 @@ def test_hydra_internals() -> None:
         "algo.gamma=0.9,seed=1"
     jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(["seed=0,1", "x=2"]), None)[0]
     assert jobs == [["seed=0", "x=2"], ["seed=1", "x=2"]]
+    from rlexp.config import BASIC_SWEEPER  # the sweeper `_target_` sweep_jobs recognises
+
+    assert f"{BasicSweeper.__module__}.{BasicSweeper.__qualname__}" == BASIC_SWEEPER
 
 
 def test_hydra_args_parser() -> None:

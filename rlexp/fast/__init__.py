@@ -1,7 +1,9 @@
 """The one seam for speed: everything that replaces SB3's or gymnasium-robotics' own code to run faster.
 
-The builder asks `Speedups.of(cfg)` once and uses what it returns; nothing else in rlexp imports the modules
-of this package. Turned off (`fast=false`, `overlap=false`), a run is plain SB3 classes, bitwise.
+The builder asks `Speedups.of(cfg)` once and uses what it returns; evaluation envs take the same
+`Speedups.env_kwargs`. The one other entry is the env factory's `fast_obs` flag (rlexp/components/envs.py), which
+calls `fetch_index.install` inside each env process. Turned off (`fast=false`, `overlap=false`), a run is
+plain SB3 classes, bitwise.
 
 - `fast=true` (default): `FastSAC` (rlexp/fast/sac.py) for SB3's exact `SAC` class (the same update, fewer
   operations, within float tolerance) and Fetch envs stepped by index (rlexp/fast/fetch_index.py, bitwise).
