@@ -34,7 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 import rlexp  # noqa: F401  - sets MUJOCO_GL before any env is created
 from rlexp import hpo
 from rlexp.errors import ConfigError
-from rlexp.status import Exit, Refused, Status, Summary
+from rlexp.status import ALREADY_FINISHED, Exit, Refused, Status, Summary
 
 log = logging.getLogger("rlexp")
 FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra raises its errors instead of printing them (and exiting with 1)
@@ -125,6 +125,8 @@ def app(cfg: DictConfig) -> Summary:
     except ConfigError as exc:
         _remove_new_dirs(run_dir)
         refuse(exc)
+    if summary.extra.get(ALREADY_FINISHED) and HydraConfig.get().mode == RunMode.RUN:
+        _remove_new_dirs(run_dir)  # resume= of a finished run: nothing was written, Hydra's folder goes too
     if summary.status in (Status.DONE, Status.SKIPPED):  # a skipped run reports its eval.json's numbers
         summary.objective = hpo.objective(objective, vars(summary))
     code = summary.status.exit_code

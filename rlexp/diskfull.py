@@ -210,9 +210,18 @@ class _Stream:
         self.appender.close()
 
 
+CONSOLE_ONLY = "rlexp_console_only"  # a log record with this attribute true is not written to run.log
+
+
 class LogFileHandler(logging.FileHandler):
     """Hydra's run.log handler (rlexp/conf/config.yaml, hydra.job_logging): a full disk skips lines with one
-    warning and writes them when there is space, instead of a "--- Logging error ---" traceback per line."""
+    warning and writes them when there is space, instead of a "--- Logging error ---" traceback per line.
+    Records marked `CONSOLE_ONLY` (a command that writes nothing, e.g. resume= of a finished run) are left out."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, CONSOLE_ONLY, False):
+            return
+        super().emit(record)
 
     def _open(self) -> Any:
         encoding = self.encoding or "utf-8"

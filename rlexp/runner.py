@@ -7,8 +7,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from rlexp.diskfull import CONSOLE_ONLY
 from rlexp.spec import RunSpec
-from rlexp.status import Summary
+from rlexp.status import ALREADY_FINISHED, Summary
 
 log = logging.getLogger("rlexp")
 
@@ -23,5 +24,6 @@ def run_task(cfg: DictConfig, run_dir: Path) -> Summary:
 
         torch.set_num_threads(int(cfg.threads))
     summary = task.run(spec, run_dir)
-    log.info(task.summary_line(summary))
+    quiet = bool(summary.extra.get(ALREADY_FINISHED))  # the command wrote nothing: no run.log for it either
+    log.info(task.summary_line(summary), extra={CONSOLE_ONLY: True} if quiet else None)
     return summary

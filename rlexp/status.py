@@ -27,6 +27,9 @@ class Refused(SystemExit):
         self.reason = reason
 
 
+ALREADY_FINISHED = "already_finished"  # Summary.extra: resume= of a finished run asked for nothing more
+
+
 class Status(StrEnum):
     DONE = "done"
     SKIPPED = "skipped"  # already finished for this config

@@ -59,6 +59,8 @@ def check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"fast must be true or false, got {cfg.fast!r}")
     if cfg.get("checkpoint_replay", "latest") not in ("latest", "all"):
         raise ConfigError(f"checkpoint_replay must be latest or all, got {cfg.checkpoint_replay!r}")
+    if cfg.get("checkpoint_final", "full") not in ("full", "noreplay"):
+        raise ConfigError(f"checkpoint_final must be full or noreplay, got {cfg.checkpoint_final!r}")
     if not isinstance(cfg.checkpoint_freq, int) or cfg.checkpoint_freq < 0:
         raise ConfigError(f"checkpoint_freq must be an integer >= 0 (0 disables), got {cfg.checkpoint_freq!r}")
     n_eps = cfg.eval.n_episodes

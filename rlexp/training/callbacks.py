@@ -61,7 +61,8 @@ class StopFlag:
 
 
 class CheckpointCallback(BaseCallback):
-    """Every `freq` env steps, and when a stop is requested, save a checkpoint unit (rlexp.training.checkpoint).
+    """Every `freq` env steps, when a stop is requested, and when training reaches `final_at` steps, save a
+    checkpoint unit (rlexp.training.checkpoint).
 
     Saves happen at the start of a rollout, the one moment when weights, optimizer state, step counter,
     replay buffer, envs and random states all describe the same step: SB3 counts a step before `_on_step`
@@ -75,6 +76,12 @@ class CheckpointCallback(BaseCallback):
     Replay buffers of older units are deleted (`keep_replay=False`, the default) except the two newest: if the
     newest unit turns out damaged, a resume falls back to the one before it, which needs its replay buffer to
     continue bitwise. The cost is one more buffer on disk (up to ~543 MB for a full 1M-transition Push buffer).
+
+    The final unit (`final_at`: the run's total_steps) holds the state training ended in, so extending a finished
+    run continues from there, bitwise equal to a run asked for more steps from the start. It is saved where a
+    longer run would save a unit at that step: at the next rollout start when the loop reaches one (overlap=true
+    stores its last step there, before the last update), else when training ends. `final_replay=False` leaves
+    its replay buffer out and drops the older units' buffers too: a finished run then keeps none.
     """
 
     KEEP_REPLAYS = 2  # the newest unit and the one a resume falls back to
@@ -82,8 +89,11 @@ class CheckpointCallback(BaseCallback):
     def __init__(self, run_dir: RunDir, freq: int, write_meta: Callable[[Path, dict[str, Any]], None],
                  stop: StopFlag | None = None, keep_replay: bool = False,
                  on_saved: Callable[[], None] | None = None, guard: Callable[[], None] | None = None,
-                 before_save: Callable[[], None] | None = None) -> None:
+                 before_save: Callable[[], None] | None = None, final_at: int | None = None,
+                 final_replay: bool = True) -> None:
         super().__init__()
+        self.final_at = final_at
+        self.final_replay = final_replay
         self.guard = guard
         self.before_save = before_save
         self.run_dir = run_dir
@@ -102,16 +112,21 @@ class CheckpointCallback(BaseCallback):
     def _on_training_start(self) -> None:
         self.next_at = (self.num_timesteps // self.freq + 1) * self.freq if self.freq else 0
 
+    def _at_final(self) -> bool:
+        return self.final_at is not None and not self.stopping and self.num_timesteps >= self.final_at
+
     def save(self) -> bool:
         from rlexp.training import checkpoint
 
         ckpt = self.run_dir.checkpoint(self.num_timesteps)
+        final = self._at_final()
+        replay = self.final_replay or not final
         if self.guard is not None:
             self.guard()
         if self.before_save is not None:
             self.before_save()
         try:
-            checkpoint.save(self.model, ckpt, self.write_meta)
+            checkpoint.save(self.model, ckpt, self.write_meta, replay=replay)
         except OSError as exc:
             previous = self.run_dir.latest_checkpoint()
             log.warning("checkpoint at step %d skipped (%s); %s", ckpt.step, exc.strerror or exc,
@@ -123,8 +138,8 @@ class CheckpointCallback(BaseCallback):
                 self.on_saved()
             except OSError as exc:
                 log.warning("after the checkpoint at step %d: %s", ckpt.step, exc)
-        if not self.keep_replay:  # the replay buffer can be GBs: keep the two newest units' only
-            for old in self.run_dir.checkpoints()[:-self.KEEP_REPLAYS]:
+        if not self.keep_replay or not replay:  # the replay buffer can be GBs: keep the two newest units' only
+            for old in self.run_dir.checkpoints()[:-self.KEEP_REPLAYS] if replay else self.run_dir.checkpoints():
                 if old.replay.exists():  # renamed away first (atomic), so no half-deleted buffer stays named
                     doomed = old.dir / f".pruned.{old.replay.name}"
                     old.replay.rename(doomed)
@@ -156,9 +171,11 @@ class CheckpointCallback(BaseCallback):
             self.pending = True
             self.stopping = True
             self.stopped_at = self.num_timesteps
+        self.pending = self.pending or self._at_final()
         self._save_pending()
 
     def _on_training_end(self) -> None:
+        self.pending = self.pending or self._at_final()
         self._save_pending()
 
 

@@ -1,5 +1,8 @@
 """A checkpoint is one unit, written so a kill at any instant leaves the previous complete one.
 
+Units are written every checkpoint_freq steps, where a stop lands, and when training ends (the state an
+extension of the finished run continues from: rlexp.training.callbacks.CheckpointCallback).
+
 What it holds, so that a resumed run ends bitwise equal to one never stopped (CPU, same seed):
 - `step_N.zip`: SB3's weights and optimizer states (SB3's own format; we read only its tensors back);
 - `step_N.state.npz`: Python/NumPy/torch random states, what SB3 keeps
@@ -34,9 +37,13 @@ STATE_KEY = "resume_state_json"  # the JSON side of the state, stored inside the
 mid_write_hook: Callable[[], None] | None = None  # set by rlexp.training.faults only
 
 
-def save(model: BaseAlgorithm, ckpt: Checkpoint, write_meta: Callable[[Path, dict[str, Any]], None]) -> dict[str, Any]:
+def save(model: BaseAlgorithm, ckpt: Checkpoint, write_meta: Callable[[Path, dict[str, Any]], None],
+         replay: bool = True) -> dict[str, Any]:
     """Write every part, then the meta file that commits the unit. On failure nothing of this step
-    stays behind (the previous checkpoint is untouched) and the exception propagates."""
+    stays behind (the previous checkpoint is untouched) and the exception propagates.
+
+    `replay=False` leaves the replay buffer out (a finished run's last unit under `checkpoint_final=noreplay`):
+    the unit then resumes like one whose buffer was pruned, with an empty buffer."""
     step = int(model.num_timesteps)
     ckpt.dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -54,7 +61,7 @@ def save(model: BaseAlgorithm, ckpt: Checkpoint, write_meta: Callable[[Path, dic
         manifest: dict[str, Any] = {"format": CHECKPOINT_FORMAT, "step": step, "zip": manifest_entry(ckpt.zip),
                                     "state": manifest_entry(ckpt.state), "replay": None}
         buf = getattr(model, "replay_buffer", None)
-        if isinstance(model, OffPolicyAlgorithm) and buf is not None:
+        if replay and isinstance(model, OffPolicyAlgorithm) and buf is not None:
             manifest["replay"] = {"name": ckpt.replay.name, **write_replay(buf, ckpt.replay, step)}
         write_meta(ckpt.zip, {"checkpoint": str(ckpt.zip), "total_steps_done": step, "checkpoint_unit": manifest})
     except BaseException:

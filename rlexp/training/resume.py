@@ -6,7 +6,12 @@ it was. The rules:
   total_steps without eval.json -> evaluated; checkpoints -> resumed from the latest (sweep re-runs,
   SLURM requeues). The same directory holding another config is refused.
 - `resume=DIR|ZIP` runs the checkpoint's own recorded config. Only total_steps (to extend) and run-only
-  keys may change; any other override that changes a value is refused with the list of keys.
+  keys may change; any other key the command types that changes a value is refused with the list of keys. A
+  retyped `+experiment=NAME` is accepted when it is the run's own experiment: only the keys typed are compared.
+- `resume=DIR` on a finished run (eval.json) that asks for no more steps than it trained is `finished`: nothing
+  to do, nothing written. Asking for more extends it, as a fork, from the unit written when training ended
+  (bitwise equal to a run asked for the larger total_steps from the start); a run finished before such units
+  existed extends from its model.zip (weights only).
 - It continues in place when the checkpoint is the latest of an unfinished run and no other
   `hydra.run.dir` was asked for; otherwise it is a fork: the new directory gets the continued run
   (model, eval, checkpoints, TensorBoard history up to the checkpoint) and the original is not touched.
@@ -39,13 +44,13 @@ RESUME_MAY_CHANGE = ("total_steps", *RUN_ONLY_KEYS)
 
 @dataclass
 class Start:
-    kind: str  # fresh | resume | evaluate | skip
+    kind: str  # fresh | resume | evaluate | skip | finished (resume= of a finished run: nothing to train)
     spec: RunSpec  # what this run computes (a resumed run's own recorded config)
     run_dir: RunDir  # where this run writes
     checkpoint: Checkpoint | None = None  # resume from this verified checkpoint ...
     meta: dict[str, Any] | None = None  # ... whose meta record this is
     fork: bool = False  # the checkpoint belongs to another run directory, which stays untouched
-    finished: dict[str, Any] | None = None  # skip: the eval.json aggregate and meta of the finished run
+    finished: dict[str, Any] | None = None  # skip/finished: eval.json and the meta record of the finished run
     damaged: list[tuple[Checkpoint, str]] = field(default_factory=list)  # newer units that failed to verify, why
 
     @property
@@ -85,6 +90,10 @@ def find_checkpoint(spec: str | Path) -> tuple[Checkpoint, list[tuple[Checkpoint
     if path.is_dir():
         run = RunDir(path)
         latest, _, damaged = newest_sound(run)
+        if run.is_finished() and run.model.exists():  # finished before final units existed: its model.zip is newer
+            final = model_checkpoint(run)
+            if all(c.step < final.step for c in run.checkpoints()):  # (a damaged final unit: the exact fallback)
+                return final, []
         if latest is not None:
             return latest, damaged
         if run.model.exists():
@@ -138,17 +147,47 @@ def override_keys(overrides: list[str]) -> set[str]:
     return keys
 
 
-def config_for_resume(cfg: DictConfig, meta: dict[str, Any], overrides: list[str] | None) -> DictConfig:
-    """The checkpoint's recorded config with the command's total_steps and run-only keys."""
+def recorded_experiment(run: RunDir, meta: dict[str, Any]) -> str | None:
+    """The `+experiment=NAME` a run was started with: its meta record's, else its .hydra/hydra.yaml's choice."""
+    if meta.get("experiment"):
+        return str(meta["experiment"])
+    hydra_yaml = run.hydra / "hydra.yaml"
+    if hydra_yaml.is_file():
+        try:
+            choice = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.choices.experiment")
+        except Exception:  # noqa: BLE001 - unreadable: the experiment is unknown, keys are still compared
+            return None
+        return str(choice) if choice else None
+    return None
+
+
+def _typed_experiment(overrides: list[str] | None) -> str | None:
+    for o in overrides or ():
+        key, _, value = o.partition("=")
+        if key.lstrip("+~") == "experiment" and value:
+            return value
+    return None
+
+
+def config_for_resume(cfg: DictConfig, meta: dict[str, Any], overrides: list[str] | None,
+                      experiment: str | None = None) -> DictConfig:
+    """The checkpoint's recorded config with the command's total_steps and run-only keys.
+
+    `experiment`: the run's own `+experiment=` (recorded_experiment); a command that names another is refused."""
     recorded = meta.get("config")
     if not isinstance(recorded, dict):
         raise ConfigError("resume: the checkpoint's meta record has no config; was it written by rlexp?")
     check_recorded_targets(recorded, "resume: the checkpoint's meta record")
+    typed = _typed_experiment(overrides)
+    if typed is not None and experiment is not None and typed != experiment:
+        raise ConfigError(f"resume: the run is +experiment={experiment}, the command names +experiment={typed}. A "
+                          "resumed run keeps its config: drop +experiment=, or start a new run without resume=")
     given = override_keys(overrides) if overrides is not None else None
     old, new = _current_targets(_flat(recorded)), _current_targets(_flat(to_container(cfg)))
-    # Compare what the command sets: a key, or a group's whole node (`env=push` -> env.*); an experiment
-    # (or the Python API, with no override list) sets everything.
-    scopes = None if given is None or "experiment" in given else given
+    # Compare only what the command types: a key, or a group's whole node (`env=push` -> env.*). A retyped
+    # +experiment=NAME is not a key: what it sets by default is the run's own unless typed again (the Python
+    # API, with no override list, sets everything).
+    scopes = None if given is None else given - {"experiment"}
     differ = sorted(k for k in set(old) | set(new) if not _may_change(k) and old.get(k) != new.get(k)
                     and (scopes is None or any(k == g or k.startswith(g + ".") for g in scopes)))
     if differ:
@@ -211,9 +250,15 @@ def plan(spec: RunSpec, out_dir: RunDir, overrides: list[str] | None = None, exp
         return own_start(spec, out_dir) or Start("fresh", spec, out_dir)
     source, damaged = find_checkpoint(spec.cfg.resume)
     meta = checkpoint.verify(source)  # a checkpoint named explicitly and damaged: refused (exit 2)
-    spec = RunSpec.of(config_for_resume(spec.cfg, meta, overrides))
-    cfg = spec.cfg
     src_run = source.run_dir
+    named_dir = Path(str(spec.cfg.resume)).expanduser().is_dir()
+    spec = RunSpec.of(config_for_resume(spec.cfg, meta, overrides, recorded_experiment(src_run, meta)))
+    cfg = spec.cfg
+    if named_dir and src_run.is_finished():
+        result = _read(src_run.eval, "evaluation")
+        done = _read(src_run.meta, "meta record") if src_run.meta.exists() else meta
+        if int(cfg.total_steps) <= int(done.get("total_steps") or 0):  # nothing to train: say so, write nothing
+            return Start("finished", spec, src_run, finished={"eval": result, "meta": done})
     if source.stem == "model" and not src_run.is_finished() and (not explicit_dir or out_dir == src_run):
         own = own_start(spec, src_run, extend=True)  # stopped while evaluating: finish it
         if own is not None and own.kind == "evaluate":

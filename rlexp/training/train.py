@@ -26,7 +26,7 @@ from rlexp.evaluate import EvaluationStopped, evaluate
 from rlexp.fast import Speedups, algo_name
 from rlexp.rundir import RunDir, RunLock, meta_of, remove
 from rlexp.spec import RunSpec
-from rlexp.status import Status, Summary
+from rlexp.status import ALREADY_FINISHED, Status, Summary
 from rlexp.training import checkpoint, faults, logs, resume, tblog
 from rlexp.training.callbacks import CheckpointCallback, ReplayDiagnosticsCallback, StopFlag
 from rlexp.training.periodic_eval import Clock, PeriodicEval
@@ -43,6 +43,9 @@ class MetaWriter:
         self.hash = start.spec.hash
         self.resumed_from = str(start.checkpoint.zip) if start.checkpoint else None
         self.forked_from = str(start.checkpoint.run_dir.root) if start.fork and start.checkpoint else None
+        # what it is: the command's +experiment=, else the resumed run's own
+        self.experiment = _experiment() or (resume.recorded_experiment(start.checkpoint.run_dir, start.meta or {})
+                                            if start.checkpoint else None)
         self.git = artifacts.git_state()
         self.versions = artifacts.versions()
         self.t0 = time.time()
@@ -65,6 +68,7 @@ class MetaWriter:
         hp = {k: v for k, v in self.config["algo"].items() if k not in ("_target_", "policy")}
         data = {
             "created_at": artifacts.utc_now(),
+            "experiment": self.experiment,
             "algo": algo_name(model).lower(),  # "sac" also on the fast path (FastSAC)
             "env_id": self.cfg.env.id,
             "seed": self.cfg.seed,
@@ -256,7 +260,7 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
     spec = RunSpec.of(spec)
     overrides, explicit_dir, record_config = _hydra_context()
     start = resume.plan(spec, RunDir(run_dir), overrides, explicit_dir)  # read-only: refusals write nothing
-    if start.kind == "skip":
+    if start.kind in ("skip", "finished"):
         return _skipped(start)
     if start.kind != "evaluate":
         validate.check_env(start.cfg, start.spec.algo_cls)  # on a throwaway env: refused before anything is written
@@ -365,10 +369,14 @@ def _log_into(run: RunDir, hydra_dir: Path) -> None:
 
 
 def _skipped(start: resume.Start) -> Summary:
+    """A finished run: re-run into its directory (skip), or `resume=` of it asking for no more steps (finished:
+    the command writes nothing, not even Hydra's directory or run.log for it, rlexp.app)."""
     assert start.finished is not None
     meta = start.finished["meta"]
-    return _summary(Status.SKIPPED, start.run_dir, step=meta.get("total_steps"),
-                    steps_per_sec=meta.get("steps_per_sec"), **_metrics(start.finished["eval"]["aggregate"]))
+    summary = _summary(Status.SKIPPED, start.run_dir, step=meta.get("total_steps"),
+                       steps_per_sec=meta.get("steps_per_sec"), **_metrics(start.finished["eval"]["aggregate"]))
+    summary.extra[ALREADY_FINISHED] = start.kind == "finished"
+    return summary
 
 
 def _run(start: resume.Start, stop: StopFlag, lock: RunLock, source: RunLock | None = None) -> Summary:
@@ -394,7 +402,8 @@ def _run(start: resume.Start, stop: StopFlag, lock: RunLock, source: RunLock | N
         ckpt = CheckpointCallback(run, cfg.checkpoint_freq, writer.write, stop,
                                   keep_replay=cfg.get("checkpoint_replay") == "all",
                                   on_saved=lambda: logs.commit_best(run), guard=lock.check,
-                                  before_save=diskfull.retry_all)
+                                  before_save=diskfull.retry_all, final_at=int(cfg.total_steps),
+                                  final_replay=cfg.get("checkpoint_final", "full") == "full")
         ckpt.last_saved = start.checkpoint.step if start.checkpoint and not start.fork else None
         callbacks = [ckpt, *([fault] if fault else [])]
         if isinstance(model, OffPolicyAlgorithm) and cfg.diagnostics.freq:
@@ -437,6 +446,9 @@ def _run(start: resume.Start, stop: StopFlag, lock: RunLock, source: RunLock | N
 
 def summary_line(summary: Summary) -> str:
     s = summary
+    if s.status == Status.SKIPPED and s.extra.get(ALREADY_FINISHED):
+        return (f"already finished at {s.step} steps (success {s.success_rate:.0%}): artifacts in {s.run_dir} "
+                f"(model.zip, eval.json); to train further: python run.py resume={s.run_dir} total_steps=MORE")
     if s.status == Status.SKIPPED:
         return f"skipped: {s.run_dir} already has eval.json for this config (success {s.success_rate:.0%})"
     if s.status == Status.BUSY:
