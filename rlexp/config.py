@@ -16,13 +16,18 @@ from rlexp.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 # The one list of run-only keys: they change how a run is executed or shown, not which experiment it is
-# (device, threads and fast may change float rounding; the others change nothing). Left out of the config hash,
+# (EXECUTION_KEYS below may change float rounding; the others change nothing). Left out of the config hash,
 # of the analysis grouping and of Hydra's multirun directory names (rlexp/conf/config.yaml repeats it for Hydra;
 # tests/test_configs.py keeps the two equal). `diagnostics` is not here: its sampling draws from NumPy's RNG.
 # The periodic evaluation (eval.freq, eval.freq_episodes) is: it acts on its own env and puts back every random
 # state it draws from, so model.zip and eval.json are bitwise the same with it on or off (tests/test_logs.py).
 RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "checkpoint_replay", "checkpoint_final",
                  "tensorboard", "fast", "objective", "eval.freq", "eval.freq_episodes")
+# Keys that change how a run executes and with it float rounding, so results are bitwise equal only with equal
+# values: recorded in model.meta.json and every checkpoint unit as `execution` (rlexp/execution.py), shown by
+# `rlexp diff`; a resume with other values says it is no longer bitwise. threads, device and fast are run-only
+# (results equal within float rounding); overlap is in the config hash (it changes which weights act).
+EXECUTION_KEYS = ("threads", "device", "fast", "overlap")
 HASH_EXCLUDE = (*RUN_ONLY_KEYS, "hydra")
 # Keys added after runs were recorded without them: hashed only when set away from this default, so every
 # earlier run keeps its hash (and is still found, skipped and resumed).

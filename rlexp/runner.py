@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from rlexp.diskfull import CONSOLE_ONLY
+from rlexp.execution import set_threads
 from rlexp.spec import RunSpec
 from rlexp.status import ALREADY_FINISHED, Summary
 
@@ -19,10 +20,7 @@ def run_task(cfg: DictConfig, run_dir: Path) -> Summary:
     from rlexp import tasks
 
     task = tasks.get(cfg.task)
-    if cfg.get("threads"):
-        import torch
-
-        torch.set_num_threads(int(cfg.threads))
+    set_threads(cfg.get("threads"))
     summary = task.run(spec, run_dir)
     quiet = bool(summary.extra.get(ALREADY_FINISHED))  # the command wrote nothing: no run.log for it either
     log.info(task.summary_line(summary), extra={CONSOLE_ONLY: True} if quiet else None)

@@ -39,8 +39,9 @@ def check_values(cfg: DictConfig) -> None:
         if not _positive_int(cfg[key]):
             raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
     threads = cfg.get("threads")
-    if threads is not None and not _positive_int(threads):
-        raise ConfigError(f"threads must be a positive integer or null (torch's default), got {threads!r}")
+    if threads is not None and threads != "auto" and not _positive_int(threads):
+        raise ConfigError(f"threads must be a positive integer or auto (the cores allotted to the run), "
+                          f"got {threads!r}")
     seed = cfg.seed
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")

@@ -51,8 +51,23 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("b", help="run directory (e.g. a multirun job) or experiment name")
 
 
+def executed(spec: str) -> dict[str, Any] | None:
+    """A run's `execution` record (threads, device, fast, overlap as they ran: rlexp/execution.py), if any."""
+    from rlexp.execution import recorded
+    from rlexp.rundir import RunDir
+
+    meta = RunDir(spec).meta
+    return recorded(json.loads(meta.read_text())) if Path(spec).expanduser().is_dir() and meta.is_file() else None
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print the config keys that differ between two runs or experiments: `key: A -> B`, nothing else."""
+    """Print the config keys that differ between two runs or experiments: `key: A -> B`, nothing else; for two
+    runs also `execution.KEY` where they ran with other threads, device, fast path or overlap (float rounding)."""
     for key, va, vb in config_diff(resolve_config(args.a), resolve_config(args.b)):
         print(f"{key}: {show(va)} -> {show(vb)}")
+    ea, eb = executed(args.a), executed(args.b)
+    if ea is not None and eb is not None:
+        for key in sorted(set(ea) & set(eb)):
+            if ea[key] != eb[key]:
+                print(f"execution.{key}: {show(ea[key])} -> {show(eb[key])}")
     return 0

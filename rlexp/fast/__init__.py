@@ -46,7 +46,7 @@ class Speedups:
         """Extra arguments of the env factory: Fetch stepped by index (bitwise the same observations)."""
         return {"fast_obs": True} if self.fast and env_node.get("_target_") == FACTORY else {}
 
-    def make_train_env(self, env_node: dict[str, Any], extra: dict[str, Any], threads: int | None) -> Any | None:
+    def make_train_env(self, env_node: dict[str, Any], extra: dict[str, Any], threads: int | str | None) -> Any | None:
         """The training VecEnv when an acceleration makes it (overlap: all envs in one worker), else None."""
         if not self.overlap:
             return None

@@ -334,10 +334,10 @@ class OverlapMixin:
         return RolloutReturn(env.num_envs, num_collected_episodes, continue_training=True)
 
 
-def reserve_core(threads: int | None) -> None:
-    """With `threads` unset, leave the worker a core: torch's default (one thread per core) makes the update's
+def reserve_core(threads: int | str | None) -> None:
+    """With `threads=auto` (or unset), leave the worker a core: one torch thread per core makes the update's
     threads wait on each other at every op while the worker holds one core (measured: 10-20x slower)."""
-    if threads is not None:
+    if threads not in (None, "auto"):
         return
     import torch
 

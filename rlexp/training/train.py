@@ -17,7 +17,7 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from rlexp import artifacts, diskfull, validate
+from rlexp import artifacts, diskfull, execution, validate
 from rlexp.builder import build
 from rlexp.components import current_target
 from rlexp.config import to_container
@@ -74,6 +74,7 @@ class MetaWriter:
             "seed": self.cfg.seed,
             "device": str(model.device),
             "torch_threads": torch.get_num_threads(),
+            "execution": execution.record(self.cfg, model.device),  # what changes float rounding (rlexp/execution.py)
             "n_envs": self.cfg.n_envs,
             "total_steps": int(model.num_timesteps),
             "target_steps": int(self.cfg.total_steps),
@@ -160,6 +161,10 @@ def _restore(model: BaseAlgorithm, start: resume.Start, source: RunLock | None) 
         model.learning_starts = step + int(start.cfg.algo.get("learning_starts", 0) or 0)
         log.warning("resume: %s has no replay buffer (only the latest checkpoint keeps one); continuing with an "
                     "empty buffer, updates from step %d", start.checkpoint.zip.name, model.learning_starts)
+    changed = execution.changes(execution.recorded(start.meta), execution.record(start.cfg, model.device))
+    if changed and info["exact"]:
+        log.warning("resume: %s (checkpoint -> now): the continuation is no longer bitwise equal to an "
+                    "uninterrupted run", changed)
     if not info["exact"]:
         model.get_env().seed(int(start.cfg.seed) + step)  # new episodes, not a replay of the first ones
         why = "holds weights only" if start.meta.get("checkpoint_unit") is None else "has no env state (subproc envs)"
@@ -201,8 +206,8 @@ def header(start: resume.Start, model: BaseAlgorithm) -> str:
         f"what           {type(model).__name__} + {storage} on {cfg.env.id} x {model.get_env().num_envs} envs"
         + (f" (+experiment={experiment})" if experiment else "") + f", config hash {start.spec.hash}",
         f"steps          {end:,}" + (f" ({why})" if why else ""),
-        f"device         {model.device} (torch threads: {torch.get_num_threads()}); seed {cfg.seed}; final eval "
-        f"{len(start.spec.eval_seeds)} episodes",
+        f"device         {model.device} (torch threads: {torch.get_num_threads()}, "
+        f"{execution.header_note(cfg.threads)}); seed {cfg.seed}; final eval {len(start.spec.eval_seeds)} episodes",
         f"checkpoints    {ckpts}",
         f"tensorboard    {f'tensorboard --logdir {start.run_dir.tb}' if cfg.tensorboard else 'off'}",
         *([f"periodic eval  every {cfg.eval.freq:,} steps on {len(periodic_seeds(start))} episodes -> "
@@ -262,6 +267,7 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
     start = resume.plan(spec, RunDir(run_dir), overrides, explicit_dir)  # read-only: refusals write nothing
     if start.kind in ("skip", "finished"):
         return _skipped(start)
+    execution.set_threads(start.cfg.threads)  # a resumed run's own (recorded) value unless the command typed one
     if start.kind != "evaluate":
         validate.check_env(start.cfg, start.spec.algo_cls)  # on a throwaway env: refused before anything is written
     run = start.run_dir
