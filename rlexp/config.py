@@ -21,8 +21,9 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # tests/test_configs.py keeps the two equal). `diagnostics` is not here: its sampling draws from NumPy's RNG.
 # The periodic evaluation (eval.freq, eval.freq_episodes) is: it acts on its own env and puts back every random
 # state it draws from, so model.zip and eval.json are bitwise the same with it on or off (tests/test_logs.py).
-RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "checkpoint_replay", "checkpoint_final",
-                 "tensorboard", "fast", "objective", "eval.freq", "eval.freq_episodes")
+RUN_ONLY_KEYS = ("resume", "progress", "progress_percent", "progress_minutes", "threads", "device", "checkpoint_freq",
+                 "checkpoint_replay", "checkpoint_final", "tensorboard", "fast", "objective", "eval.freq",
+                 "eval.freq_episodes")
 # Keys that change how a run executes and with it float rounding, so results are bitwise equal only with equal
 # values: recorded in model.meta.json and every checkpoint unit as `execution` (rlexp/execution.py), shown by
 # `rlexp diff`; a resume with other values says it is no longer bitwise. threads, device and fast are run-only

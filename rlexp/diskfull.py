@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import re
 import threading
 import weakref
 from pathlib import Path
@@ -210,18 +211,24 @@ class _Stream:
         self.appender.close()
 
 
+ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")  # CSI, OSC, 2-byte escapes
 CONSOLE_ONLY = "rlexp_console_only"  # a log record with this attribute true is not written to run.log
 
 
 class LogFileHandler(logging.FileHandler):
     """Hydra's run.log handler (rlexp/conf/config.yaml, hydra.job_logging): a full disk skips lines with one
     warning and writes them when there is space, instead of a "--- Logging error ---" traceback per line.
-    Records marked `CONSOLE_ONLY` (a command that writes nothing, e.g. resume= of a finished run) are left out."""
+    Terminal escape codes are stripped (a file is read with `less`, `grep`, an editor). Records marked
+    `CONSOLE_ONLY` (a command that writes nothing, e.g. resume= of a finished run) are left out."""
 
     def emit(self, record: logging.LogRecord) -> None:
         if getattr(record, CONSOLE_ONLY, False):
             return
         super().emit(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The line without terminal escape codes (colours from Optuna's or another library's formatter)."""
+        return ANSI.sub("", super().format(record))
 
     def _open(self) -> Any:
         encoding = self.encoding or "utf-8"

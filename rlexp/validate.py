@@ -60,6 +60,10 @@ def check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"fast must be true or false, got {cfg.fast!r}")
     if cfg.get("checkpoint_replay", "latest") not in ("latest", "all"):
         raise ConfigError(f"checkpoint_replay must be latest or all, got {cfg.checkpoint_replay!r}")
+    for key in ("progress_percent", "progress_minutes"):
+        value = cfg.get(key, 0)
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{key} must be a number >= 0 (0 turns these progress lines off), got {value!r}")
     if cfg.get("checkpoint_final", "full") not in ("full", "noreplay"):
         raise ConfigError(f"checkpoint_final must be full or noreplay, got {cfg.checkpoint_final!r}")
     if not isinstance(cfg.checkpoint_freq, int) or cfg.checkpoint_freq < 0:

@@ -27,7 +27,7 @@ from rlexp.fast import Speedups, algo_name
 from rlexp.rundir import RunDir, RunLock, meta_of, remove
 from rlexp.spec import RunSpec
 from rlexp.status import ALREADY_FINISHED, Status, Summary
-from rlexp.training import checkpoint, faults, logs, resume, tblog
+from rlexp.training import checkpoint, faults, logs, progress, resume, tblog
 from rlexp.training.callbacks import CheckpointCallback, ReplayDiagnosticsCallback, StopFlag
 from rlexp.training.periodic_eval import Clock, PeriodicEval
 
@@ -417,9 +417,13 @@ def _run(start: resume.Start, stop: StopFlag, lock: RunLock, source: RunLock | N
         if cfg.eval.get("freq"):
             callbacks.append(PeriodicEval(run, cfg, int(cfg.eval.freq), periodic_seeds(start), writer.clock,
                                           writer.write, rows, skip=lambda: ckpt.stopping))
+        if cfg.progress:  # over the steps really trained: the header's count
+            callbacks.append(progress.callback(steps_trained(model, int(cfg.total_steps))[0] - model.num_timesteps,
+                                               float(cfg.get("progress_percent", 10)),
+                                               float(cfg.get("progress_minutes", 5))))
         if model.num_timesteps < cfg.total_steps:
             model.learn(total_timesteps=cfg.total_steps - model.num_timesteps, callback=CallbackList(callbacks),
-                        reset_num_timesteps=start.checkpoint is None, progress_bar=bool(cfg.progress))
+                        reset_num_timesteps=start.checkpoint is None)
         writer.t_end = time.time()
         if ckpt.stopping:
             model.get_env().close()
