@@ -81,7 +81,9 @@ class CheckpointCallback(BaseCallback):
     run continues from there, bitwise equal to a run asked for more steps from the start. It is saved where a
     longer run would save a unit at that step: at the next rollout start when the loop reaches one (overlap=true
     stores its last step there, before the last update), else when training ends. `final_replay=False` leaves
-    its replay buffer out and drops the older units' buffers too: a finished run then keeps none.
+    its replay buffer out and drops the older units' buffers too: a finished run then keeps none. `on_saved` is
+    not called for it: no evaluation follows it, so best_model.zip is already the best as of its step, and
+    checkpoints/best_model.zip keeps the best as of the unit before (a fork from that unit recovers it there).
     """
 
     KEEP_REPLAYS = 2  # the newest unit and the one a resume falls back to
@@ -133,7 +135,8 @@ class CheckpointCallback(BaseCallback):
                         f"the last complete one is {previous.zip}" if previous else "no earlier checkpoint exists")
             return False
         self.last_saved = ckpt.step
-        if self.on_saved is not None:
+        if self.on_saved is not None and not final:  # nothing is evaluated after the final unit: best_model.zip
+            # stays the best as of its step, and checkpoints/ keeps the earlier unit's for a fork from that one
             try:
                 self.on_saved()
             except OSError as exc:
