@@ -117,6 +117,28 @@ def test_report_matches_hand_computed_statistics(sweep: Path, tmp_path: Path) ->
 
 
 @pytest.mark.slow
+def test_losses_on_a_real_ppo_run(sweep: Path, tmp_path: Path) -> None:
+    """`losses` on a PPO run reads SB3 PPO's own loss tags and takes its final success from eval.json."""
+    from PIL import Image
+
+    from rlexp import fmt
+
+    run = run_dirs(sweep)[(0.99, 1)]
+    proc = ok(rlexp_cli("losses", str(run), "--window", "2", "--plot", str(tmp_path / "sig.png"),
+                        "--json", str(tmp_path / "sig.json")))
+    sig = read_json(tmp_path / "sig.json")
+    evaluated = read_json(run / "eval.json")["aggregate"]["success_rate"]
+    assert sig["losses"] == ["policy_gradient_loss", "value_loss", "entropy_loss"]
+    assert sig["final_success"] == evaluated and sig["final_success_from"] == "eval.json"
+    longest = max((ph for ph in sig["phases"] if ph["reached"]), key=lambda ph: ph["to_step"] - ph["from_step"])
+    assert all(longest[k]["mean"] is not None for k in sig["losses"]), longest
+    assert f"final success {fmt.percent(evaluated, 0)} (eval.json, 2 episodes)" in proc.stdout
+    assert "| policy gradient loss (start->end, trend) | value loss (start->end, trend) |" in proc.stdout
+    assert "critic" not in proc.stdout and "nan" not in proc.stdout
+    assert Image.open(tmp_path / "sig.png").size == (800, 1080)  # success + three loss panels
+
+
+@pytest.mark.slow
 def test_report_on_half_finished_and_empty_sweeps(sweep: Path, tmp_path: Path) -> None:
     half = tmp_path / "half"
     shutil.copytree(sweep, half)
@@ -409,3 +431,85 @@ def test_plot_figures_for_a_paper(tmp_path: Path) -> None:
     one = (np.asarray([50_000]), np.asarray([0.1]))
     grid, ys, few = _curve([one, one], points=200)
     assert few and grid.tolist() == [50_000.0] and ys.shape == (2, 1)
+
+
+def _tb_run(run: Path, config: dict, curves: dict[str, list[tuple[int, float]]], eval_success: float | None,
+            seed: int = 0) -> Path:
+    """A run folder with model.meta.json, TensorBoard scalars (tag -> [(step, value)]) and optionally eval.json."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from rlexp import artifacts
+
+    artifacts.write_json(run / "model.meta.json", {"config": {**config, "seed": seed}})
+    if eval_success is not None:
+        artifacts.write_json(run / "eval.json", {"n_episodes": 100, "aggregate": {"success_rate": eval_success}})
+    writer = SummaryWriter(str(run / "tb" / "run_1"))
+    for tag, points in curves.items():
+        for step, v in points:
+            writer.add_scalar(tag, v, step)
+    writer.close()
+    return run
+
+
+def test_overlapping_curves_stay_apart_and_percent_axes_end_at_100(tmp_path: Path) -> None:
+    """Three configs, one seed each, two of them with the same curve: every curve has its own line style and
+    marker, the success axes end at 100%, and neither figure announces a band or CI that one seed cannot have."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from rlexp.analysis import plot
+    from rlexp.analysis.runs import group_runs, load_runs
+    from rlexp.config import compose, to_container
+
+    base = to_container(compose("+experiment=ch05_her_push"))
+    same = [(s, min(1.0, s / 10_000)) for s in range(0, 10_001, 500)]  # reaches 100% and stays there
+    for gamma, curve, final in ((0.9, same, 1.0), (0.95, same, 1.0), (0.98, [(s, 0.5) for s, _ in same], 0.5)):
+        _tb_run(tmp_path / "grid" / f"g{gamma}", {**base, "algo": {**base["algo"], "gamma": gamma}},
+                {"rollout/success_rate": curve}, final)
+    groups, factors = group_runs(load_runs([tmp_path / "grid"]))
+    names = plot.labels(groups, factors)
+    style = {g.label: st for g, st in zip(groups, plot.styles(len(groups)), strict=True)}
+    fig, no_data = plot.curves_figure(groups, names, style, "rollout/success_rate", 200, "")
+    ax = fig.axes[0]
+    lines = [line for line in ax.get_lines() if line.get_label().startswith("gamma=")]
+    assert len(lines) == 3 and not no_data
+    assert len({(line.get_linestyle(), line.get_marker()) for line in lines}) == 3
+    assert all(line.get_marker() not in (None, "None", "") for line in lines)
+    assert ax.get_ylim() == (0, 100)
+    assert "band" not in ax.get_title() and "one seed per config" in ax.get_title()
+    assert not ax.collections  # no fill_between
+    fig.savefig(tmp_path / "curves.png")
+    summary = plot.summary_figure(groups, names, style, "")
+    bars = summary.axes[0]
+    assert bars.get_xlim() == (0, 100)
+    assert "CI" not in bars.get_title() and "one seed per config" in bars.get_title()
+    assert {t.get_text() for t in bars.texts} == {"100.0%  n=1 (no CI)", "50.0%  n=1 (no CI)"}
+    summary.savefig(tmp_path / "summary.png", bbox_inches="tight")
+
+
+def test_losses_of_a_ppo_run_and_its_final_success(tmp_path: Path) -> None:
+    """A PPO run's losses are SB3 PPO's (no empty critic/actor panels, no nan), and "final success" is eval.json's
+    (100%), not the last smoothed training success (50%)."""
+    ppo = {"algo": {"_target_": "stable_baselines3.PPO"}}
+    steps = range(2048, 60_000, 2048)
+    curves = {
+        "rollout/success_rate": [(s, 0.5 if s > 30_000 else 0.0) for s in steps],
+        "train/policy_gradient_loss": [(s, -0.01) for s in steps],
+        "train/value_loss": [(s, 1.0 / (1 + s / 10_000)) for s in steps],
+        "train/entropy_loss": [(s, -4.0 + s / 20_000) for s in steps],
+    }
+    run = _tb_run(tmp_path / "ppo", ppo, curves, 1.0)
+    proc = ok(rlexp_cli("losses", str(run), "--window", "1", "--json", str(tmp_path / "sig.json")))
+    sig = read_json(tmp_path / "sig.json")
+    assert sig["final_success"] == 1.0 and sig["training_success_end"] == 0.5
+    assert proc.stdout.splitlines()[0] == (f"{run}: {steps[-1]} steps, final success 100% (eval.json, 100 episodes); "
+                                           "training success at the end 50% (rollout/success_rate, smoothed)")
+    assert "critic" not in proc.stdout and "actor" not in proc.stdout and "nan" not in proc.stdout
+    breakout = sig["phases"][1]
+    assert breakout["reached"] and breakout["entropy_loss"]["trend"] == "rising"
+    assert any("entropy loss rising (the policy narrows)" in line for line in sig["reading"]), sig["reading"]
+    # Without eval.json the line says so and shows the training success only.
+    (run / "eval.json").unlink()
+    bare = ok(rlexp_cli("losses", str(run), "--window", "1"))
+    assert bare.stdout.splitlines()[0].endswith("no eval.json: training success at the end 50% "
+                                                "(rollout/success_rate, smoothed)")
