@@ -3,6 +3,7 @@ recomputed by hand from its eval.json files, and on the book's published 24-conf
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 import re
@@ -150,7 +151,7 @@ def test_a_fork_keeps_its_experiment_and_groups_with_its_config(sweep: Path, tmp
     groups, factors = group_runs(load_runs([src, fork]))
     assert len(groups) == 1 and labels(groups, factors) == ["ch03_ppo_reach_dense"]
 
-    out = ok(rlexp_cli("report", str(sweep), str(fork), "--out", str(tmp_path / "report"), "--reps", "200"))
+    out = ok(rlexp_cli("report", str(sweep), str(fork), "--out", str(tmp_path / "report"), "--reps", "100"))
     report = read_json(tmp_path / "report" / "report.json")
     assert [(c["label"], c["success_rate"]["n"]) for c in sorted(report["configs"], key=lambda c: c["label"])] == [
         ("algo.gamma=0.9", 3), ("algo.gamma=0.99", 2)]
@@ -510,9 +511,11 @@ def test_overlapping_curves_stay_apart_and_percent_axes_end_at_100(tmp_path: Pat
     summary.savefig(tmp_path / "summary.png", bbox_inches="tight")
 
 
-def test_losses_of_a_ppo_run_and_its_final_success(tmp_path: Path) -> None:
+def test_losses_of_a_ppo_run_and_its_final_success(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A PPO run's losses are SB3 PPO's (no empty critic/actor panels, no nan), and "final success" is eval.json's
     (100%), not the last smoothed training success (50%)."""
+    from rlexp.analysis import losses
+
     ppo = {"algo": {"_target_": "stable_baselines3.PPO"}}
     steps = range(2048, 60_000, 2048)
     curves = {
@@ -533,6 +536,6 @@ def test_losses_of_a_ppo_run_and_its_final_success(tmp_path: Path) -> None:
     assert any("entropy loss rising (the policy narrows)" in line for line in sig["reading"]), sig["reading"]
     # Without eval.json the line says so and shows the training success only.
     (run / "eval.json").unlink()
-    bare = ok(rlexp_cli("losses", str(run), "--window", "1"))
-    assert bare.stdout.splitlines()[0].endswith("no eval.json: training success at the end 50% "
-                                                "(rollout/success_rate, smoothed)")
+    losses.run(argparse.Namespace(run_dir=run, window=1, plot=tmp_path / "bare.png", json=None))
+    assert capsys.readouterr().out.splitlines()[0].endswith(
+        "no eval.json: training success at the end 50% (rollout/success_rate, smoothed)")

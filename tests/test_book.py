@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ok, read_json, rlexp_cli
-
 
 def test_book_data_loads_and_every_key_is_an_experiment() -> None:
     from rlexp.analysis import book
@@ -76,18 +74,20 @@ def test_report_puts_the_books_grid_table_beside_the_sweep(tmp_path: Path) -> No
     table = entry.configs
     chosen = dict(list(table.items())[:2] + list(table.items())[-2:])
     grid = _grid_runs(tmp_path / "grid", {k: v - 0.02 for k, v in chosen.items()}, (0, 1, 2))
-    proc = ok(rlexp_cli("report", str(grid), "--reps", "200"))
-    report = read_json(grid / "report.json")
+    from rlexp.analysis.report import build_report, report_markdown
+
+    report = build_report([str(grid)], reps=100)  # in process: the CLI around it is tested in test_analysis.py
+    md = report_markdown(report)
     rows = {tuple(r["factors"][f] for f in entry.factors): r for r in report["book_grid"]}
     assert set(rows) == set(chosen)
     for key, r in rows.items():
         assert r["book_success_mean"] == chosen[key] and r["n"] == 3 and r["book_seeds"] == 5
         assert r["success_mean"] == pytest.approx(chosen[key] - 0.02)
-    assert "### The book's per-config table beside this sweep" in proc.stdout
-    assert "4 of the book's 24 configs are in this sweep" in proc.stdout
-    assert "| 0.05 | 4 | 1000 | 0.95 | 99.4% | 97.4% (3) | -2.0 pp |" in proc.stdout
-    assert "| 0.2 | 4 | 1000 | 0.98 | 64.0% | 62.0% (3) | -2.0 pp |" in proc.stdout
+    assert "### The book's per-config table beside this sweep" in md
+    assert "4 of the book's 24 configs are in this sweep" in md
+    assert "| 0.05 | 4 | 1000 | 0.95 | 99.4% | 97.4% (3) | -2.0 pp |" in md
+    assert "| 0.2 | 4 | 1000 | 0.98 | 64.0% | 62.0% (3) | -2.0 pp |" in md
     # The grid's factors are its recipe, not a change of it; the book's line names the chapter.
     assert all(r["recipe_changes"] == [] and r["chapter"] == "ch05" for r in report["book"])
-    assert "| ch05 SAC+HER Push grid, book for this config: 99.4% at 2M (5 seeds) | the book's |" in proc.stdout
-    assert "| ch05 SAC+HER Push grid, book for this config: 64% at 2M (5 seeds) | the book's |" in proc.stdout
+    assert "| ch05 SAC+HER Push grid, book for this config: 99.4% at 2M (5 seeds) | the book's |" in md
+    assert "| ch05 SAC+HER Push grid, book for this config: 64% at 2M (5 seeds) | the book's |" in md
