@@ -18,6 +18,7 @@ from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from rlexp import artifacts, diskfull, validate
+from rlexp.analysis import book
 from rlexp.builder import build
 from rlexp.components import current_target
 from rlexp.config import to_container
@@ -460,4 +461,4 @@ def summary_line(summary: Summary) -> str:
                 "Re-run the same command to start again")
     dist = f" | final distance {s.final_distance_mean * 1000:.1f} mm" if s.final_distance_mean is not None else ""
     return (f"success {s.success_rate:.0%} | return {s.return_mean:.2f} ± {s.return_std:.2f}{dist} | {s.step} steps "
-            f"at {s.steps_per_sec} steps/s | artifacts: {s.run_dir}")
+            f"at {s.steps_per_sec} steps/s | artifacts: {s.run_dir}" + book.summary_note(s.run_dir, s.step))
