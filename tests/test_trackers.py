@@ -1,0 +1,152 @@
+"""The `logger` config group: W&B (offline files) and MLflow (a file store) run for real and are read back with their
+own clients; a run killed after its last checkpoint and run again continues the same tracker runs with no repeated
+or backward steps; a missing tracker package is refused before anything is written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import rlexp
+from rlexp.config import config_hash, to_container
+from rlexp.trackers import chosen
+from rlexp.training.resume import config_for_resume
+
+from helpers import PPO_TINY, ROOT, _env, ok, read_json, run_py, scalars
+
+# Tiny PPO: one rollout (and one SB3 logger dump) every 128 steps, a checkpoint every 256.
+BASE = [*PPO_TINY, "checkpoint_freq=256", "total_steps=640", "device=cpu"]
+TRACKED = ["logger=[tensorboard,csv,wandb,mlflow]", "logger.wandb.mode=offline"]
+
+
+def test_logger_is_one_option_or_a_list_and_run_only() -> None:
+    default = rlexp.compose()
+    assert chosen(default) == ["tensorboard", "csv"]
+    assert chosen(rlexp.compose("logger=wandb")) == ["wandb"]
+    both = rlexp.compose("logger=[tensorboard,mlflow]", "logger.mlflow.tracking_uri=http://example:5000")
+    assert chosen(both) == ["tensorboard", "mlflow"] and both.logger.mlflow.tracking_uri == "http://example:5000"
+    assert chosen(rlexp.compose("logger=[]")) == []
+    assert config_hash(both) == config_hash(default) == config_hash(rlexp.compose("logger=wandb"))
+
+
+def test_resume_takes_the_commands_logger_choice_whole() -> None:
+    recorded = {"config": to_container(rlexp.compose("total_steps=1000"))}
+    assert chosen(config_for_resume(rlexp.compose("logger=mlflow"), recorded, ["logger=mlflow"])) == ["mlflow"]
+    assert chosen(config_for_resume(rlexp.compose("logger=mlflow"), recorded, [])) == ["tensorboard", "csv"]
+
+
+@pytest.mark.parametrize("tracker", ["wandb", "mlflow"])
+def test_a_missing_tracker_package_is_refused_before_anything_is_written(tmp_path: Path, tracker: str) -> None:
+    """Python's own way to make a package unimportable (None in sys.modules), then run.py as usual."""
+    run_dir = tmp_path / "run"
+    code = (f"import runpy, sys; sys.modules[{tracker!r}] = None; "
+            f"sys.argv = ['run.py', 'logger=[tensorboard,{tracker}]', 'hydra.run.dir={run_dir}']; "
+            "runpy.run_path('run.py', run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=_env())
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [
+        f'error: logger={tracker} needs the {tracker} package, which is not installed: pip install "rlexp[{tracker}]"']
+    assert not run_dir.exists()
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One run with both trackers, killed (SIGKILL) at step 400, after the dump at 384 and the checkpoint at 256,
+    then run again to the end (~40 s on 2 cores). Returns the run directory and trackers.json as the kill left it."""
+    run = tmp_path_factory.mktemp("trackers") / "run"
+    cmd = [*BASE, *TRACKED, f"hydra.run.dir={run}"]
+    killed = run_py(*cmd, env={"RLEXP_FAULT": "SIGKILL@400"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    before = read_json(run / "trackers.json")
+    ok(run_py(*cmd))
+    return run, before
+
+
+@pytest.mark.slow
+def test_mlflow_run_continues_with_no_repeated_steps(resumed: tuple[Path, dict],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's own opt-in for reading its file store
+    run, before = resumed
+    state = read_json(run / "trackers.json")["mlflow"]
+    assert before["mlflow"]["run_id"] == state["run_id"] and before["mlflow"]["step"] == 384
+    assert state["tracking_uri"] == (run.parent / "mlruns").as_uri()  # the default: a file store beside the run
+    client = MlflowClient(tracking_uri=state["tracking_uri"])
+    found = client.get_run(state["run_id"])
+    assert found.info.status == "FINISHED"
+    assert client.get_experiment(found.info.experiment_id).name == "ch03_ppo_reach_dense"
+    assert len(client.search_runs([found.info.experiment_id])) == 1  # the resumed command continued it
+    params = found.data.params
+    assert params["algo.n_steps"] == "64" and params["seed"] == "0" and params["env.id"] == "FetchReachDense-v4"
+    assert found.data.tags["rlexp.config_hash"] == read_json(run / "model.meta.json")["config_hash"]
+
+    tb = scalars(run)  # TensorBoard's history: cut back to the checkpoint and continued
+    for tag in ("rollout/ep_rew_mean", "train/value_loss", "time/fps"):
+        history = client.get_metric_history(state["run_id"], tag)
+        steps = [m.step for m in history]
+        assert steps == sorted(set(steps)), f"{tag}: repeated or backward steps {steps}"
+        # every step TensorBoard has; and those the killed process sent before its kill (PPO's train/* of the
+        # rollout before a checkpoint are not in the checkpoint: the resumed process's dump at 384 lacks them)
+        assert set(s for s, _ in tb[tag]) <= set(steps) <= set(s for s, _ in tb[tag]) | {128, 256, 384}, tag
+        if tag != "time/fps":  # wall-clock; the rest is bitwise the same after the resume
+            values = {m.step: m.value for m in history}
+            assert [(s, values[s]) for s, _ in tb[tag]] == [(s, pytest.approx(v, rel=1e-6)) for s, v in tb[tag]]
+    aggregate = read_json(run / "eval.json")["aggregate"]
+    final = client.get_metric_history(state["run_id"], "final/success_rate")
+    assert [(m.step, m.value) for m in final] == [(640, aggregate["success_rate"])]
+
+    names = {a.path for a in client.list_artifacts(state["run_id"])}
+    assert names == {"eval.json", "model.meta.json"}
+    local = Path(client.download_artifacts(state["run_id"], "eval.json", str(run.parent / "dl")))
+    assert read_json(local) == read_json(run / "eval.json")
+
+
+def _wandb_parts(run: Path) -> list[list[dict]]:
+    """The records of each offline-run folder (one per process, oldest first), read by W&B's own reader of its
+    transaction logs, `wandb leet inspect --json`."""
+    parts = []
+    for folder in sorted((run / "wandb").glob("offline-run-*")):
+        proc = ok(subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", str(folder)],
+                                 capture_output=True, text=True, timeout=120))
+        parts.append([json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")])
+    return parts
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_continues_with_no_repeated_steps(resumed: tuple[Path, dict]) -> None:
+    run, before = resumed
+    state = read_json(run / "trackers.json")["wandb"]
+    assert before["wandb"]["id"] == state["id"] and before["wandb"]["step"] == 384
+    parts = _wandb_parts(run)
+    assert len(parts) == 2, "one offline-run folder per process"
+    config: dict = {}
+    for records in parts:
+        (header,) = [r["run"] for r in records if r["type"] == "run"]
+        assert header["run_id"] == state["id"] and header["project"] == "rlexp"  # `wandb sync` joins them
+        for record in records:
+            if record["type"] == "config":
+                config.update(record["config"]["update"])
+    meta = read_json(run / "model.meta.json")
+    assert config["config_hash"] == meta["config_hash"] and config["run_dir"] == str(run)
+    assert config["git"] == meta["git"] and config["config"]["algo"]["n_steps"] == 64
+
+    histories = [[(r["history"]["step"].get("num", 0), r["history"]["item"]) for r in records
+                  if r["type"] == "history"] for records in parts]
+    steps = [step for history in histories for step, _ in history]
+    assert steps == sorted(set(steps)), f"repeated or backward steps: {steps}"
+    assert min(step for step, _ in histories[1]) > before["wandb"]["step"]  # the resumed process sent only later ones
+    # W&B's service writes its log asynchronously: a SIGKILL can lose what it had not written yet (here: any part
+    # of the killed process's 128..384), never make a step repeat
+    tb = dict(scalars(run)["rollout/ep_rew_mean"])
+    logged = [[(step, item["rollout/ep_rew_mean"]) for step, item in history if "rollout/ep_rew_mean" in item]
+              for history in histories]
+    assert all(tb[s] == pytest.approx(v, rel=1e-6) for s, v in logged[0])
+    assert logged[1] == [(s, pytest.approx(v, rel=1e-6)) for s, v in sorted(tb.items()) if s > 384]
+    final = dict(histories[1])[640]
+    assert final["final/success_rate"] == read_json(run / "eval.json")["aggregate"]["success_rate"]
