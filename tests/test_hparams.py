@@ -19,7 +19,10 @@ def _sessions(run_dir: Path) -> tuple[dict, dict[str, list[tuple[int, float]]]]:
 
     acc = EventAccumulator(str(run_dir / "tb" / "run_1"), size_guidance={"scalars": 0})
     acc.Reload()
-    content = acc.PluginTagToContent("hparams") if "hparams" in acc.ActivePlugins() else {}
+    try:
+        content = acc.PluginTagToContent("hparams")
+    except KeyError:  # no HParams data in this run
+        content = {}
     starts = {}
     for raw in content.values():
         data = plugin_data_pb2.HParamsPluginData.FromString(raw)
