@@ -210,6 +210,10 @@ def _unknown_key(key: str, line: str | None, overrides: list[str]) -> str:
     parent, missing = ".".join(parts[:depth]), parts[depth]
     where = f"{parent}." if parent else ""
     group = parts[0] if depth >= 1 and is_group(parts[0]) else None
+    if group == "logger" and depth == 1 and missing in group_options("logger"):  # a list group: no single choice
+        chosen = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+        return (f"logger.{missing}.* sets the {missing} logger, which this config does not use (logger="
+                f"[{','.join(chosen)}]); add it: logger=[{','.join([*chosen, missing])}]")
     if group is not None:
         path = ".".join(parts[1: depth + 1])
         hint = elsewhere(group, path, choices.get(group), "this experiment" if with_experiment else "this config")

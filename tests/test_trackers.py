@@ -5,6 +5,7 @@ or backward steps; a missing tracker package is refused before anything is writt
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 
 import rlexp
 from rlexp.config import config_hash, to_container
+from rlexp.errors import ConfigError
+from rlexp.spec import RunSpec
 from rlexp.trackers import chosen
 from rlexp.training.resume import config_for_resume
 
@@ -31,6 +34,15 @@ def test_logger_is_one_option_or_a_list_and_run_only() -> None:
     assert chosen(both) == ["tensorboard", "mlflow"] and both.logger.mlflow.tracking_uri == "http://example:5000"
     assert chosen(rlexp.compose("logger=[]")) == []
     assert config_hash(both) == config_hash(default) == config_hash(rlexp.compose("logger=wandb"))
+
+
+def test_a_setting_of_a_logger_not_chosen_says_how_to_add_it() -> None:
+    with pytest.raises(ConfigError, match=re.escape("logger.wandb.* sets the wandb logger, which this config does not "
+                                                    "use (logger=[tensorboard,csv]); add it: "
+                                                    "logger=[tensorboard,csv,wandb]")):
+        rlexp.compose("logger.wandb.mode=offline")
+    with pytest.raises(ConfigError, match=r"logger.wandb.mode must be online, offline or disabled, got 'ofline'"):
+        RunSpec.of(rlexp.compose("logger=wandb", "logger.wandb.mode=ofline"))
 
 
 def test_resume_takes_the_commands_logger_choice_whole() -> None:
