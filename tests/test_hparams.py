@@ -44,8 +44,9 @@ def test_factors_are_the_jobs_overrides_without_run_only_keys() -> None:
 
 @pytest.mark.slow
 def test_each_sweep_job_logs_its_factors_and_final_metrics(tmp_path: Path) -> None:
-    """Two jobs of a gamma sweep (one rollout each, ~25 s in all on 2 cores): each job's TensorBoard run holds one
-    HParams session with its own gamma and the final metrics of its eval.json; a single run writes none."""
+    """Two jobs of a gamma sweep, one rollout each, and a single run (~40 s on the busy 2-core VM): each job's
+    TensorBoard run holds one HParams session with its own gamma and the final metrics of its eval.json; a single
+    run writes none."""
     sweep = tmp_path / "sweep"
     ok(run_py(*PPO_TINY, "total_steps=128", "algo.gamma=0.9,0.99", f"hydra.sweep.dir={sweep}", multirun=True))
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -69,7 +69,8 @@ def test_a_missing_tracker_package_is_refused_before_anything_is_written(tmp_pat
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """One run with both trackers, killed (SIGKILL) at step 400, after the dump at 384 and the checkpoint at 256,
-    then run again to the end (~40 s on 2 cores). Returns the run directory and trackers.json as the kill left it."""
+    then run again to the end (~60 s on the busy 2-core VM). Returns the run directory and trackers.json as the
+    kill left it."""
     run = tmp_path_factory.mktemp("trackers") / "run"
     cmd = [*BASE, *TRACKED, f"hydra.run.dir={run}"]
     killed = run_py(*cmd, env={"RLEXP_FAULT": "SIGKILL@400"})
