@@ -43,13 +43,14 @@ def test_factors_are_the_jobs_overrides_without_run_only_keys() -> None:
 
 
 @pytest.mark.slow
-def test_each_sweep_job_logs_its_factors_and_final_metrics(tmp_path: Path) -> None:
+def test_each_sweep_job_logs_its_factors_and_final_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two jobs of a gamma sweep, one rollout each, and a single run (~40 s on the busy 2-core VM): each job's
-    TensorBoard run holds one HParams session with its own gamma and the final metrics of its eval.json; a single
-    run writes none."""
+    TensorBoard run holds one HParams session with its own gamma and the final metrics of its eval.json (and, with
+    logger=mlflow, one MLflow run in the sweep directory's shared store); a single run writes none."""
     sweep = tmp_path / "sweep"
-    ok(run_py(*PPO_TINY, "total_steps=128", "algo.gamma=0.9,0.99", f"hydra.sweep.dir={sweep}", multirun=True))
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    ok(run_py(*PPO_TINY, "total_steps=128", "algo.gamma=0.9,0.99", "logger=[tensorboard,csv,mlflow]",
+              f"hydra.sweep.dir={sweep}", multirun=True))
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "mlruns")
     assert len(jobs) == 2, [p.name for p in sweep.iterdir()]
     gammas = []
     for job in jobs:
@@ -64,6 +65,15 @@ def test_each_sweep_job_logs_its_factors_and_final_metrics(tmp_path: Path) -> No
         assert scalars["final/final_distance_mean"] == [(steps, pytest.approx(aggregate["final_distance_mean"]))]
         assert "rollout/ep_rew_mean" in scalars  # SB3's own history stays in the same run
     assert sorted(gammas) == [pytest.approx(0.9), pytest.approx(0.99)]
+
+    # logger=mlflow in a multirun: the jobs share the sweep directory's store, one run each, in one experiment
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=(sweep / "mlruns").as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("ch03_ppo_reach_dense").experiment_id])
+    assert sorted(r.data.params["algo.gamma"] for r in runs) == ["0.9", "0.99"]
+    assert sorted(r.data.tags["rlexp.run_dir"] for r in runs) == [str(job) for job in jobs]
 
     single = tmp_path / "single"
     ok(run_py(*PPO_TINY, "total_steps=128", f"hydra.run.dir={single}"))
