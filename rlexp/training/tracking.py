@@ -7,9 +7,10 @@ model.meta.json as artifacts.
 One tracker run per run directory: its id is kept in the run directory's trackers.json, so a resumed, requeued or
 re-run command continues the same W&B / MLflow run. The steps a run killed after its last checkpoint already
 sent are not sent again: trackers.json holds the last step sent, written before each dump is sent (a kill may
-drop the one dump in flight from a tracker, never repeat one; TensorBoard and progress.csv keep it).
-A tracker that fails while the run trains (network, a full disk) is warned about once and dropped: it never
-stops the training.
+drop the one dump in flight from a tracker, and W&B's service writes asynchronously, so a SIGKILL may lose what it
+had not written yet; never a repeated step; TensorBoard and progress.csv keep every one).
+A tracker that cannot start or fails while the run trains (no login, network, a full disk) is warned about once
+and dropped: it never stops the training.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("rlexp")
 
 FILE_STORE_OPT_IN = "MLFLOW_ALLOW_FILE_STORE"  # MLflow 3's documented opt-out of its file-store refusal
+
 
 def _scalars(key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...] | None]) -> dict[str, float]:
     """What TensorBoard gets of a dump: numbers not excluded from it (SB3 leaves time/total_timesteps out)."""
