@@ -74,6 +74,10 @@ class Tracker:
         """What must stay the same for a later command to continue this tracker run."""
         return {}
 
+    def new_run(self) -> dict[str, Any]:
+        """What a new tracker run records before it starts (an id chosen here survives a kill during the start)."""
+        return {}
+
     def open(self, resumed: bool) -> None:
         raise NotImplementedError
 
@@ -110,6 +114,9 @@ class WandbTracker(Tracker):
     """Weights & Biases through its public SDK: wandb.init with our own run id, run.log at env steps."""
 
     name = "wandb"
+
+    def new_run(self) -> dict[str, Any]:
+        return {"id": uuid.uuid4().hex[:12]}  # W&B run ids: lowercase letters and digits
 
     def open(self, resumed: bool) -> None:
         import wandb
@@ -295,7 +302,7 @@ class Trackers:
             resumed = state.get("lineage") == lineage and all(state.get(k) == v for k, v in tracker.identity().items())
             if not resumed:  # a new tracker run: this run directory's first, or another config's
                 state.clear()
-                state.update(lineage=lineage, step=-1, id=uuid.uuid4().hex[:12], **tracker.identity())
+                state.update(lineage=lineage, step=-1, **tracker.new_run(), **tracker.identity())
             trackers.state[name] = state
             writer = Writer(tracker, int(state.get("step", -1)), trackers.save)
             trackers.save()  # the id first: a kill inside the tracker's start continues the same run
