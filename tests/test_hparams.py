@@ -79,3 +79,16 @@ def test_each_sweep_job_logs_its_factors_and_final_metrics(tmp_path: Path, monke
     ok(run_py(*PPO_TINY, "total_steps=128", f"hydra.run.dir={single}"))
     factors, scalars = _sessions(single)
     assert factors == {} and not any(t.startswith("final/") for t in scalars)
+
+
+def test_a_run_continued_from_a_finished_job_does_not_copy_its_session(tmp_path: Path) -> None:
+    """A fork of a finished sweep job copies its TensorBoard history up to the checkpoint (rlexp.training.tblog), but
+    not its HParams session: the fork is another session, which writes its own when it ends."""
+    from rlexp.training import tblog
+
+    source, fork = tmp_path / "job" / "tb" / "run_1", tmp_path / "fork" / "tb" / "run_1"
+    hparams.write(source, {"algo.gamma": 0.9}, {"success_rate": 0.5, "return_mean": -3.0}, 256)
+    assert _sessions(source.parent.parent)[0] == {"algo.gamma": pytest.approx(0.9)}
+    tblog.keep_until(source, fork, 256)
+    factors, scalars = _sessions(fork.parent.parent)
+    assert factors == {} and scalars["final/success_rate"] == [(256, 0.5)]
