@@ -22,7 +22,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # The periodic evaluation (eval.freq, eval.freq_episodes) is: it acts on its own env and puts back every random
 # state it draws from, so model.zip and eval.json are bitwise the same with it on or off (tests/test_logs.py).
 RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "checkpoint_replay", "tensorboard",
-                 "fast", "objective", "eval.freq", "eval.freq_episodes")
+                 "fast", "objective", "eval.freq", "eval.freq_episodes", "logger")
 HASH_EXCLUDE = (*RUN_ONLY_KEYS, "hydra")
 # Keys added after runs were recorded without them: hashed only when set away from this default, so every
 # earlier run keeps its hash (and is still found, skipped and resumed).
@@ -210,6 +210,10 @@ def _unknown_key(key: str, line: str | None, overrides: list[str]) -> str:
     parent, missing = ".".join(parts[:depth]), parts[depth]
     where = f"{parent}." if parent else ""
     group = parts[0] if depth >= 1 and is_group(parts[0]) else None
+    if group == "logger" and depth == 1 and missing in group_options("logger"):  # a list group: no single choice
+        chosen = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+        return (f"logger.{missing}.* sets the {missing} logger, which this config does not use (logger="
+                f"[{','.join(chosen)}]); add it: logger=[{','.join([*chosen, missing])}]")
     if group is not None:
         path = ".".join(parts[1: depth + 1])
         hint = elsewhere(group, path, choices.get(group), "this experiment" if with_experiment else "this config")

@@ -16,7 +16,7 @@ from typing import Any
 from rlexp import artifacts
 from rlexp.config import HASH_IF_NOT_DEFAULT, RUN_ONLY_KEYS
 from rlexp.errors import ConfigError
-from rlexp.rundir import CKPT_DIR, HYDRA, META, RunDir
+from rlexp.rundir import CKPT_DIR, HYDRA, META, TRACKER_DIRS, RunDir
 
 # Keys that identify a repetition (seed): not part of a "config".
 SEED_KEYS = ("seed", "env.seed")
@@ -88,7 +88,7 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
             if marker.is_dir() and CKPT_DIR not in marker.parts and is_run_dir(marker.parent):
                 found.append(marker.parent.resolve())
         for meta in sorted(path.rglob(META)):
-            if meta.parent.name != CKPT_DIR:
+            if meta.parent.name != CKPT_DIR and not set(meta.relative_to(path).parts) & set(TRACKER_DIRS):
                 found.append(meta.parent.resolve())
     unique = sorted(set(found))
     if not unique:
