@@ -38,7 +38,7 @@ RECORD_FILES = ("model.meta.json", "eval.json", "evaluations.csv", ".hydra/overr
 # name -> (experiment, total_steps, book reference, target, seed, extra overrides)
 Run = tuple[str, int, str, str, int, tuple[str, ...]]
 # The first five ran with SB3's own classes, before the fast path existed, and have their own section of
-# docs/results.md (learning-bench); the rest ran on the fast path (the default), with and without overlap=true
+# docs/results.md (learning-bench); the rest ran with fast=true, with and without overlap=true
 # (learning-fast). One torch thread per run: two runs share the 2 cores (a 2-thread PPO update beside another
 # run ran at 1/8 speed).
 ONE = ("threads=1",)
@@ -88,7 +88,7 @@ NOTES = {
     "checkpoint after its 1.4M evaluation; its 14 periodic evaluations equal push_overlap_s1's digit for digit. "
     "Stopped at 420,088 steps and resumed; a profiler and test runs shared the cores for a few minutes of the "
     "first segment, the rest ran alone at ~570-600 steps/s.",
-    "push_fast_s0": "the default path without overlap, one core, beside the faults bench and test runs on the "
+    "push_fast_s0": "fast=true without overlap, one core, beside the faults bench and test runs on the "
     "other core most of the time; stopped with a checkpoint at 1,685,680 steps. Made on an earlier version of the "
     "fast path, equal to the current one within float tolerance.",
     "push_tqc_s0_first": "the first run of push_tqc_s0's command, in bench/out/push_tqc_s0 (gone with its "
@@ -274,7 +274,7 @@ LEARNING = {
         "Learning checks on the fast path and with overlap=true",
         "`python bench/learning.py table --fast --write docs/results.md` builds this table from each run's "
         "directory (bench/out/NAME) or record (bench/records/NAME); `python bench/learning.py run NAME` trains a "
-        "run. These runs are on the fast path (the default), with and without `overlap=true`. Steps/s and wall "
+        "run. These runs are on the fast path (`fast=true`), with and without `overlap=true`. Steps/s and wall "
         "times depend on what shared the cores (*How each run ran*, below); the throughput sections measure speed.",
     ),
 }

@@ -1,4 +1,5 @@
-"""Throughput of the book's SAC+HER FetchPush-v4 recipe: plain SB3 vs rlexp's default (fast) path, side by side.
+"""Throughput of the book's SAC+HER FetchPush-v4 recipe: plain SB3 vs rlexp (`fast=false`, the default, and
+`fast=true`), with and without `overlap=true`, side by side.
 
     python bench/throughput.py --repeats 3 --steps 12000 --write docs/results.md
     python bench/throughput.py --device cuda --write docs/results.md       # on a GPU machine
@@ -17,7 +18,7 @@ medians of per-repeat ratios. rlexp rows build the model with rlexp.builder.buil
 as rlexp.training does (without its checkpoint and TensorBoard callbacks).
 
 On a shared VM the host's load moves by tens of percent within a minute, more than the differences measured.
-`--concurrent N` therefore runs N pairs of plain SB3 and the default path *at the same time*, one pinned to
+`--concurrent N` therefore runs N pairs of plain SB3 and `fast=true` *at the same time*, one pinned to
 each core (swapped every pair), each timed over the same `--seconds` of wall clock: both see the same host at
 the same moment, as two runs of a sweep filling both cores do.
 """
@@ -146,10 +147,10 @@ def child(mode: str, steps: int, device: str, seconds: float = 0.0) -> dict[str,
         from plain_sb3 import make_model
 
         model = make_model(device)
-    else:  # rlexp[:parts] | rlexp_overlap
+    else:  # rlexp | rlexp_overlap (fast=true, every piece) or rlexp:PARTS | rlexp_overlap:PARTS (only those)
         named = set(filter(None, mode.partition(":")[2].split(",")))
         parts = set(PARTS) if mode in ("rlexp", "rlexp_overlap") else named
-        model = rlexp_model(device, parts, overlap=mode == "rlexp_overlap")
+        model = rlexp_model(device, parts, overlap=mode.startswith("rlexp_overlap"))
     warm = LEARNING_STARTS + 1000
     timer = timer_callback(warm, seconds)
     model.learn(warm + (steps if not seconds else 10**9), callback=timer, progress_bar=False)
@@ -215,7 +216,7 @@ def run_pair(modes: tuple[str, str], seconds: float, device: str, cores: tuple[i
 
 
 def concurrent_table(pairs: int, seconds: float, device: str, against: str = "plain") -> tuple[str, float]:
-    """The default path and `against` (plain SB3, or a mode of the default path without one piece) side by side
+    """`fast=true` and `against` (plain SB3, or `fast=true` without one piece) side by side
     at the same moment; the table and the median ratio."""
     b = "plain" if against == "plain" else "without"
     rows = [f"| pair | cores ({b}, rlexp) | {b} steps/s | rlexp steps/s | {b} CPU s/1k | rlexp CPU s/1k "
@@ -237,7 +238,7 @@ def write_concurrent(args: argparse.Namespace, table: str, ratio: float, load: f
     import stable_baselines3
     import torch
 
-    body = (f"The recipe of the table above; plain SB3 and rlexp's default path run at the same time, one pinned "
+    body = (f"The recipe of the table above; plain SB3 and rlexp with `fast=true` run at the same time, one pinned "
             f"to each core (swapped every pair), each timed over {args.seconds:g} s of wall clock after "
             f"{LEARNING_STARTS + 1000:,} untimed steps; learner on `{args.device}`, one torch thread each. Machine: "
             f"{machine(args.device)}; load average {load:.1f} at start. torch {torch.__version__}, SB3 "
@@ -248,13 +249,6 @@ def write_concurrent(args: argparse.Namespace, table: str, ratio: float, load: f
     write_section(args.write, f"throughput-{kind}-concurrent",
                   f"Throughput: plain SB3 and rlexp at the same moment, one per core ({args.device})", body)
     print(f"wrote {args.write}")
-
-
-def has_overlap() -> bool:
-    sys.path.insert(0, str(ROOT))
-    import rlexp
-
-    return "overlap" in rlexp.compose()
 
 
 def machine(device: str) -> str:
@@ -280,10 +274,10 @@ def main() -> None:
     ap.add_argument("--candidates", action="store_true", help="also measure each fast-path piece alone")
     ap.add_argument("--write", type=Path, help="put the table into this Markdown file (docs/results.md)")
     ap.add_argument("--concurrent", type=int, default=0, metavar="N",
-                    help="instead: N pairs of plain SB3 and the default path run at the same time, one per core")
+                    help="instead: N pairs of plain SB3 and fast=true run at the same time, one per core")
     ap.add_argument("--seconds", type=float, default=0.0, help="with --concurrent: timed wall seconds per run (60)")
     ap.add_argument("--pieces", type=int, default=0, metavar="N",
-                    help="instead: for each fast-path piece, N pairs of the default path and the default path "
+                    help="instead: for each fast-path piece, N pairs of fast=true and fast=true "
                          "without that piece at the same time, one per core (what each piece buys end to end)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -314,7 +308,7 @@ def main() -> None:
         if args.write:
             import torch
 
-            body = (f"For each piece of the default path: the default path and the same path without that piece run "
+            body = (f"For each piece of the fast path: `fast=true` and the same path without that piece run "
                     f"at the same time, one pinned to each core (swapped every pair), each timed over "
                     f"{args.seconds:g} s of wall clock after {LEARNING_STARTS + 1000:,} untimed steps of the recipe "
                     f"above; one torch thread each. A piece stays only if it buys at least 3% (1.03x). Machine: "
@@ -326,10 +320,9 @@ def main() -> None:
             print(f"wrote {args.write}")
         return
 
-    overlap = has_overlap()
-    modes = ["plain", "rlexp", *(["rlexp_overlap"] if overlap else []), "ceiling", "ceiling_fast"]
+    modes = ["plain", "rlexp:", "rlexp", "rlexp_overlap:", "rlexp_overlap", "ceiling", "ceiling_fast"]
     if args.candidates:
-        modes += ["rlexp:", *(f"rlexp:{p}" for p in PARTS)]
+        modes += [f"rlexp:{p}" for p in PARTS]
     results: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
     load = os.getloadavg()[0]
     for r in range(args.repeats):
@@ -346,8 +339,9 @@ def main() -> None:
         return res["steps"] / res["cpu"]
 
     ceil = statistics.median(rate(x) for x in results["ceiling"])
-    labels = {"plain": "plain SB3 (bench/plain_sb3.py)", "rlexp": "rlexp default (fast=true)",
-              "rlexp_overlap": "rlexp overlap=true", "rlexp:": "rlexp fast=false",
+    labels = {"plain": "plain SB3 (bench/plain_sb3.py)", "rlexp:": "rlexp default (fast=false: SB3's classes)",
+              "rlexp": "rlexp fast=true", "rlexp_overlap:": "rlexp overlap=true",
+              "rlexp_overlap": "rlexp overlap=true fast=true",
               **{f"rlexp:{p}": f"only {PART_NAMES[p]}" for p in PARTS}}
     rows = ["| mode | env steps/s (wall) | CPU s per 1k steps | x plain, wall | x plain, steps per CPU-s "
             "| fraction of env ceiling |", "|---|---:|---:|---:|---:|---:|"]
@@ -359,16 +353,15 @@ def main() -> None:
         cpu_k = statistics.median(x["cpu"] / x["steps"] * 1000 for x in runs)
         rows.append(f"| {labels[mode]} | {med:.0f} | {cpu_k:.2f} | {wall_ratio:.2f} | {cpu_ratio:.2f} "
                     f"| {med / ceil:.2f} |")
-        if mode == "rlexp" and not overlap:
-            rows.append("| rlexp overlap=true | skipped: no `overlap` key in this checkout | | | | |")
     for mode, what in (("ceiling", "env ceiling: 8 envs, random actions"),
                        ("ceiling_fast", "env ceiling, Fetch stepped by index")):
         med = statistics.median(rate(x) for x in results[mode])
         cpu_k = statistics.median(x["cpu"] / x["steps"] * 1000 for x in results[mode])
         rows.append(f"| {what} | {med:.0f} | {cpu_k:.2f} | | | {med / ceil:.2f} |")
     per_repeat = []  # the spread behind each median ratio
-    for mode, what, fn in (("rlexp", "the default path's steps per CPU-second", per_cpu),
-                           ("rlexp_overlap", "overlap's wall-clock steps/s", rate)):
+    for mode, what, fn in (("rlexp", "fast=true's steps per CPU-second", per_cpu),
+                           ("rlexp_overlap:", "overlap=true's wall-clock steps/s", rate),
+                           ("rlexp_overlap", "overlap=true fast=true's wall-clock steps/s", rate)):
         if mode in results:
             ratios = ", ".join(f"{fn(x) / fn(p):.2f}" for x, p in zip(results[mode], results["plain"], strict=True))
             per_repeat.append(f"{what} {ratios}")

@@ -64,7 +64,7 @@ def models(batch_size: int) -> dict[str, Any]:
     venv = make_vec_env("FetchPush-v4", n_envs=1)
     kwargs = dict(learning_starts=0, batch_size=batch_size, gamma=0.95, ent_coef=0.05, seed=0,
                   learning_rate=3e-4, policy_kwargs={"net_arch": [256, 256]})  # ch05_her_push's networks
-    built = {"SB3 SAC.train": SAC, "rlexp FastSAC (the default)": FastSAC,
+    built = {"SB3 SAC.train": SAC, "rlexp FastSAC (fast=true)": FastSAC,
              "FastSAC without its direct calls (SB3's module calls and distributions)": FastSAC}
     out = {name: cls("MultiInputPolicy", venv, **kwargs) for name, cls in built.items()}
     calls = out["FastSAC without its direct calls (SB3's module calls and distributions)"]
@@ -132,7 +132,7 @@ def main() -> None:
             times[name].append((time.process_time() - t) / args.steps * 1e3)
     ms = {name: statistics.median(v) for name, v in times.items()}
     base = ms["SB3 SAC.train"]
-    split = profile_split(built["rlexp FastSAC (the default)"], args.steps, args.batch_size)
+    split = profile_split(built["rlexp FastSAC (fast=true)"], args.steps, args.batch_size)
     rate = gemm_rate()
     lines = [
         f"`python bench/update_step.py --rounds {args.rounds} --steps {args.steps}` on {platform.machine()} "

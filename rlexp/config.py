@@ -23,7 +23,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # state it draws from, so model.zip and eval.json are bitwise the same with it on or off (tests/test_logs.py).
 RUN_ONLY_KEYS = ("resume", "progress", "progress_percent", "progress_minutes", "threads", "device", "checkpoint_freq",
                  "checkpoint_replay", "checkpoint_final", "tensorboard", "fast", "objective", "eval.freq",
-                 "eval.freq_episodes")
+                 "eval.freq_episodes", "logger")
 # Keys that change how a run executes and with it float rounding, so results are bitwise equal only with equal
 # values: recorded in model.meta.json and every checkpoint unit as `execution` (rlexp/execution.py), shown by
 # `rlexp diff`; a resume with other values says it is no longer bitwise. threads, device and fast are run-only
@@ -216,6 +216,10 @@ def _unknown_key(key: str, line: str | None, overrides: list[str]) -> str:
     parent, missing = ".".join(parts[:depth]), parts[depth]
     where = f"{parent}." if parent else ""
     group = parts[0] if depth >= 1 and is_group(parts[0]) else None
+    if group == "logger" and depth == 1 and missing in group_options("logger"):  # a list group: no single choice
+        chosen = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+        return (f"logger.{missing}.* sets the {missing} logger, which this config does not use (logger="
+                f"[{','.join(chosen)}]); add it: logger=[{','.join([*chosen, missing])}]")
     if group is not None:
         path = ".".join(parts[1: depth + 1])
         hint = elsewhere(group, path, choices.get(group), "this experiment" if with_experiment else "this config")

@@ -49,8 +49,10 @@ def record(cfg: Any, device: Any) -> dict[str, Any]:
     """What this process executes with (`execution` of a meta record)."""
     import torch
 
-    return {"threads": torch.get_num_threads(), "device": str(device), "fast": bool(cfg.get("fast", True)),
-            "overlap": bool(cfg.get("overlap", False))}
+    from rlexp.fast import Speedups  # its reading of `fast` and `overlap`, defaults included
+
+    speed = Speedups.of(cfg)
+    return {"threads": torch.get_num_threads(), "device": str(device), "fast": speed.fast, "overlap": speed.overlap}
 
 
 def recorded(meta: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,8 @@
     checkpoints/damaged/step_N/    a unit that failed verification, moved aside by the resume that skipped it
     tb/run_1/                      TensorBoard events
     progress.csv                   the same logged scalars as CSV (SB3's logger format)
+    trackers.json                  logger=wandb/mlflow: each tracker's run id and the last step sent to it
+    wandb/                         logger=wandb: W&B's own files (offline-run-* with mode=offline)
     monitor/N.monitor.csv          SB3 Monitor: one row per finished training episode of sub-env N
     evaluations.csv                periodic evaluations (eval.freq): step, wall time, success, return, ...
     evaluations.npz                ... the same in SB3 EvalCallback's format (per-episode returns, lengths)
@@ -46,6 +48,10 @@ TB_DIR = "tb"
 TB_RUN = "run_1"  # one TensorBoard run per run directory; a resumed run continues it
 VIDEOS = "videos"
 PROGRESS = "progress.csv"
+TRACKERS = "trackers.json"
+# Trackers' own folders (logger=mlflow's default file store beside the run directory, logger=wandb's in it): an
+# MLflow artifact copy of eval.json or model.meta.json there is not a run.
+TRACKER_DIRS = ("mlruns", "wandb")
 MONITOR_DIR = "monitor"
 EVALUATIONS = "evaluations.csv"
 EVALUATIONS_NPZ = "evaluations.npz"
@@ -133,6 +139,7 @@ class RunDir:
     tb_run = property(lambda self: self.root / TB_DIR / TB_RUN)
     videos = property(lambda self: self.root / VIDEOS)
     progress = property(lambda self: self.root / PROGRESS)
+    trackers = property(lambda self: self.root / TRACKERS)
     monitor_dir = property(lambda self: self.root / MONITOR_DIR)
     evaluations = property(lambda self: self.root / EVALUATIONS)
     evaluations_npz = property(lambda self: self.root / EVALUATIONS_NPZ)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from rlexp import trackers
 from rlexp.components import current_target
 from rlexp.config import TASKS, did_you_mean, elsewhere, group_options, option_of, parse_seeds
 from rlexp.errors import ConfigError, unwrap_config_errors
@@ -35,6 +36,7 @@ def check_values(cfg: DictConfig) -> None:
     """Cheap checks on plain values, before torch and SB3 are imported (a refusal takes ~1 s, not ~4)."""
     if cfg.task not in TASKS:
         raise ConfigError(f"unknown task {cfg.task!r}; valid tasks: {', '.join(TASKS)}")
+    trackers.check(cfg)  # an unknown logger, or a tracker whose package is missing (with its pip command)
     for key in ("total_steps", "n_envs"):
         if not _positive_int(cfg[key]):
             raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")

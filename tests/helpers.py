@@ -6,10 +6,15 @@ imports them as `from helpers import ...`.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,16 +61,84 @@ def _env() -> dict[str, str]:
 
 
 def run_py(*overrides: str, timeout: float = 600, multirun: bool = False, cwd: Path = ROOT,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """`python run.py OVERRIDES` from the project root (or `cwd`), output captured."""
-    cmd = [sys.executable, str(ROOT / "run.py"), *(["-m"] if multirun else []), *overrides]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**_env(), **(env or {})})
+           env: dict[str, str] | None = None, fresh: bool = False) -> subprocess.CompletedProcess:
+    """`python run.py OVERRIDES` from the project root (or `cwd`), output captured. Forked from the zygote
+    unless `fresh` (a new interpreter: what it imports and prints while importing counts)."""
+    args = [*(["-m"] if multirun else []), *overrides]
+    return _command("script", str(ROOT / "run.py"), args, cwd, {**_env(), **(env or {})}, timeout, fresh)
 
 
-def rlexp_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python -m rlexp ARGS` from the project root."""
-    cmd = [sys.executable, "-m", "rlexp", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=_env())
+def rlexp_cli(*args: str, timeout: float = 600, fresh: bool = False) -> subprocess.CompletedProcess:
+    """`python -m rlexp ARGS` from the project root (`fresh`: as in run_py)."""
+    return _command("module", "rlexp", list(args), ROOT, _env(), timeout, fresh)
+
+
+# ------------------------------------------------------------------ commands through the zygote (tests/zygote.py)
+# Variables read while the libraries are imported: a command whose value differs from the zygote's gets a
+# fresh interpreter. Everything else (RLEXP_*, HYDRA_FULL_ERROR, ...) is read at run time.
+_IMPORT_TIME = ("OMP_", "MKL_", "OPENBLAS_", "MUJOCO_", "PYOPENGL_", "PYTHON", "TORCH", "LD_", "CUDA", "EGL")
+_zygote: dict[str, Any] = {}
+
+
+def _command(kind: str, target: str, args: list[str], cwd: Path, env: dict[str, str],
+             timeout: float, fresh: bool) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, *(["-m", target] if kind == "module" else [target]), *args]
+    base = None if fresh else _start_zygote()
+    if base is None or any(k.startswith(_IMPORT_TIME) for k in set(env) ^ set(base["env"])) or any(
+            env[k] != base["env"][k] for k in env if k in base["env"] and k.startswith(_IMPORT_TIME)):
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    request = json.dumps({"kind": kind, "target": target, "args": args, "cwd": str(cwd), "env": env}).encode()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        conn.connect(base["path"])
+        socket.send_fds(conn, [request], [out_w, err_w])
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+
+    def drain(fd: int) -> None:
+        with os.fdopen(fd, "rb", closefd=True) as f:
+            chunks[fd].append(f.read())
+
+    readers = [threading.Thread(target=drain, args=(fd,), daemon=True) for fd in (out_r, err_r)]
+    for t in readers:
+        t.start()
+    conn.settimeout(timeout)
+    pid = int(conn.recv(64).decode().split()[1])
+    try:
+        reply = conn.recv(64).decode()
+    except TimeoutError:
+        os.kill(pid, signal.SIGKILL)
+        conn.settimeout(60)
+        conn.recv(64)
+        for t in readers:
+            t.join()
+        raise subprocess.TimeoutExpired(cmd, timeout, b"".join(chunks[out_r]), b"".join(chunks[err_r])) from None
+    finally:
+        conn.close()
+    for t in readers:
+        t.join()
+    code = int(reply.split()[1])
+    return subprocess.CompletedProcess(cmd, code, b"".join(chunks[out_r]).decode(errors="replace"),
+                                       b"".join(chunks[err_r]).decode(errors="replace"))
+
+
+def _start_zygote() -> dict[str, Any] | None:
+    """This pytest worker's zygote, started at the first command (None: RLEXP_TEST_ZYGOTE=0)."""
+    if os.environ.get("RLEXP_TEST_ZYGOTE", "1") == "0":
+        return None
+    if not _zygote:
+        folder = Path(tempfile.mkdtemp(prefix="rlexp-zygote-"))
+        env = _env()
+        proc = subprocess.Popen([sys.executable, "-u", str(ROOT / "tests" / "zygote.py"), str(folder / "sock")],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=open(folder / "log", "wb"))
+        assert proc.stdout.readline() == b"ready\n", (folder / "log").read_text()[-3000:]
+        atexit.register(proc.kill)
+        _zygote.update(path=str(folder / "sock"), env=env, proc=proc)
+    return _zygote
 
 
 def read_json(path: Path) -> dict:

@@ -95,7 +95,7 @@ def _error_line(stderr: str) -> str:
 @pytest.mark.parametrize("overrides,text", CLI_ERRORS, ids=[" ".join(c[0]) for c in CLI_ERRORS])
 def test_bad_input_on_the_command_line(tmp_path: Path, overrides: list[str], text: str) -> None:
     before = _listing(tmp_path)
-    proc = run_py(*overrides, "progress=false", cwd=tmp_path, timeout=120)
+    proc = run_py(*overrides, "progress=false", cwd=tmp_path, timeout=120, fresh=True)
     assert proc.returncode == 2, proc.stderr[-3000:]
     line = _error_line(proc.stderr)
     assert text in line, line
@@ -107,7 +107,7 @@ def test_bad_input_on_the_command_line(tmp_path: Path, overrides: list[str], tex
 @pytest.mark.parametrize("sweep,text", [("algo=sac,sacc", "did you mean algo=sac?"),
                                         ("total_steps=64,0", "total_steps must be a positive integer")])
 def test_a_bad_value_in_a_sweep_is_refused_before_any_job_starts(tmp_path: Path, sweep: str, text: str) -> None:
-    proc = run_py(PPO, sweep, "progress=false", multirun=True, cwd=tmp_path, timeout=120)
+    proc = run_py(PPO, sweep, "progress=false", multirun=True, cwd=tmp_path, timeout=120, fresh=True)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert text in _error_line(proc.stderr)
     assert _listing(tmp_path) == [], "no sweep directory: no job started"

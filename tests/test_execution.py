@@ -130,7 +130,7 @@ def test_resume_on_another_core_count_stays_bitwise_and_other_threads_say_so(tmp
     equality is lost; `rlexp diff` shows the threads the two runs executed with."""
     ref, run, fork = tmp_path / "ref", tmp_path / "run", tmp_path / "fork"
     ok(run_py(*ARGS, f"hydra.run.dir={ref}"))
-    assert read_json(ref / "model.meta.json")["execution"] == {"threads": 1, "device": "cpu", "fast": True,
+    assert read_json(ref / "model.meta.json")["execution"] == {"threads": 1, "device": "cpu", "fast": False,
                                                                "overlap": False}
     stopped = run_py(*ARGS, f"hydra.run.dir={run}", env={"RLEXP_FAULT": "SIGTERM@300:step"})
     assert stopped.returncode == 3, stopped.stderr[-2000:]

@@ -30,7 +30,7 @@ OFF = ["algo.learning_starts=200", "algo.buffer_size=5000", "algo.batch_size=32"
 ALGOS = {
     "ppo": ["+experiment=ch03_ppo_reach_dense", "total_steps=1024", "algo.n_steps=128", "algo.batch_size=64",
             "algo.n_epochs=2", "+algo.policy_kwargs.net_arch=[32,32]"],
-    "sac": ["+experiment=ch04_sac_reach_dense", "total_steps=800", *OFF],
+    "sac": ["+experiment=ch04_sac_reach_dense", "total_steps=800", "fast=true", *OFF],  # FastSAC stops exactly too
     "td3": ["+experiment=ch04_sac_reach_dense", "algo=td3", "~algo.ent_coef", "total_steps=800", *OFF],
     "her": ["+experiment=ch05_her_reach", "total_steps=800", *OFF],
     "pixel": ["+experiment=ch09_step2_critic_encoder", "total_steps=240", "algo.learning_starts=100",

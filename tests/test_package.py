@@ -61,7 +61,8 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_wheel_ships_configs_and_plugins(wheel_venv: tuple[Path, Path]) -> None:
     names = set(zipfile.ZipFile(wheel_venv[1]).namelist())
     for needed in ("rlexp/conf/config.yaml", "rlexp/conf/experiment/ch05_her_push.yaml",
-                   "rlexp/conf/env/_base/fetch.yaml", "hydra_plugins/rlexp_launchers/launchers.py"):
+                   "rlexp/conf/env/_base/fetch.yaml", "hydra_plugins/rlexp_launchers/launchers.py",
+                   "rlexp/data/book_results.yaml"):
         assert needed in names, needed
     shipped = {n.removeprefix("rlexp/") for n in names if n.startswith("rlexp/conf/") and n.endswith(".yaml")}
     in_checkout = {str(p.relative_to(ROOT / "rlexp")) for p in (ROOT / "rlexp" / "conf").rglob("*.yaml")}
@@ -85,6 +86,9 @@ def test_installed_wheel_trains_and_evaluates_outside_the_checkout(wheel_venv: t
           "checkpoint_freq=0", f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env)
     assert read_json(run_dir / "eval.json")["n_episodes"] == 2
     assert (run_dir / "model.zip").is_file() and (run_dir / "run.log").is_file()
+    # The summary line quotes the book from the data file shipped in the wheel.
+    assert ("| ch05 SAC+HER Reach, book: 100% ± 0% at 1M (3 seeds) (the book's recipe; this run sets "
+            in (run_dir / "run.log").read_text())
     assert not (tmp_path / "outputs").exists()  # the run went where it was told, nothing else was written
 
     out = tmp_path / "again.json"

@@ -149,3 +149,14 @@ def test_sb3_monitor_results_writer(tmp_path) -> None:  # noqa: ANN001
     env.close()
     lines = (tmp_path / "0.monitor.csv").read_text().splitlines()
     assert lines[0].startswith('#{"t_start"') and lines[1] == "r,l,t" and lines[2].split(",")[1] == "2"
+
+
+def test_atexit_run_exitfuncs() -> None:
+    """tests/zygote.py: a forked command runs its exit handlers through atexit's own runner, then os._exit.
+    (In a child interpreter: in this one it would run pytest's handlers too.)"""
+    import subprocess
+    import sys
+
+    code = "import atexit, os; atexit.register(print, 'ran'); atexit._run_exitfuncs(); os._exit(0)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout == "ran\n", f"atexit._run_exitfuncs no longer runs the registered handlers: {out}"

@@ -255,7 +255,7 @@ def test_full_disk_skips_the_checkpoint_and_keeps_training(tmp_path: Path) -> No
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         run = mnt / "run"
-        cmd = [sys.executable, "run.py", *HER, "total_steps=3200", "checkpoint_freq=400", "tensorboard=false",
+        cmd = [sys.executable, "run.py", *HER, "total_steps=1600", "checkpoint_freq=400", "tensorboard=false",
                f"hydra.run.dir={run}"]
         proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         filler = mnt / "filler"

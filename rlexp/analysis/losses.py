@@ -4,6 +4,10 @@ Sparse pixel Push shows three phases (book ch9, step 3): a plateau where success
 loss FALLS (it fits "failure everywhere" -- a red flag, not progress), a breakout where success climbs
 and both losses RISE (the critic now sees successes it cannot yet predict -- the green light), and
 mastery where success is high, the critic loss falls again and the actor loss turns negative.
+
+A PPO run logs other losses (SB3's train/policy_gradient_loss, train/value_loss, train/entropy_loss): its phases
+are read from those. The final success is eval.json's (the book's deterministic evaluation) when the run has one;
+the training success (rollout/success_rate, stochastic actions, smoothed) is shown beside it.
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ from rlexp.analysis import tb
 from rlexp.analysis.tb import event_files
 from rlexp.errors import ConfigError
 
-TAGS = {
-    "success": "rollout/success_rate",
-    "critic_loss": "train/critic_loss",
-    "actor_loss": "train/actor_loss",
+SUCCESS = "rollout/success_rate"
+# The losses each kind of algorithm logs, as SB3 names them: name -> (tag, panel label).
+OFF_POLICY = {"critic_loss": ("train/critic_loss", "critic loss"), "actor_loss": ("train/actor_loss", "actor loss")}
+PPO = {
+    "policy_gradient_loss": ("train/policy_gradient_loss", "policy gradient loss"),
+    "value_loss": ("train/value_loss", "value loss"),
+    "entropy_loss": ("train/entropy_loss", "entropy loss (-entropy)"),
 }
+TAGS = {"success": SUCCESS, **{k: t for k, (t, _) in (OFF_POLICY | PPO).items()}}
 BREAKOUT, MASTERY = 0.10, 0.90  # success thresholds between the phases
 
 
@@ -34,8 +42,26 @@ def read_scalars(run_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     scalars = tb.read_scalars(run_dir, TAGS.values())
     out = {name: scalars[tag] for name, tag in TAGS.items()}
     if out["success"][0].size == 0:
-        raise ConfigError(f"{run_dir}: no {TAGS['success']} scalars (is this an off-policy goal-env run?)")
+        raise ConfigError(f"{run_dir}: no {SUCCESS} scalars (is this a goal-env run?)")
     return out
+
+
+def loss_set(data: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, tuple[str, str]]:
+    """The losses this run logged: PPO's when it has them and no critic loss, else the off-policy pair."""
+    logged = {name for name, (steps, _) in data.items() if steps.size}
+    return PPO if "critic_loss" not in logged and logged & set(PPO) else OFF_POLICY
+
+
+def evaluated_success(run_dir: Path) -> tuple[float, int | None] | None:
+    """(success rate, episodes) of the run's eval.json, the number `eval` and `report` show; None without one."""
+    from rlexp import artifacts
+    from rlexp.rundir import RunDir
+
+    path = RunDir(run_dir).eval
+    if not path.is_file():
+        return None
+    result = artifacts.read_json(path)
+    return float(result["aggregate"]["success_rate"]), result.get("n_episodes")
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -57,12 +83,18 @@ def _trend(steps: np.ndarray, values: np.ndarray, lo: float, hi: float) -> dict[
         "start": start,
         "end": end,
         "mean": float(v.mean()),
-        "trend": "rising" if end > start * 1.1 + 1e-9 else "falling" if end < start * 0.9 - 1e-9 else "flat",
+        # a change of more than 10% of the start's size, either sign (entropy and actor losses are often negative)
+        "trend": "rising" if end - start > 0.1 * abs(start) + 1e-9 else "falling" if start - end > 0.1 * abs(start)
+        + 1e-9 else "flat",
     }
 
 
-def signature(data: dict[str, tuple[np.ndarray, np.ndarray]], window: int = 10) -> dict[str, Any]:
-    """Phase boundaries from smoothed success, and per phase the loss levels and trends."""
+def signature(data: dict[str, tuple[np.ndarray, np.ndarray]], window: int = 10,
+              evaluated: tuple[float, int | None] | None = None) -> dict[str, Any]:
+    """Phase boundaries from smoothed success, and per phase the loss levels and trends of the losses the run
+    logged (`loss_set`). `final_success` is eval.json's (`evaluated`) when given, else the smoothed training
+    success, which `training_success_end` always holds."""
+    losses = loss_set(data)
     s_steps, s_vals = data["success"]
     success = smooth(s_vals, window)
     last = int(s_steps[-1])
@@ -87,7 +119,7 @@ def signature(data: dict[str, tuple[np.ndarray, np.ndarray]], window: int = 10) 
             "to_step": int(hi),
             "success": _trend(s_steps, success, lo, hi),
         }
-        for key in ("critic_loss", "actor_loss"):
+        for key in losses:
             steps, vals = data[key]
             # The critic loss starts rising shortly BEFORE success does; judge the plateau's trend on its
             # first 90% so that leading edge counts for the breakout, not against the plateau.
@@ -96,11 +128,15 @@ def signature(data: dict[str, tuple[np.ndarray, np.ndarray]], window: int = 10) 
         phases.append(entry)
     return {
         "last_step": last,
-        "final_success": float(success[-1]),
+        "losses": list(losses),
+        "final_success": evaluated[0] if evaluated else float(success[-1]),
+        "final_success_from": "eval.json" if evaluated else SUCCESS,
+        "eval_episodes": evaluated[1] if evaluated else None,
+        "training_success_end": float(success[-1]),
         "breakout_step": t_breakout,
         "mastery_step": t_mastery,
         "phases": phases,
-        "reading": reading(phases),
+        "reading": reading_ppo(phases) if losses is PPO else reading(phases),
     }
 
 
@@ -152,22 +188,42 @@ def reading(phases: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def reading_ppo(phases: list[dict[str, Any]]) -> list[str]:
+    """What a PPO run's losses say per phase: the value loss follows the returns the critic has to fit; the
+    entropy loss is minus the policy's entropy, so it rises as the policy narrows."""
+    lines = []
+    for ph, what in zip(phases, ("success below 10%", "success rising", f"success >= {fmt.percent(MASTERY, 0)}"),
+                        strict=True):
+        if not ph["reached"]:
+            if ph["phase"] == "breakout":
+                lines.append("No breakout yet: success stays below 10%.")
+            continue
+        v, pg, ent = (ph.get(k) or {} for k in ("value_loss", "policy_gradient_loss", "entropy_loss"))
+        narrowing = {"rising": " (the policy narrows)", "falling": " (the policy widens)"}.get(ent.get("trend"), "")
+        lines.append(
+            f"{ph['phase'].capitalize()} {ph['from_step']}-{ph['to_step']}: {what}; value loss "
+            f"{v.get('trend', 'not logged')} (mean {_num(v.get('mean'))}), policy gradient loss mean "
+            f"{_num(pg.get('mean'))}, entropy loss {ent.get('trend', 'not logged')}{narrowing}."
+        )
+    return lines
+
+
 def plot(data: dict[str, tuple[np.ndarray, np.ndarray]], sig: dict[str, Any], out: Path, window: int) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
-    for ax, (name, label) in zip(
-        axes,
-        [("success", "success rate"), ("critic_loss", "critic loss"), ("actor_loss", "actor loss")],
-        strict=True,
-    ):
+    panels = [("success", "success rate (%)")] + [(k, label) for k, (_, label) in loss_set(data).items()]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.7 * len(panels)), sharex=True)
+    for ax, (name, label) in zip(axes, panels, strict=True):
         steps, vals = data[name]
+        scale = 100.0 if name == "success" else 1.0
         if steps.size:
-            ax.plot(steps, vals, alpha=0.3, color="C0")
-            ax.plot(steps, smooth(vals, window), color="C0")
+            ax.plot(steps, scale * vals, alpha=0.3, color="C0", clip_on=name != "success")
+            ax.plot(steps, scale * smooth(vals, window), color="C0", clip_on=name != "success")
+        if name == "success":  # a percent axis ends at 100%
+            ax.set_ylim(0, 100)
         for key, color in (("breakout_step", "C2"), ("mastery_step", "C3")):
             if sig[key] is not None:
                 ax.axvline(sig[key], color=color, linestyle="--", linewidth=1)
@@ -196,24 +252,34 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Report a run's three-phase loss signature (success, critic loss, actor loss) and plot it."""
+    """Report a run's three-phase loss signature (success and its losses: SAC's critic/actor, PPO's policy
+    gradient/value/entropy) and plot it."""
     if args.window < 1:
         raise ConfigError(f"--window must be >= 1, got {args.window}")
     data = read_scalars(args.run_dir)
-    sig = signature(data, args.window)
+    sig = signature(data, args.window, evaluated_success(args.run_dir))
     png = plot(data, sig, args.plot or args.run_dir / "loss_signature.png", args.window)
-    print(f"{args.run_dir}: {sig['last_step']} steps, final success {fmt.percent(sig['final_success'], 0)}")
-    print("| phase | steps | success (start->end) | critic loss (start->end, trend) | actor loss (mean) |")
-    print("|---|---|---|---|---|")
+    training = f"training success at the end {fmt.percent(sig['training_success_end'], 0)} ({SUCCESS}, smoothed)"
+    if sig["final_success_from"] == "eval.json":
+        episodes = f", {sig['eval_episodes']} episodes" if sig["eval_episodes"] else ""
+        final = f"final success {fmt.percent(sig['final_success'], 0)} (eval.json{episodes}); {training}"
+    else:
+        final = f"no eval.json: {training}"
+    print(f"{args.run_dir}: {sig['last_step']} steps, {final}")
+    losses = loss_set(data)
+    print("| phase | steps | success (start->end) | "
+          + " | ".join(f"{label} (start->end, trend)" for _, label in losses.values()) + " |")
+    print("|---|---|---|" + "---|" * len(losses))
     for ph in sig["phases"]:
         if not ph["reached"]:
-            print(f"| {ph['phase']} | not reached | | | |")
+            print(f"| {ph['phase']} | not reached | |" + " |" * len(losses))
             continue
-        s, c, a = ph["success"] or {}, ph["critic_loss"] or {}, ph["actor_loss"] or {}
+        s = ph["success"] or {}
+        cells = [ph[k] or {} for k in losses]
         print(
-            f"| {ph['phase']} | {ph['from_step']}-{ph['to_step']} "
-            f"| {_num(s.get('start'))}->{_num(s.get('end'))} "
-            f"| {_num(c.get('start'))}->{_num(c.get('end'))} {c.get('trend', '')} | {_num(a.get('mean'))} |"
+            f"| {ph['phase']} | {ph['from_step']}-{ph['to_step']} | {_num(s.get('start'))}->{_num(s.get('end'))} | "
+            + " | ".join(f"{_num(c.get('start'))}->{_num(c.get('end'))} {c.get('trend', '')}".rstrip() for c in cells)
+            + " |"
         )
     for line in sig["reading"]:
         print(line)

@@ -1,8 +1,10 @@
 """`python -m rlexp plot PATH...`: learning curves per config from TensorBoard, and a summary bar chart.
 
 Both figures are written as PNG and PDF. Configs are labelled by what differs between them (short factor
-names, with the full keys in a footnote), keep one colour each across both figures, and show the mean over
-seeds with a 95% percentile-bootstrap CI over seeds. Rates (success) are shown in percent.
+names, with the full keys in a footnote), keep one colour each across both figures (curves also one line style
+and marker each, so curves that coincide stay apart), and show the mean over seeds with a 95%
+percentile-bootstrap CI over seeds where there are two seeds or more. Rates (success) are shown in percent, on an
+axis that ends at 100%.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from rlexp.rundir import RunDir
 DEFAULT_TAG = "rollout/success_rate"
 FEW_POINTS = 20  # a curve with at most this many logged points is drawn through them, with markers
 REPS = 1000  # bootstrap resamples for the bands and bars
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
 def short_names(factors: list[str]) -> dict[str, str]:
@@ -108,79 +112,91 @@ def _curve(series: list[tuple[np.ndarray, np.ndarray]], points: int) -> tuple[np
     return grid, np.stack([np.interp(grid, s, v) for s, v in series]), few
 
 
-def run(args: argparse.Namespace) -> int:
-    """Learning curves (mean over seeds, 95% bootstrap band) per config, and a summary bar chart (PNG + PDF)."""
-    import matplotlib
+def styles(n: int) -> list[dict[str, Any]]:
+    """Colour, line style and marker per config: curves that coincide stay apart in print and for readers who
+    do not tell colours apart (four dash patterns and seven markers cycle at different periods)."""
+    import matplotlib.pyplot as plt
 
-    matplotlib.use("Agg")
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [{"color": cmap(i % cmap.N), "linestyle": LINESTYLES[i % len(LINESTYLES)],
+             "marker": MARKERS[i % len(MARKERS)]} for i in range(n)]
+
+
+def seeds_phrase(ns: list[int]) -> str:
+    """How many seeds each config's mean is over and what the band is; with one seed each, neither."""
+    if max(ns) < 2:
+        return "one seed per config"
+    band = f"band: 95% CI of the mean ({CI_BOOTSTRAP})" + ("; configs with one seed have none" if min(ns) < 2 else "")
+    return f"mean over {count(ns, 'seeds')} per config\n{band}"
+
+
+def curves_figure(groups: list[Group], names: list[str], style: dict[str, dict[str, Any]], tag: str,
+                  points: int, note: str) -> tuple[Any, list[str]]:
+    """The learning curves of `tag` per config (and the configs without data); ConfigError when none has any."""
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    if args.points < 2:
-        raise ConfigError(f"--points must be >= 2, got {args.points}")
-    runs = load_runs(args.paths)
-    groups, factors = group_runs(runs)
-    names = labels(groups, factors)
-    cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
-    colors = {g.label: cmap(i % cmap.N) for i, g in enumerate(groups)}
-    note = footnote(factors)
-    out = default_out(args.paths, args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rate = args.tag.endswith("success_rate")
+    rate = tag.endswith("success_rate")
     scale = 100.0 if rate else 1.0
-
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    plotted, no_data, seeds = 0, [], []
+    no_data, seeds = [], []
     for g, name in zip(groups, names, strict=True):
-        series = [read_scalars(RunDir(r.path).tb, [args.tag])[args.tag] for r in g.runs]
+        series = [read_scalars(RunDir(r.path).tb, [tag])[tag] for r in g.runs]
         series = [(s, v) for s, v in series if s.size > 0]
         if not series:
             no_data.append(g.label)
             continue
-        grid, ys, few = _curve(series, args.points)
+        grid, ys, _ = _curve(series, points)
         ys = scale * ys
         mean = ys.mean(axis=0)
         band = bootstrap_mean_band(ys, REPS)
-        color = colors[g.label]
+        st = style[g.label]
+        k = len(seeds)  # markers of dense curves at every ~10th point, shifted per curve so they do not stack
+        every = max(1, grid.size // 10)
         ax.plot(
             grid,
             mean,
-            color=color,
-            marker="o" if few else None,
-            markersize=7 if grid.size == 1 else 4,
+            color=st["color"],
+            linestyle=st["linestyle"],
+            marker=st["marker"],
+            markevery=(k * max(1, every // 4) % every, every) if grid.size > FEW_POINTS else None,
+            markersize=7 if grid.size == 1 else 5,
+            markerfacecolor="none" if k % 2 else st["color"],
             zorder=3 if grid.size == 1 else 2,
+            clip_on=not rate,
             label=f"{name} (n={len(series)})" + (f", logged at {steps_label(grid[0])} only" if grid.size == 1 else ""),
         )
         if band is not None and grid.size > 1:
-            ax.fill_between(grid, band[0], band[1], color=color, alpha=0.2, linewidth=0)
+            ax.fill_between(grid, band[0], band[1], color=st["color"], alpha=0.2, linewidth=0)
         elif band is not None:  # one logged step: the CI as an error bar
-            ax.errorbar(grid, mean, yerr=[mean - band[0], band[1] - mean], color=color, capsize=4, zorder=3)
+            ax.errorbar(grid, mean, yerr=[mean - band[0], band[1] - mean], color=st["color"], capsize=4, zorder=3,
+                        clip_on=not rate)
         seeds.append(len(series))
-        plotted += 1
-    if not plotted:
+    if not seeds:
         plt.close(fig)
-        raise ConfigError(f"no run has TensorBoard data for tag {args.tag!r} (looked in <run>/tb/*/events.*)")
-    what = "success rate (%)" if rate else args.tag
+        raise ConfigError(f"no run has TensorBoard data for tag {tag!r} (looked in <run>/tb/*/events.*)")
     ax.set_xlabel("environment steps")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: steps_label(x)))
-    ax.set_ylabel(what)
-    if rate:
-        ax.set_ylim(-2, 102)
+    ax.set_ylabel("success rate (%)" if rate else tag)
+    if rate:  # the axis ends where the scale does; lines and markers at 0% and 100% are drawn whole
+        ax.set_ylim(0, 100)
     ax.set_title(
-        f"{'Success rate' if rate else 'Training curve'} during training ({args.tag}): "
-        f"mean over {count(seeds, 'seeds')} per config\n"
-        f"band: 95% CI of the mean ({CI_BOOTSTRAP})",
+        f"{'Success rate' if rate else 'Training curve'} during training ({tag}): {seeds_phrase(seeds)}",
         fontsize=10,
     )
     ax.grid(alpha=0.3)
-    if plotted > 6:
+    if len(seeds) > 6:
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     else:
         ax.legend(fontsize=8, loc="best")
     if note:
         _footnote(ax, note)
-    written = _save(fig, out, "curves")
-    plt.close(fig)
+    return fig, no_data
+
+
+def summary_figure(groups: list[Group], names: list[str], style: dict[str, dict[str, Any]], note: str) -> Any:
+    """Final success per config from eval.json: bars with the seeds' 95% CI, value and n; None without any."""
+    import matplotlib.pyplot as plt
 
     bars = []
     for g, name in zip(groups, names, strict=True):
@@ -188,44 +204,66 @@ def run(args: argparse.Namespace) -> int:
         if s["n"]:
             episodes = {r.n_episodes for r in g.runs if r.eval and r.n_episodes}
             bars.append((g, name, s, episodes))
-    if bars:
-        bars.sort(key=lambda b: (-b[2]["mean"], b[1]))
-        fig, ax = plt.subplots(figsize=(8, max(2.5, 0.42 * len(bars) + 1.6)))
-        y = np.arange(len(bars))[::-1]
-        means = np.asarray([100 * s["mean"] for _, _, s, _ in bars])
-        low = np.asarray([100 * s["ci95_low"] if s["ci95_low"] is not None else m for (_, _, s, _), m in
-                          zip(bars, means, strict=True)])
-        high = np.asarray([100 * s["ci95_high"] if s["ci95_high"] is not None else m for (_, _, s, _), m in
-                           zip(bars, means, strict=True)])
-        ax.barh(y, means, color=[colors[g.label] for g, *_ in bars], alpha=0.85)
-        has_ci = np.asarray([s["ci95_low"] is not None for _, _, s, _ in bars])
-        if has_ci.any():  # one seed: no interval, and no zero-width bar that would look like a tight one
-            ax.errorbar(
-                means[has_ci],
-                y[has_ci],
-                xerr=[(means - low)[has_ci], (high - means)[has_ci]],
-                fmt="none",
-                ecolor="black",
-                capsize=3,
-                lw=1,
-            )
-        for yi, m, hi_, (_, _, s, _) in zip(y, means, high, bars, strict=True):
-            n = f"n={s['n']}" + (" (no CI)" if s["ci95_low"] is None else "")
-            ax.text(hi_ + 1.5, yi, f"{fmt.percent(m / 100)}  {n}", va="center", fontsize=8)
-        ax.set_yticks(y, [name for _, name, _, _ in bars], fontsize=8)
-        ax.set_xlim(0, 125)
-        ax.set_xticks(range(0, 101, 20))
-        ax.set_xlabel("final success rate (%)")
-        ax.grid(axis="x", alpha=0.3)
-        eps = set().union(*(e for *_, e in bars))
-        per_run = f", {eps.pop()} eval episodes per run" if len(eps) == 1 else ""
-        ax.set_title(
-            f"Final success rate per config: mean over {count([s['n'] for _, _, s, _ in bars], 'seeds')}"
-            f"{per_run}\nerror bars: 95% CI ({CI_BOOTSTRAP}); n = seeds",
-            fontsize=10,
-        )
-        if note:
-            _footnote(ax, note)
+    if not bars:
+        return None
+    bars.sort(key=lambda b: (-b[2]["mean"], b[1]))
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.42 * len(bars) + 1.6)))
+    y = np.arange(len(bars))[::-1]
+    means = np.asarray([100 * s["mean"] for _, _, s, _ in bars])
+    low = np.asarray([100 * s["ci95_low"] if s["ci95_low"] is not None else m for (_, _, s, _), m in
+                      zip(bars, means, strict=True)])
+    high = np.asarray([100 * s["ci95_high"] if s["ci95_high"] is not None else m for (_, _, s, _), m in
+                       zip(bars, means, strict=True)])
+    ax.barh(y, means, color=[style[g.label]["color"] for g, *_ in bars], alpha=0.85,
+            edgecolor="black", linewidth=0.5)
+    has_ci = np.asarray([s["ci95_low"] is not None for _, _, s, _ in bars])
+    if has_ci.any():  # one seed: no interval, and no zero-width bar that would look like a tight one
+        ax.errorbar(means[has_ci], y[has_ci], xerr=[(means - low)[has_ci], (high - means)[has_ci]], fmt="none",
+                    ecolor="black", capsize=3, lw=1, clip_on=False)
+    for yi, m, (_, _, s, _) in zip(y, means, bars, strict=True):  # right of the axis, which ends at 100%
+        n = f"n={s['n']}" + (" (no CI)" if s["ci95_low"] is None else "")
+        ax.annotate(f"{fmt.percent(m / 100)}  {n}", xy=(1, yi), xycoords=ax.get_yaxis_transform(),
+                    xytext=(8, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_yticks(y, [name for _, name, _, _ in bars], fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.set_xticks(range(0, 101, 20))
+    ax.set_xlabel("final success rate (%)")
+    ax.grid(axis="x", alpha=0.3)
+    eps = set().union(*(e for *_, e in bars))
+    per_run = f", {eps.pop()} eval episodes per run" if len(eps) == 1 else ""
+    ns = [s["n"] for _, _, s, _ in bars]
+    if max(ns) < 2:
+        title = f"Final success rate per config: one seed per config{per_run}"
+    else:
+        title = (f"Final success rate per config: mean over {count(ns, 'seeds')}{per_run}\n"
+                 f"error bars: 95% CI ({CI_BOOTSTRAP}); n = seeds" + ("; none for one seed" if min(ns) < 2 else ""))
+    ax.set_title(title, fontsize=10)
+    if note:
+        _footnote(ax, note)
+    return fig
+
+
+def run(args: argparse.Namespace) -> int:
+    """Learning curves (mean over seeds, 95% bootstrap band) per config, and a summary bar chart (PNG + PDF)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if args.points < 2:
+        raise ConfigError(f"--points must be >= 2, got {args.points}")
+    runs = load_runs(args.paths)
+    groups, factors = group_runs(runs)
+    names = labels(groups, factors)
+    style = {g.label: st for g, st in zip(groups, styles(len(groups)), strict=True)}
+    note = footnote(factors)
+    out = default_out(args.paths, args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fig, no_data = curves_figure(groups, names, style, args.tag, args.points, note)
+    written = _save(fig, out, "curves")
+    plt.close(fig)
+    fig = summary_figure(groups, names, style, note)
+    if fig is not None:
         written += _save(fig, out, "summary")
         plt.close(fig)
     for path in written:

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from rlexp import artifacts, fmt
-from rlexp.analysis.runs import LoadedRun, default_out, group_runs, load_runs
+from rlexp.analysis import book
+from rlexp.analysis.runs import Group, LoadedRun, default_out, group_runs, level, load_runs
 from rlexp.analysis.stats import (
     CI_BOOTSTRAP,
     CI_T,
@@ -95,7 +96,48 @@ def build_report(paths: list[str], reps: int = 2000) -> dict[str, Any]:
                 entry[m]["iqm"], entry[m]["iqm_ci95_low"], entry[m]["iqm_ci95_high"] = iqm[m][g.label]
         report["configs"].append(entry)
     report["configs"].sort(key=lambda c: (-(c["success_rate"]["mean"] or 0), c["success_rate"]["std"] or 0))
+    report["book"], report["book_grid"] = beside_the_book(groups)
     return report
+
+
+def beside_the_book(groups: list[Group]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per config of an experiment the book reports: its measured success beside the book's figures (with the
+    chapter, and the overrides that make it another recipe); for the ch05 grid also the book's figure for the
+    same config, one row per config the sweep ran."""
+    rows, grid = [], []
+    for g in groups:
+        experiment = g.runs[0].experiment
+        e = book.entry(experiment)
+        if e is None:
+            continue
+        steps = sorted({r.steps for r in g.runs if r.steps is not None})
+        success = g.stats["success_rate"]
+        changes = list(dict.fromkeys(c for r in g.runs for c in book.recipe_changes(r.path, e.factors)))
+        rows.append({
+            "label": g.label,
+            "experiment": experiment,
+            "chapter": e.chapter,
+            "what": f"{e.chapter} {e.task}",
+            "steps": steps,
+            "success_mean": success["mean"],
+            "n": success["n"],
+            "book": e.line_for(g.runs[0].config),
+            "book_notes": e.notes,
+            "recipe_changes": changes,
+        })
+        figure = book.grid_row(e, g.runs[0].config)
+        if figure is not None:
+            grid.append({
+                "label": g.label,
+                "factors": {f: g.runs[0].config.get(f) for f in e.factors},
+                "book_success_mean": figure,
+                "book_seeds": e.results[0].seeds,
+                "success_mean": success["mean"],
+                "n": success["n"],
+                "n_book_configs": len(e.configs),
+            })
+    grid.sort(key=lambda r: -r["book_success_mean"])
+    return rows, grid
 
 
 def _missing_line(run: LoadedRun) -> str:
@@ -168,9 +210,40 @@ def report_markdown(report: dict[str, Any]) -> str:
             w("| | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols) + "\n")
             for a, row in t["cells"].items():
                 w(f"| {a} | " + " | ".join(value(sr, row[b]) for b in cols) + " |\n")
+    _book_markdown(report, w)
     for warning in report["warnings"]:
         w(f"\nwarning: {warning}\n")
     return out.getvalue()
+
+
+def _book_markdown(report: dict[str, Any], w: Any) -> None:
+    """The "beside the book" sections of report.md (from report["book"] and report["book_grid"])."""
+    rows = report.get("book") or []
+    if not rows:
+        return
+    sr = "success_rate"
+    w("\n## Beside the book\n\n"
+      "The book's reported results (rlexp/data/book_results.yaml) for the experiment each config comes from. They "
+      "are for the book's recipe at the steps they name; a config that sets other keys is another run.\n\n")
+    w("| config | steps | success (seeds) | book | recipe |\n|---|---|---|---|---|\n")
+    for r in rows:
+        steps = ", ".join(f"{s:,}" for s in r["steps"]) or "-"
+        recipe = ("sets " + ", ".join(f"`{c}`" for c in r["recipe_changes"])) if r["recipe_changes"] else "the book's"
+        w(f"| {r['label']} | {steps} | {value(sr, r['success_mean'])} ({r['n']}) | {r['book']} | {recipe} |\n")
+    notes = {r["what"]: r["book_notes"] for r in rows if r["book_notes"]}
+    if notes:
+        w("\n" + "".join(f"- {what}: {note}\n" for what, note in notes.items()))
+    grid = report.get("book_grid") or []
+    if grid:
+        names = list(grid[0]["factors"])
+        w(f"\n### The book's per-config table beside this sweep\n\n{len(grid)} of the book's "
+          f"{grid[0]['n_book_configs']} configs are in this sweep; the book's column is its mean over "
+          f"{grid[0]['book_seeds']} seeds, as printed.\n\n")
+        w("| " + " | ".join(names) + " | book | this sweep (seeds) | Δ |\n|" + "---|" * (len(names) + 3) + "\n")
+        for r in grid:
+            d = delta(sr, r["success_mean"] - r["book_success_mean"]) if r["success_mean"] is not None else "-"
+            w("| " + " | ".join(level(r["factors"][f]) for f in names)
+              + f" | {value(sr, r['book_success_mean'])} | {value(sr, r['success_mean'])} ({r['n']}) | {d} |\n")
 
 
 def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from typing import Any
 from rlexp import artifacts
 from rlexp.config import HASH_IF_NOT_DEFAULT, RUN_ONLY_KEYS
 from rlexp.errors import ConfigError
-from rlexp.rundir import CKPT_DIR, HYDRA, META, RunDir
+from rlexp.rundir import CKPT_DIR, HYDRA, META, TRACKER_DIRS, RunDir
 
 # Keys that identify a repetition (seed): not part of a "config".
 SEED_KEYS = ("seed", "env.seed")
@@ -49,6 +49,7 @@ class LoadedRun:
     eval: dict[str, Any] | None = None  # eval.json aggregate, None if the run has not finished
     checkpoint_step: int | None = None
     n_episodes: int | None = None  # eval episodes behind `eval`
+    steps: int | None = None  # env steps trained (model.meta.json), None before the run saved its model
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -87,7 +88,7 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
             if marker.is_dir() and CKPT_DIR not in marker.parts and is_run_dir(marker.parent):
                 found.append(marker.parent.resolve())
         for meta in sorted(path.rglob(META)):
-            if meta.parent.name != CKPT_DIR:
+            if meta.parent.name != CKPT_DIR and not set(meta.relative_to(path).parts) & set(TRACKER_DIRS):
                 found.append(meta.parent.resolve())
     unique = sorted(set(found))
     if not unique:
@@ -98,14 +99,57 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     return unique
 
 
-def _experiment_of(run_dir: Path) -> str | None:
-    hydra_file = run_dir / ".hydra" / "hydra.yaml"
-    if hydra_file.is_file():
-        from omegaconf import OmegaConf
+def hydra_record(run_dir: Path) -> Any:
+    """The Hydra node a run's command recorded in .hydra/hydra.yaml (choices, overrides, cwd), None without one."""
+    hydra_file = run_dir / HYDRA / "hydra.yaml"
+    if not hydra_file.is_file():
+        return None
+    from omegaconf import OmegaConf
 
-        choice = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices.experiment")
-        if choice:
-            return str(choice)
+    return OmegaConf.load(hydra_file)
+
+
+def source_of(run_dir: Path) -> Path | None:
+    """The run directory a fork was started from: model.meta.json's `forked_from`, else (a fork still in its
+    first checkpoint interval) the `resume=` of the command recorded in .hydra/, relative to its working
+    directory. None for a run started fresh (a resume in place keeps its own .hydra/)."""
+    meta = RunDir(run_dir).meta
+    if meta.is_file():
+        forked = artifacts.read_json(meta).get("forked_from")
+        if forked:
+            return Path(forked)
+    node = hydra_record(run_dir)
+    if node is None:
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    lines = [o for o in OmegaConf.select(node, "hydra.overrides.task", default=[]) or []
+             if o.split("=", 1)[0].lstrip("+") == "resume"]
+    resume = OverridesParser.create().parse_override(lines[-1]).value() if lines else None  # quotes removed
+    if not resume:
+        return None
+    path = Path(str(resume)).expanduser()
+    if not path.is_absolute():
+        path = Path(str(OmegaConf.select(node, "hydra.runtime.cwd", default=".") or ".")) / path
+    return RunDir.of_checkpoint_zip(path).root if path.suffix == ".zip" else path.resolve()
+
+
+def experiment_of(run_dir: Path) -> str | None:
+    """The experiment a run was made from: its command's `+experiment=`, else that of the run it was forked
+    from (a fork's command names only `resume=`; it trains its source's recorded config), followed back."""
+    seen: set[Path] = set()
+    current: Path | None = Path(run_dir).resolve()
+    while current is not None and current not in seen:
+        seen.add(current)
+        node = hydra_record(current)
+        if node is not None:
+            from omegaconf import OmegaConf
+
+            choice = OmegaConf.select(node, "hydra.runtime.choices.experiment", default=None)
+            if choice:
+                return str(choice)
+        current = source_of(current)
     return None
 
 
@@ -126,26 +170,34 @@ def run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def load_run(run_dir: Path) -> LoadedRun:
-    run = LoadedRun(run_dir, flatten(run_config(run_dir)), _experiment_of(run_dir))
+    run = LoadedRun(run_dir, flatten(run_config(run_dir)), experiment_of(run_dir))
+    meta_file = RunDir(run_dir).meta
+    meta = artifacts.read_json(meta_file) if meta_file.is_file() else {}
+    run.steps = meta.get("total_steps")
     eval_file = RunDir(run_dir).eval
     if eval_file.is_file():
         result = artifacts.read_json(eval_file)
         run.eval = result["aggregate"]
         run.n_episodes = result.get("n_episodes")
-        meta = RunDir(run_dir).meta
-        if meta.is_file():
-            meta_hash = artifacts.read_json(meta).get("config_hash")
-            if result.get("config_hash") and meta_hash and result["config_hash"] != meta_hash:
-                run.warnings.append(
-                    f"{run_dir}: eval.json config_hash {result['config_hash']} != model.meta.json {meta_hash}"
-                )
+        meta_hash = meta.get("config_hash")
+        if result.get("config_hash") and meta_hash and result["config_hash"] != meta_hash:
+            run.warnings.append(
+                f"{run_dir}: eval.json config_hash {result['config_hash']} != model.meta.json {meta_hash}"
+            )
     steps = [(c.step, c.zip) for c in RunDir(run_dir).checkpoints()]
     run.checkpoint_step = steps[-1][0] if steps else None
     return run
 
 
 def load_runs(paths: Iterable[str | Path]) -> list[LoadedRun]:
-    return [load_run(p) for p in find_run_dirs(list(paths))]
+    """The runs at or below paths. A run whose experiment cannot be traced (a fork whose source was moved away)
+    takes the experiment of a run with the same config, so it is labelled and grouped with it."""
+    runs = [load_run(p) for p in find_run_dirs(list(paths))]
+    known = {r.group_items: r.experiment for r in runs if r.experiment is not None}
+    for run in runs:
+        if run.experiment is None:
+            run.experiment = known.get(run.group_items)
+    return runs
 
 
 @dataclass

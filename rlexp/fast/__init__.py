@@ -5,7 +5,7 @@ The builder asks `Speedups.of(cfg)` once and uses what it returns; evaluation en
 calls `fetch_index.install` inside each env process. Turned off (`fast=false`, `overlap=false`), a run is
 plain SB3 classes, bitwise.
 
-- `fast=true` (default): `FastSAC` (rlexp/fast/sac.py) for SB3's exact `SAC` class (the same update, fewer
+- `fast=true` (opt-in): `FastSAC` (rlexp/fast/sac.py) for SB3's exact `SAC` class (the same update, fewer
   operations, within float tolerance) and Fetch envs stepped by index (rlexp/fast/fetch_index.py, bitwise).
 - `overlap=true`: SAC/TD3 step the envs in a worker process while the gradient step runs
   (rlexp/fast/overlap.py; action t+1 is chosen one update earlier).

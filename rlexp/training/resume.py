@@ -202,7 +202,7 @@ def config_for_resume(cfg: DictConfig, meta: dict[str, Any], overrides: list[str
         if given is None or key in given:
             value = OmegaConf.select(cfg, key)
             OmegaConf.update(merged, key, OmegaConf.to_container(value) if OmegaConf.is_config(value) else value,
-                             force_add=True)
+                             merge=False, force_add=True)  # `logger=mlflow` replaces the recorded choice
     return merged
 
 

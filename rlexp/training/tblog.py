@@ -48,7 +48,7 @@ def keep_until(source: Path, target: Path, step: int) -> int:
     seen: set[tuple[str, int]] = set()
     kept = []
     for event in _events(source) if source.exists() else []:
-        if not event.HasField("summary") or event.step > step:
+        if not event.HasField("summary") or event.step > step or _hparams(event):
             continue
         tags = tuple(v.tag for v in event.summary.value)
         key = (",".join(tags), int(event.step))
@@ -68,6 +68,11 @@ def keep_until(source: Path, target: Path, step: int) -> int:
     for path in old_files:
         path.unlink(missing_ok=True)
     return len(kept)
+
+
+def _hparams(event: Any) -> bool:
+    """A finished sweep job's HParams session (rlexp.training.hparams): a run continued from it is another session."""
+    return any(v.metadata.plugin_data.plugin_name == "hparams" for v in event.summary.value)
 
 
 def clear(target: Path) -> None:

@@ -18,6 +18,7 @@ from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from rlexp import artifacts, diskfull, execution, validate
+from rlexp.analysis import book
 from rlexp.builder import build
 from rlexp.components import current_target
 from rlexp.config import to_container
@@ -27,9 +28,11 @@ from rlexp.fast import Speedups, algo_name
 from rlexp.rundir import RunDir, RunLock, meta_of, remove
 from rlexp.spec import RunSpec
 from rlexp.status import ALREADY_FINISHED, Status, Summary
-from rlexp.training import checkpoint, faults, logs, progress, resume, tblog
+from rlexp.trackers import chosen as chosen_loggers
+from rlexp.training import checkpoint, faults, hparams, logs, progress, resume, tblog
 from rlexp.training.callbacks import CheckpointCallback, ReplayDiagnosticsCallback, StopFlag
 from rlexp.training.periodic_eval import Clock, PeriodicEval
+from rlexp.training.tracking import Trackers
 
 log = logging.getLogger("rlexp")
 
@@ -105,12 +108,14 @@ class MetaWriter:
         artifacts.write_json(meta_of(zip_path), self.meta(zip_path, extra))
 
 
-def _attach_loggers(model: BaseAlgorithm, start: resume.Start) -> None:
-    """progress.csv (cut back to the checkpoint by logs.prepare) and one TensorBoard run per run directory:
-    fresh runs start it empty, resumed runs continue it from the checkpoint's step (a fork copies the
-    original's history up to there)."""
-    formats: list[KVWriter] = [logs.ProgressCSV(start.run_dir.progress)]
-    if start.cfg.tensorboard:
+def _attach_loggers(model: BaseAlgorithm, start: resume.Start, trackers: Trackers) -> None:
+    """What `logger` chose: progress.csv (cut back to the checkpoint by logs.prepare), one TensorBoard run per run
+    directory (fresh runs start it empty, resumed runs continue it from the checkpoint's step; a fork copies the
+    original's history up to there), and the trackers' writers (rlexp.training.tracking)."""
+    chosen = chosen_loggers(start.cfg)
+    formats: list[KVWriter] = [logs.ProgressCSV(start.run_dir.progress)] if "csv" in chosen else []
+    formats.extend(trackers.writers)
+    if _tensorboard(start.cfg):
         tb = start.run_dir.tb_run
         if start.checkpoint is None:
             tblog.clear(tb)
@@ -172,6 +177,10 @@ def _restore(model: BaseAlgorithm, start: resume.Start, source: RunLock | None) 
                     "uninterrupted run", start.checkpoint.zip.name, why)
 
 
+def _tensorboard(cfg: DictConfig) -> bool:
+    return bool(cfg.tensorboard) and "tensorboard" in chosen_loggers(cfg)
+
+
 def steps_trained(model: BaseAlgorithm, total_steps: int) -> tuple[int, str | None]:
     """The step count learn() will end at, and why it differs from total_steps (SB3 stops on whole rollouts)."""
     n_envs = model.get_env().num_envs
@@ -209,7 +218,7 @@ def header(start: resume.Start, model: BaseAlgorithm) -> str:
         f"device         {model.device} (torch threads: {torch.get_num_threads()}, "
         f"{execution.header_note(cfg.threads)}); seed {cfg.seed}; final eval {len(start.spec.eval_seeds)} episodes",
         f"checkpoints    {ckpts}",
-        f"tensorboard    {f'tensorboard --logdir {start.run_dir.tb}' if cfg.tensorboard else 'off'}",
+        f"tensorboard    {f'tensorboard --logdir {start.run_dir.tb}' if _tensorboard(cfg) else 'off'}",
         *([f"periodic eval  every {cfg.eval.freq:,} steps on {len(periodic_seeds(start))} episodes -> "
            f"{start.run_dir.evaluations.name}, {start.run_dir.best.name}"] if cfg.eval.get("freq") else []),
     ])
@@ -305,7 +314,8 @@ def train(spec: RunSpec | DictConfig, run_dir: str | Path) -> Summary:
             _set_aside_damaged(start)
             if start.kind in ("fresh", "resume") and (start.kind == "fresh" or start.fork) and record_config:
                 record_config(run, start.cfg)
-            return _run(start, stop, lock, source)
+            with Trackers.open(start) as trackers:  # logger=wandb/mlflow: one tracker run per run directory
+                return trackers.ended(_run(start, stop, lock, source, trackers))
     except ConfigError:
         # Refused after writing began (e.g. a checkpoint that fails to restore into a fork): in a directory that
         # held nothing before, everything there is this command's, and no checkpoint or model was made yet.
@@ -385,7 +395,7 @@ def _skipped(start: resume.Start) -> Summary:
     return summary
 
 
-def _run(start: resume.Start, stop: StopFlag, lock: RunLock, source: RunLock | None = None) -> Summary:
+def _run(start: resume.Start, stop: StopFlag, lock: RunLock, source: RunLock | None, trackers: Trackers) -> Summary:
     cfg, run = start.cfg, start.run_dir
     fault = faults.injector()
     if start.kind == "evaluate":
@@ -400,7 +410,7 @@ def _run(start: resume.Start, stop: StopFlag, lock: RunLock, source: RunLock | N
         if start.checkpoint is not None:
             _restore(model, start, source)
             log.info("resuming %s from step %d in %s", start.checkpoint.zip, model.num_timesteps, run.root)
-        _attach_loggers(model, start)
+        _attach_loggers(model, start, trackers)
         log.info("%s", header(start, model))
         writer = MetaWriter(start)
         writer.model, writer.steps0 = model, model.num_timesteps
@@ -450,6 +460,9 @@ def _run(start: resume.Start, stop: StopFlag, lock: RunLock, source: RunLock | N
         model.get_env().close()
     lock.check()
     artifacts.write_json(run.eval, result)
+    trackers.finish(result["aggregate"], int(model.num_timesteps), [run.eval, run.meta])  # final/*, MLflow artifacts
+    if _tensorboard(cfg):
+        hparams.log_sweep_job(run.tb_run, result["aggregate"], int(model.num_timesteps))  # a multirun job's HParams
     return _summary(Status.DONE, run, step=int(model.num_timesteps), steps_per_sec=steps_per_sec,
                     **_metrics(result["aggregate"]))
 
@@ -482,4 +495,4 @@ def summary_line(summary: Summary) -> str:
                 "Re-run the same command to start again")
     dist = f" | final distance {s.final_distance_mean * 1000:.1f} mm" if s.final_distance_mean is not None else ""
     return (f"success {s.success_rate:.0%} | return {s.return_mean:.2f} ± {s.return_std:.2f}{dist} | {s.step} steps "
-            f"at {s.steps_per_sec} steps/s | artifacts: {s.run_dir}")
+            f"at {s.steps_per_sec} steps/s | artifacts: {s.run_dir}" + book.summary_note(s.run_dir, s.step))

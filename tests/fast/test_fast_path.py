@@ -1,4 +1,4 @@
-"""fast=true (the default): the same update as plain SB3 SAC+HER on Fetch, with fewer operations.
+"""fast=true: the same update as plain SB3 SAC+HER on Fetch, with fewer operations.
 
 Fetch observations and HER batches are bitwise those of gymnasium-robotics and SB3; a FastSAC gradient step
 equals SAC's within float tolerance (fused Adam rounds differently); checkpoints are interchangeable.
@@ -399,9 +399,9 @@ def test_fast_sac_saved_and_loaded_by_sb3_keeps_updating_its_own_networks(tmp_pa
 
 
 def test_fast_is_a_run_only_key_and_swaps_classes_at_build() -> None:
-    cfg = rlexp.compose(*HER_TINY)
-    off = rlexp.compose(*HER_TINY, "fast=false")
-    assert cfg.fast is True and config_hash(cfg) == config_hash(off)
+    cfg = rlexp.compose(*HER_TINY, "fast=true")
+    off = rlexp.compose(*HER_TINY)
+    assert cfg.fast is True and off.fast is False and config_hash(cfg) == config_hash(off)
     assert cfg.algo._target_ == "stable_baselines3.SAC"  # the recorded config names SB3's classes
     fast_model, plain_model = build(cfg), build(off)
     try:
@@ -429,7 +429,7 @@ def test_fast_is_a_run_only_key_and_swaps_classes_at_build() -> None:
 def test_a_checkpoint_written_fast_resumes_with_plain_sb3(tmp_path: Path) -> None:
     """Checkpoints are interchangeable: a fast run's step-200 checkpoint continues under fast=false."""
     run, fork = tmp_path / "run", tmp_path / "fork"
-    ok(run_py(*HER_TINY, "total_steps=400", f"hydra.run.dir={run}"))
+    ok(run_py(*HER_TINY, "total_steps=400", "fast=true", f"hydra.run.dir={run}"))
     ok(run_py(f"resume={run}/checkpoints/step_200.zip", "total_steps=400", "fast=false", "progress=false",
               f"hydra.run.dir={fork}"))
     assert "FastSAC + HerReplayBuffer" in (run / "run.log").read_text()
