@@ -205,8 +205,22 @@ class TrialLink:
                 storage.get_study_id_from_name(self.study_name), self.number)
         return self._study
 
-    def report(self, step: int, metrics: Mapping[str, Any]) -> bool:
-        """Report an evaluation at `step`; True if the pruner stops this trial (the run checkpoints, stops)."""
+    def catch_up(self, rows: list[Mapping[str, Any]]) -> None:
+        """Report the evaluations of a resumed run's table that the trial does not hold (the run stopped between
+        writing a row and reporting it). Values from the table (6 significant digits); no pruning decision."""
+        try:
+            self.study()
+            held = self._storage.get_trial(self._trial_id).intermediate_values
+        except Exception as exc:  # noqa: BLE001 - as in report
+            log.warning("trial %d: could not read study %s (%s)", self.number, self.study_name, exc)
+            return
+        for row in rows:
+            if int(row["step"]) not in held:
+                self.report(int(row["step"]), row, decide=False)
+
+    def report(self, step: int, metrics: Mapping[str, Any], decide: bool = True) -> bool:
+        """Report an evaluation at `step`; True if the pruner stops this trial (the run checkpoints, stops).
+        `decide=False`: only record it."""
         from optuna.exceptions import UpdateFinishedTrialError
 
         value = objective(self.objective, metrics)
@@ -216,6 +230,8 @@ class TrialLink:
             study = self.study()
             storage = self._storage
             _retrying("report", lambda: storage.set_trial_intermediate_value(self._trial_id, int(step), value))
+            if not decide:
+                return False
             frozen = _retrying("read trial", lambda: storage.get_trial(self._trial_id))
             prune = bool(study.pruner.prune(study, frozen))
         except UpdateFinishedTrialError:

@@ -406,9 +406,11 @@ def _run(start: resume.Start, stop: StopFlag, lock: RunLock, source: RunLock | N
             callbacks.append(ReplayDiagnosticsCallback(cfg.diagnostics.freq, cfg.diagnostics.n_samples))
         trial = hpo.TrialLink.of(cfg)  # an Optuna trial: each evaluation is reported, its pruner may stop the run
         pruned: dict[str, Any] = {}
+        if trial is not None:  # evaluations a resumed run keeps that its trial lacks (a stop between the two)
+            trial.catch_up(rows)
         if cfg.eval.get("freq"):
             def report(step: int, row: dict[str, Any]) -> None:
-                if trial is not None and not stop.requested and trial.report(step, row):
+                if trial is not None and trial.report(step, row) and not stop.requested:
                     pruned.update(step=step, value=hpo.objective(trial.objective, row), trial=trial.number,
                                   study=trial.study_name, storage=trial.spec, time=artifacts.utc_now())
                     stop.request("pruned")
