@@ -119,7 +119,8 @@ def test_trial_link_reports_prunes_and_tells(tmp_path: Path, kind: str) -> None:
 
 
 def test_bad_search_input_is_refused(tmp_path: Path) -> None:
-    """Refused with one line and exit 2 before the study or its folder exist: an unknown objective, a bad storage."""
+    """Refused with one line and exit 2 before the study or its folder exist: an unknown objective, a bad storage,
+    a SLURM launcher that would not wait for the trials."""
     line = "error: unknown objective 'accuracy'; choose one of: success_rate, return, neg_final_distance"
     proc = run_py("objective=accuracy", "total_steps=100", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [line], proc.stderr
@@ -130,6 +131,11 @@ def test_bad_search_input_is_refused(tmp_path: Path) -> None:
                      f"hydra.sweep.dir={tmp_path / 'hpo'}", multirun=True)
     assert storage.returncode == 2 and len(storage.stderr.strip().splitlines()) == 1, storage.stderr
     assert "hydra.sweeper.storage='x.db'" in storage.stderr
+    nowait = run_py("hparams_search=her_push_optuna", "+experiment=ch05_her_reach", "hydra/launcher=slurm",
+                    "hydra.launcher.wait=false", f"hydra.sweep.dir={tmp_path / 'hpo'}", multirun=True)
+    assert nowait.returncode == 2 and nowait.stderr.strip().splitlines() == [
+        "error: hydra.launcher.wait=false: a search tells each batch's results to its study before it asks the next, "
+        "so it waits for its jobs; drop wait=false"], nowait.stderr
     assert not (tmp_path / "hpo").exists()
 
 

@@ -7,7 +7,7 @@ Requeue and cancel through `hydra/launcher=submitit_slurm` (our launcher under t
 job of two tiny runs (2048 and 200000 steps, so neither ends before its signal): task 0 gets the time-limit
 signal (USR2) mid-training and must be requeued by SLURM, resume from its checkpoint and complete; task 1 is
 `scancel`ed mid-training and must stay cancelled (checkpoint written, no requeue). `sacct` must show both
-tasks ran through SLURM.
+tasks ran through SLURM. An Optuna search whose trials run as SLURM arrays sharing one journal-file study.
 """
 
 from __future__ import annotations

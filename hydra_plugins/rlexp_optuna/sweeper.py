@@ -73,6 +73,9 @@ class RlexpOptunaSweeper(Sweeper):
         hpo.check(self.config.get("objective"))
         if self.direction not in ("maximize", "minimize"):
             raise ConfigError(f"hydra.sweeper.direction={self.direction!r}: choose maximize or minimize")
+        if getattr(self.launcher, "wait", True) is False:
+            raise ConfigError("hydra.launcher.wait=false: a search tells each batch's results to its study before it "
+                              "asks the next, so it waits for its jobs; drop wait=false")
         if self.n_trials < 1 or self.n_jobs < 1:
             raise ConfigError(f"hydra.sweeper.n_trials ({self.n_trials}) and n_jobs ({self.n_jobs}) must be >= 1")
         params = OmegaConf.to_container(self.params, resolve=True) if OmegaConf.is_config(self.params) else \

@@ -28,6 +28,7 @@ class TrialState:
     pruned_at: int | None
     run_dir: str
     params: dict[str, Any]
+    best: bool = False  # the study's best trial (by its direction)
 
 
 def study_specs(root: Path) -> list[str]:
@@ -56,12 +57,16 @@ def trials(root: Path) -> list[TrialState]:
         storage = hpo.open_storage(spec)
         for name in optuna.study.get_all_study_names(storage):
             study = optuna.load_study(study_name=name, storage=storage)
+            try:
+                best = study.best_trial.number
+            except ValueError:  # no trial complete yet
+                best = None
             for t in study.get_trials(deepcopy=False):
                 state = t.state.name.lower()
                 step = max(t.intermediate_values) if t.intermediate_values else None
                 out.append(TrialState(study=name, number=t.number, state=state, value=t.value, step=step,
                                       pruned_at=step if state == "pruned" else None,
-                                      run_dir=hpo.trial_dir(t.number), params=dict(t.params)))
+                                      run_dir=hpo.trial_dir(t.number), params=dict(t.params), best=t.number == best))
     return out
 
 
@@ -73,9 +78,7 @@ def render(rows: list[TrialState], n_trials: int | None = None) -> list[str]:
     total = f"{len(rows)}/{n_trials}" if n_trials else str(len(rows))
     studies = sorted({r.study for r in rows})
     lines = [f"study {', '.join(studies)}: {total} trials -- " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)]
-    done = [r for r in rows if r.state == "complete" and r.value is not None]
-    if done:
-        best = max(done, key=lambda r: r.value)  # type: ignore[arg-type,return-value]
+    for best in [r for r in rows if r.best and r.value is not None]:
         lines.append(f"best: trial {best.number} ({best.run_dir}) value {best.value:.6g}")
     lines.append(f"{'trial':>5}  {'state':<9}  {'value':>10}  {'step':>10}  run directory")
     for r in rows:
