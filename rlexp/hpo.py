@@ -150,15 +150,21 @@ class StudyLock(RunLock):
         super().__init__(file.with_name(file.name + ".lock"), file.with_name(file.name + ".lease"))
 
 
+def _finished_error() -> type[Exception]:
+    """Optuna's error for a value sent to a finished trial: UpdateFinishedTrialError (a RuntimeError) in newer
+    releases, a plain RuntimeError in 4.0."""
+    import optuna.exceptions
+
+    return getattr(optuna.exceptions, "UpdateFinishedTrialError", RuntimeError)
+
+
 def _retrying(what: str, fn: Callable[[], Any], tries: int = 5) -> Any:
     """A storage call, tried again on a transient error (a locked SQLite file, a busy journal lock)."""
     for attempt in range(tries):
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - storage backends raise their own error types
-            from optuna.exceptions import UpdateFinishedTrialError
-
-            if isinstance(exc, UpdateFinishedTrialError) or attempt == tries - 1:
+            if isinstance(exc, _finished_error()) or attempt == tries - 1:
                 raise
             log.debug("%s: %s; trying again", what, exc)
             time.sleep(0.5 * (attempt + 1))
@@ -221,8 +227,6 @@ class TrialLink:
     def report(self, step: int, metrics: Mapping[str, Any], decide: bool = True) -> bool:
         """Report an evaluation at `step`; True if the pruner stops this trial (the run checkpoints, stops).
         `decide=False`: only record it."""
-        from optuna.exceptions import UpdateFinishedTrialError
-
         value = objective(self.objective, metrics)
         if value is None or self.finished:
             return False
@@ -234,7 +238,7 @@ class TrialLink:
                 return False
             frozen = _retrying("read trial", lambda: storage.get_trial(self._trial_id))
             prune = bool(study.pruner.prune(study, frozen))
-        except UpdateFinishedTrialError:
+        except _finished_error():
             self.finished = True
             log.warning("trial %d of study %s is already finished: its evaluations are no longer reported",
                         self.number, self.study_name)
