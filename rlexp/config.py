@@ -254,6 +254,11 @@ def config_hash(cfg: DictConfig | dict[str, Any], lineage: bool = False) -> str:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(last, None)
+            if parents and not node:  # a node of run-only keys only (`trial`): gone, as in runs recorded before it
+                parent = data
+                for part in parents[:-1]:
+                    parent = parent[part]
+                del parent[parents[-1]]
     for key, default in HASH_IF_NOT_DEFAULT.items():
         if key in data and data[key] == default:
             del data[key]

@@ -44,6 +44,17 @@ def test_objective_is_float_of_a_finished_run_only() -> None:
     assert Status.PRUNED.exit_code == 5
 
 
+def test_trial_keys_leave_the_config_hash_alone() -> None:
+    """The `trial` node (run-only keys a search sets) is not part of what a run computes: a config's hash is the
+    one it had before the node existed, with or without a trial, so earlier runs are still skipped and resumed."""
+    from rlexp.config import compose, config_hash, to_container
+
+    cfg = to_container(compose("+experiment=ch05_her_reach"))
+    with_trial = {**cfg, "trial": {"number": 3, "study": "s", "storage": "sqlite:////x.db"}}
+    before = {k: v for k, v in cfg.items() if k != "trial"}
+    assert config_hash(cfg) == config_hash(with_trial) == config_hash(before)
+
+
 def test_search_space_of_the_preset_and_the_command_line() -> None:
     """hydra-optuna-sweeper's syntax as Optuna distributions; the command line fixes or narrows a key."""
     from omegaconf import OmegaConf
