@@ -70,6 +70,10 @@ class RlexpOptunaSweeper(Sweeper):
     # -- before anything is written: every mistake is one line, exit 2 ------------------------------------------
     def _check(self, arguments: list[str]) -> tuple[list[search_space.Param], list[str], str, str, dict]:
         assert self.config is not None
+        try:
+            import optuna  # noqa: F401
+        except ImportError:
+            raise ConfigError('an Optuna search needs the hpo extra: pip install "rlexp[hpo]"') from None
         hpo.check(self.config.get("objective"))
         if self.direction not in ("maximize", "minimize"):
             raise ConfigError(f"hydra.sweeper.direction={self.direction!r}: choose maximize or minimize")
