@@ -32,6 +32,10 @@ PY
 if [ -n "${RLEXP_TORCH:-}" ] || ! torch_in_range; then
     .venv/bin/python -m pip install -q "$TORCH"
 fi
+# rlexp's own Optuna sweeper replaced hydra-optuna-sweeper (it pins optuna < 3): a .venv made before loses it.
+if .venv/bin/python -m pip show -q hydra-optuna-sweeper 2>/dev/null; then
+    .venv/bin/python -m pip uninstall -q -y hydra-optuna-sweeper
+fi
 .venv/bin/python -m pip install -q -e ".[dev]"
 # Headless rendering needs EGL (Mesa on CPU machines). Report, don't fail: training works without it.
 if ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1'; then

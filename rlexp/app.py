@@ -10,9 +10,10 @@ A mistake in the command is one `error:` line and exit code 2, and leaves nothin
 - a refused run removes the directories Hydra made for it (`NewDirs`), never one that existed before.
 
 Every job returns its rlexp.status.Summary. It carries the run's objective (config key `objective`,
-rlexp.hpo), and float(summary) is that objective: hydra-optuna-sweeper, which reads float(job return), drives
-`-m hparams_search=...` searches, while launchers and other sweepers keep the whole Summary (status, metrics,
-run directory). A run without a result has no objective, and float() raises: Optuna records a failed trial.
+rlexp.hpo), and float(summary) is that objective; launchers and sweepers keep the whole Summary (status,
+metrics, run directory). A run without a result has no objective, and float() raises. A run that is an Optuna
+trial (`trial.number`, set by rlexp's Optuna sweeper under `-m hparams_search=...`) tells its study its result
+itself (rlexp.hpo.TrialLink), so the study counts it even when the command that launched it is gone.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ def app(cfg: DictConfig) -> Summary:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         objective = hpo.check(cfg.objective)
+        trial = hpo.TrialLink.of(cfg)
         summary = run_task(cfg, run_dir)
     except ConfigError as exc:
         _remove_new_dirs(run_dir)
@@ -129,9 +131,13 @@ def app(cfg: DictConfig) -> Summary:
         _remove_new_dirs(run_dir)  # resume= of a finished run: nothing was written, Hydra's folder goes too
     if summary.status in (Status.DONE, Status.SKIPPED):  # a skipped run reports its eval.json's numbers
         summary.objective = hpo.objective(objective, vars(summary))
+    if trial is not None and summary.status in (Status.DONE, Status.SKIPPED) and summary.objective is not None:
+        trial.tell("complete", summary.objective)
+    elif trial is not None and summary.status == Status.PRUNED:
+        trial.tell("pruned")
     code = summary.status.exit_code
-    if code == Exit.BUSY and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return summary  # a sweep goes on with its other jobs; a single command says it did not run
+    if code in (Exit.BUSY, Exit.PRUNED) and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return summary  # a sweep goes on with its other jobs; a single command says it did not run (or stopped)
     if code != Exit.OK:
         sys.exit(code)
     return summary

@@ -21,9 +21,10 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # tests/test_configs.py keeps the two equal). `diagnostics` is not here: its sampling draws from NumPy's RNG.
 # The periodic evaluation (eval.freq, eval.freq_episodes) is: it acts on its own env and puts back every random
 # state it draws from, so model.zip and eval.json are bitwise the same with it on or off (tests/test_logs.py).
+# The trial.* keys tie a run to the Optuna trial it reports to (set by the search for its jobs, rlexp.hpo).
 RUN_ONLY_KEYS = ("resume", "progress", "progress_percent", "progress_minutes", "threads", "device", "checkpoint_freq",
                  "checkpoint_replay", "checkpoint_final", "tensorboard", "fast", "objective", "eval.freq",
-                 "eval.freq_episodes", "logger")
+                 "eval.freq_episodes", "logger", "trial.number", "trial.study", "trial.storage")
 # Keys that change how a run executes and with it float rounding, so results are bitwise equal only with equal
 # values: recorded in model.meta.json and every checkpoint unit as `execution` (rlexp/execution.py), shown by
 # `rlexp diff`; a resume with other values says it is no longer bitwise. threads, device and fast are run-only
@@ -262,6 +263,11 @@ def config_hash(cfg: DictConfig | dict[str, Any], lineage: bool = False) -> str:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(last, None)
+            if parents and not node:  # a node of run-only keys only (`trial`): gone, as in runs recorded before it
+                parent = data
+                for part in parents[:-1]:
+                    parent = parent[part]
+                del parent[parents[-1]]
     for key, default in HASH_IF_NOT_DEFAULT.items():
         if key in data and data[key] == default:
             del data[key]

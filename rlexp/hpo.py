@@ -1,43 +1,44 @@
-"""Hyperparameter search with hydra-optuna-sweeper: the number a run reports, where a study lives, what a re-run does.
+"""Hyperparameter search: the number a run reports, where a study lives, and a trial's side of it.
 
-Optuna's sweeper reads each job's result as `float(return_value)`. The app returns the run's Summary, which
-carries the objective chosen by the config key `objective` (rlexp.status.Summary.__float__), so every other
-sweeper and launcher still gets the whole Summary. Every objective is higher-is-better, so a study is always
-`direction: maximize`:
+The search itself (asking Optuna for trials, launching them, re-launching stale ones) is rlexp's Optuna sweeper
+(hydra_plugins/rlexp_optuna). This module holds what both the sweeper and a trial's job need:
 
-- `success_rate` (default): final-evaluation success rate, ties broken by mean return, as one float
-  `success_rate + return_mean / 1e6`. Fetch returns lie in [-50, 0], so the return term stays below 5e-5,
-  less than one episode's step of the success rate for any evaluation shorter than 20,000 episodes.
-- `return`: final-evaluation mean return.
-- `neg_final_distance`: minus the mean final distance to the goal (metres).
-
-A run with no result (busy, interrupted, failed) has no objective: float() raises, which the sweeper records
-as a failed trial, never as a value. A run skipped because its directory already holds this config reports
-the objective of its eval.json, so a re-sampled point gives the study its earlier result.
-
-Re-running a search command continues its study (ContinueStudy, a Hydra callback of the presets).
+- The objective: the config key `objective`, computed from eval metrics (a Summary's fields, eval.json's
+  aggregate, a periodic evaluation's row). Every objective is higher-is-better, so a study maximises:
+  `success_rate` (default): final-evaluation success rate, ties broken by mean return, as one float
+  `success_rate + return_mean / 1e6` (Fetch returns lie in [-50, 0], so the return term stays below 5e-5, less
+  than one episode's step of the success rate for any evaluation shorter than 20,000 episodes); `return`: mean
+  return; `neg_final_distance`: minus the mean final distance to the goal (metres). A run with no result (busy,
+  interrupted, failed) has no objective: float(summary) raises, never a made-up value.
+- Storage: `sqlite` (a SQLite file in the sweep directory, one machine), `journal` (Optuna's journal file, safe
+  on a shared filesystem where SQLite's locking is not: SLURM), or any Optuna storage URL.
+- The trial link (`TrialLink`): a run started with `trial.number`/`trial.study`/`trial.storage` (run-only keys,
+  set by the sweeper on each job) reports every periodic evaluation to that trial, asks the study's pruner
+  whether to stop, and tells the study its final result itself, so a trial whose launcher died is still counted
+  when its job ends.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import OmegaConf
 
 from rlexp.errors import ConfigError
 from rlexp.rundir import RunLock
-from rlexp.status import Exit
 
 log = logging.getLogger("rlexp")
 
 TIE_BREAK = 1e6  # success_rate + return_mean / TIE_BREAK
 SQLITE = "sqlite:///"
+JOURNAL = "journal:"  # journal:PATH, Optuna's JournalStorage on a JournalFileBackend at PATH
+STORAGE_FILES = {"sqlite": "optuna.db", "journal": "optuna.journal"}  # in the sweep directory
+PRUNER_ATTR = "rlexp.pruner"  # study user attribute: the pruner config every trial's job builds its pruner from
+PRUNERS_PACKAGE = "optuna.pruners."  # the only classes a study's pruner config may name
 
 OBJECTIVES: dict[str, Callable[[Mapping[str, Any]], float]] = {
     "success_rate": lambda m: float(m["success_rate"]) + float(m["return_mean"]) / TIE_BREAK,
@@ -61,122 +62,207 @@ def objective(name: str, metrics: Mapping[str, Any]) -> float | None:
         return None
 
 
-def sqlite_storage(path: str) -> str:
-    """An Optuna storage URL for a SQLite file at `path`, its folder created.
+def trial_dir(number: Any) -> str:
+    """A trial's run directory name in the sweep directory: `trial-0007` for trial 7 (sorted as numbered).
 
-    The preset puts the study in the sweep directory (`${hydra.sweep.dir}/optuna.db`), which Hydra creates
-    only when it launches the first batch, after the sweeper has opened the study.
+    By trial number, not by sampled values: a trial re-launched after its launcher died lands in its own folder
+    and resumes its checkpoint; two trials that sample the same values each train (and report) on their own.
     """
-    db = Path(path).expanduser().resolve()
-    db.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{db}"
+    return f"trial-{int(number):04d}"
 
 
-def trial_dir(override_dirname: str) -> str:
-    """A trial's folder name, `trial-` + a digest of its overrides (Hydra's sorted override_dirname).
-
-    Eight sampled values make the usual override-named folder longer than a file name may be (255 bytes).
-    The digest is as deterministic: a trial that samples a finished point again lands in that run's folder
-    and is skipped with its result. The overrides themselves are in the folder's .hydra/overrides.yaml.
-    """
-    return "trial-" + hashlib.sha256(override_dirname.encode()).hexdigest()[:12]
-
-
-# `hydra.sweep.subdir: ${rlexp.trial_dir:${hydra.job.override_dirname}}` in rlexp/conf/hparams_search/*.yaml;
-# registered on import, which rlexp.app (the task function every launcher and job process loads) does.
+# `hydra.sweep.subdir: ${rlexp.trial_dir:${trial.number}}` in rlexp/conf/hparams_search/*.yaml; registered on
+# import, which rlexp.app (the task function every launcher and job process loads) does.
 OmegaConf.register_new_resolver("rlexp.trial_dir", trial_dir, replace=True)
 
 
-def _storage_url(storage: Any) -> str | None:
-    if OmegaConf.is_config(storage):
-        from hydra.utils import instantiate
+def storage_spec(storage: Any, sweep_dir: str | Path, slurm: bool = False) -> str:
+    """The storage a study lives in, as passed to every trial's job (`trial.storage`).
 
-        return str(instantiate(storage))
-    return None if storage is None else str(storage)
+    None: `journal` under the SLURM launcher (jobs on other nodes share the file over NFS, where SQLite's locks
+    are unsafe), `sqlite` otherwise; `sqlite`/`journal`: that file in the sweep directory; anything else is an
+    Optuna storage URL (postgresql://..., sqlite:///...) or journal:PATH, used as given.
+    """
+    kind = ("journal" if slurm else "sqlite") if storage is None else str(storage)
+    if kind in STORAGE_FILES:
+        path = (Path(sweep_dir) / STORAGE_FILES[kind]).expanduser().absolute()
+        return f"{SQLITE}{path}" if kind == "sqlite" else f"{JOURNAL}{path}"
+    if "://" not in kind and not kind.startswith(JOURNAL):
+        raise ConfigError(f"hydra.sweeper.storage={kind!r}: choose sqlite, journal, journal:PATH or an Optuna "
+                          "storage URL (sqlite:///PATH, postgresql://...)")
+    return kind
+
+
+def study_file(spec: str) -> Path | None:
+    """The file a storage spec keeps its study in (SQLite or journal), None for a server's URL."""
+    if spec.startswith(SQLITE):
+        return Path(spec[len(SQLITE):])
+    if spec.startswith(JOURNAL):
+        return Path(spec[len(JOURNAL):])
+    return None
+
+
+def open_storage(spec: str) -> Any:
+    """Optuna's storage object for a spec: the journal file's JournalStorage, else the URL's RDBStorage.
+
+    The journal file is locked with Optuna's symlink lock (its default: atomic on NFS)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    file = study_file(spec)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    if spec.startswith(JOURNAL):
+        return JournalStorage(JournalFileBackend(str(file)))
+    # A generous SQLite timeout: several trial jobs write intermediate values into the same file.
+    kwargs = {"connect_args": {"timeout": 60}} if spec.startswith(SQLITE) else {}
+    return optuna.storages.RDBStorage(spec, engine_kwargs=kwargs)
+
+
+def dashboard_arg(spec: str) -> str:
+    """What `optuna-dashboard` takes to open this study: the URL, or the journal file's path."""
+    return spec[len(JOURNAL):] if spec.startswith(JOURNAL) else spec
+
+
+def make_pruner(config: Mapping[str, Any] | None) -> Any:
+    """An Optuna pruner from its config (`_target_` an optuna.pruners class, the rest its arguments);
+    NopPruner for none. Only optuna.pruners classes: a study file names it, and a file is never code."""
+    import optuna
+    from hydra.utils import get_class
+
+    if not config or config.get("_target_") in (None, "null"):
+        return optuna.pruners.NopPruner()
+    target = str(config["_target_"])
+    if not target.startswith(PRUNERS_PACKAGE):
+        raise ConfigError(f"hydra.sweeper.pruner: {target} is not an Optuna pruner (optuna.pruners.*)")
+    kwargs = {k: v for k, v in config.items() if k != "_target_"}
+    try:
+        return get_class(target)(**kwargs)
+    except (TypeError, ValueError, ImportError) as exc:
+        raise ConfigError(f"hydra.sweeper.pruner: {target}({kwargs}): {exc}") from None
 
 
 class StudyLock(RunLock):
-    """One sweep process per study file (`<db>.lock` and the lease `<db>.lease/`, as for run directories):
-    trials that a study holds as running while nobody holds the lock were left by a command that stopped."""
+    """One search command per study file (`<file>.lock` and the lease `<file>.lease/`, as for run directories):
+    trials the study holds as running while nobody holds the lock were left by a command that stopped."""
 
-    def __init__(self, db: Path) -> None:
-        super().__init__(db.with_name(db.name + ".lock"), db.with_name(db.name + ".lease"))
+    def __init__(self, file: Path) -> None:
+        super().__init__(file.with_name(file.name + ".lock"), file.with_name(file.name + ".lease"))
 
 
-class ContinueStudy(Callback):
-    """What re-running a search command does to its study (a Hydra callback of the hparams_search presets).
+def _finished_error() -> type[Exception]:
+    """Optuna's error for a value sent to a finished trial: UpdateFinishedTrialError (a RuntimeError) in newer
+    releases, a plain RuntimeError in 4.0."""
+    import optuna.exceptions
 
-    - New trials: hydra-optuna-sweeper re-creates its sampler from the configured seed on every command, so a
-      continued study would be proposed its first trials again (while TPE still samples at random). The seed
-      is shifted by the number of trials the study already holds: the same command on the same study proposes
-      the same trials (reproducible), the next command new ones.
-    - Stopped trials: a trial whose command was stopped (Ctrl-C, SIGTERM: its run checkpointed, exit 3) stays
-      "running" in the study. It is marked failed and asked again first, with the same values, so its run
-      folder resumes from the checkpoint and the study gets its result; once only (a retried trial that is
-      left running again is only marked failed).
-    - One command per study file: a second one exits with code 4 (BUSY) while the first runs, as for a run
-      directory, so "running" trials are known to be stale. SQLite studies only; other storages are left as
-      they are.
-    - `objective` is checked once, before the study is touched (exit 2 with one line, as every bad input).
+    return getattr(optuna.exceptions, "UpdateFinishedTrialError", RuntimeError)
+
+
+def _retrying(what: str, fn: Callable[[], Any], tries: int = 5) -> Any:
+    """A storage call, tried again on a transient error (a locked SQLite file, a busy journal lock)."""
+    for attempt in range(tries):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - storage backends raise their own error types
+            if isinstance(exc, _finished_error()) or attempt == tries - 1:
+                raise
+            log.debug("%s: %s; trying again", what, exc)
+            time.sleep(0.5 * (attempt + 1))
+    return None
+
+
+class TrialLink:
+    """A run's link to its Optuna trial (config keys trial.number/study/storage, set by the sweeper).
+
+    `report` puts a periodic evaluation's objective into the trial as the intermediate value of its step and
+    says whether the study's pruner stops the trial; `tell` records the run's result. The study's storage is
+    the only channel: the job needs nothing from the process that launched it. A storage that cannot be reached
+    costs the study a value (a warning), never the run.
     """
 
-    def __init__(self) -> None:
-        self.lock: StudyLock | None = None
+    def __init__(self, number: int, study_name: str, spec: str, objective_name: str) -> None:
+        self.number, self.study_name, self.spec, self.objective = number, study_name, spec, objective_name
+        self._study: Any = None
+        self._storage: Any = None
+        self._trial_id: int | None = None
+        self.finished = False  # the trial was finished already (told by an earlier attempt): report nothing
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+    @classmethod
+    def of(cls, cfg: Any) -> TrialLink | None:
+        trial = cfg.get("trial") if hasattr(cfg, "get") else None
+        if trial is None or trial.get("number") is None:
+            return None
+        if not trial.get("study") or not trial.get("storage"):
+            raise ConfigError("trial.number needs trial.study and trial.storage (the sweeper sets all three)")
+        return cls(int(trial.number), str(trial.study), str(trial.storage), check(cfg.get("objective")))
+
+    def study(self) -> Any:
+        if self._study is None:
+            import optuna
+
+            storage = open_storage(self.spec)
+            study = optuna.load_study(study_name=self.study_name, storage=storage,
+                                      sampler=optuna.samplers.RandomSampler())
+            pruner = make_pruner(study.user_attrs.get(PRUNER_ATTR))
+            self._study = optuna.load_study(study_name=self.study_name, storage=storage, pruner=pruner,
+                                            sampler=optuna.samplers.RandomSampler())
+            self._storage = storage
+            self._trial_id = storage.get_trial_id_from_study_id_trial_number(
+                storage.get_study_id_from_name(self.study_name), self.number)
+        return self._study
+
+    def catch_up(self, rows: list[Mapping[str, Any]]) -> None:
+        """Report the evaluations of a resumed run's table that the trial does not hold (the run stopped between
+        writing a row and reporting it). Values from the table (6 significant digits); no pruning decision."""
         try:
-            check(config.get("objective"))
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(Exit.BAD_INPUT)
-        sweeper = config.hydra.sweeper
-        url, name = _storage_url(sweeper.get("storage")), sweeper.get("study_name")
-        if url is None or name is None:
-            return  # an in-memory or unnamed study: nothing to continue
-        if url.startswith(SQLITE):
-            self.lock = StudyLock(Path(url[len(SQLITE):]))
-            if not self.lock.acquire():
-                print(f"skipped: study {url} is in use: {self.lock.holder()}", file=sys.stderr)
-                sys.exit(Exit.BUSY)
-            _retry_stopped(url, name)
-        done = trials_so_far(url, name)
-        seed = OmegaConf.select(sweeper, "sampler.seed")
-        if done and seed is not None:
-            with read_write(sweeper):
-                sweeper.sampler.seed = int(seed) + done
-            log.info("study %s holds %d trials: continuing it, sampler seed %d + %d", name, done, seed, done)
+            self.study()
+            held = self._storage.get_trial(self._trial_id).intermediate_values
+        except Exception as exc:  # noqa: BLE001 - as in report
+            log.warning("trial %d: could not read study %s (%s)", self.number, self.study_name, exc)
+            return
+        for row in rows:
+            if int(row["step"]) not in held:
+                self.report(int(row["step"]), row, decide=False)
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.lock is not None:
-            self.lock.release()
+    def report(self, step: int, metrics: Mapping[str, Any], decide: bool = True) -> bool:
+        """Report an evaluation at `step`; True if the pruner stops this trial (the run checkpoints, stops).
+        `decide=False`: only record it."""
+        value = objective(self.objective, metrics)
+        if value is None or self.finished:
+            return False
+        try:
+            study = self.study()
+            storage = self._storage
+            _retrying("report", lambda: storage.set_trial_intermediate_value(self._trial_id, int(step), value))
+            if not decide:
+                return False
+            frozen = _retrying("read trial", lambda: storage.get_trial(self._trial_id))
+            prune = bool(study.pruner.prune(study, frozen))
+        except _finished_error():
+            self.finished = True
+            log.warning("trial %d of study %s is already finished: its evaluations are no longer reported",
+                        self.number, self.study_name)
+            return False
+        except Exception as exc:  # noqa: BLE001 - a storage that fails costs the study a value, never the run
+            log.warning("trial %d: could not report step %d to study %s (%s)", self.number, step, self.study_name, exc)
+            return False
+        if prune:
+            log.warning("trial %d of study %s pruned at step %s (objective %.4g): checkpointing and stopping",
+                        self.number, self.study_name, f"{step:,}", value)
+        return prune
 
+    def tell(self, state: str, value: float | None = None) -> None:
+        """Finish the trial: `complete` with its value, or `pruned`; a trial finished already is left as it is."""
+        import optuna
 
-def _load(storage: str, study_name: str) -> Any:
-    import optuna
-
-    try:
-        return optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        return None
-
-
-def trials_so_far(storage: str, study_name: str) -> int:
-    """How many trials (any state) the study already holds; 0 if there is no such study yet."""
-    study = _load(storage, study_name)
-    return 0 if study is None else len(study.get_trials(deepcopy=False))
-
-
-def _retry_stopped(storage: str, study_name: str) -> None:
-    """Trials left running by a stopped command: failed, and asked again (once) with the same values."""
-    import optuna
-
-    study = _load(storage, study_name)
-    if study is None:
-        return
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_state(trial._trial_id, optuna.trial.TrialState.FAIL)
-        if "fixed_params" in trial.system_attrs:  # already a retry
-            log.warning("trial %d of study %s stopped again: marked failed", trial.number, study_name)
-            continue
-        study.enqueue_trial(trial.params)
-        log.info("trial %d of study %s was stopped: asked again first, its run resumes", trial.number, study_name)
+        if state not in ("complete", "pruned"):
+            raise ValueError(state)
+        try:
+            study = self.study()
+            if state == "complete":
+                _retrying("tell", lambda: study.tell(self.number, value, skip_if_finished=True))
+            else:
+                _retrying("tell", lambda: study.tell(self.number, state=optuna.trial.TrialState.PRUNED,
+                                                     skip_if_finished=True))
+        except Exception as exc:  # noqa: BLE001 - the sweeper tells it from the job's return value too
+            log.warning("trial %d: could not tell study %s its result (%s)", self.number, self.study_name, exc)

@@ -16,6 +16,7 @@
     evaluations.csv                periodic evaluations (eval.freq): step, wall time, success, return, ...
     evaluations.npz                ... the same in SB3 EvalCallback's format (per-episode returns, lengths)
     best_model.zip, .meta.json     the periodic evaluation's best model so far (success, then return)
+    pruned.json                    an Optuna trial its pruner stopped: step, value, trial, study (rlexp.hpo)
     videos/                        `rlexp video` output
     .hydra/                        composed config and overrides (written when the run starts)
     .rlexp.lock                    flock held by the process training here (`pid N on host H since T`)
@@ -56,6 +57,7 @@ MONITOR_DIR = "monitor"
 EVALUATIONS = "evaluations.csv"
 EVALUATIONS_NPZ = "evaluations.npz"
 BEST = "best_model.zip"
+PRUNED = "pruned.json"
 HYDRA = ".hydra"
 LOCK = ".rlexp.lock"
 LEASE = ".rlexp.lease"
@@ -144,6 +146,7 @@ class RunDir:
     evaluations = property(lambda self: self.root / EVALUATIONS)
     evaluations_npz = property(lambda self: self.root / EVALUATIONS_NPZ)
     best = property(lambda self: self.root / BEST)
+    pruned = property(lambda self: self.root / PRUNED)
     best_committed = property(lambda self: self.root / CKPT_DIR / BEST)
     hydra = property(lambda self: self.root / HYDRA)
     lock_file = property(lambda self: self.root / LOCK)

@@ -1,7 +1,7 @@
 """How a command ended: the status of a run and the exit code that goes with it.
 
 Shared by run.py (its exit code), the tasks (their summaries), the launchers (a stopped job is requeued) and
-Optuna's sweeper (a Summary converts to its objective with float(), rlexp.hpo).
+rlexp's Optuna sweeper (a Summary converts to its objective with float(), rlexp.hpo).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ class Exit(IntEnum):
     BAD_INPUT = 2  # one line on stderr, nothing written
     INTERRUPTED = 3  # stopped by a signal after checkpointing: resume it
     BUSY = 4  # another process trains in that run directory
+    PRUNED = 5  # an Optuna trial stopped by its study's pruner after checkpointing (rlexp.hpo)
 
 
 class Refused(SystemExit):
@@ -36,11 +37,12 @@ class Status(StrEnum):
     INTERRUPTED = "interrupted"
     BUSY = "busy"
     FAILED = "failed"
+    PRUNED = "pruned"  # a search trial its pruner stopped: checkpointed, never resumed by the search
 
     @property
     def exit_code(self) -> Exit:
         return {Status.INTERRUPTED: Exit.INTERRUPTED, Status.BUSY: Exit.BUSY,
-                Status.FAILED: Exit.FAILED}.get(self, Exit.OK)
+                Status.FAILED: Exit.FAILED, Status.PRUNED: Exit.PRUNED}.get(self, Exit.OK)
 
 
 @dataclass
@@ -65,7 +67,7 @@ class Summary:
     objective: float | None = None  # the config's `objective` of a finished run (rlexp.hpo), set by the app
 
     def __float__(self) -> float:
-        """What Optuna's sweeper reads (float(job return)); raises for a run without a result: a failed trial."""
+        """The run's objective (float(job return)); raises for a run without a result (busy, stopped, failed)."""
         if self.objective is None:
             raise TypeError(f"{self.status} run in {self.run_dir} has no objective value")
         return float(self.objective)

@@ -4,7 +4,7 @@
     .rlexp/jobs.json           the planned jobs, written by our launchers when they submit: number, run
                                directory, overrides, submitit job id (so `rlexp status` knows what is pending)
     .rlexp/jobs/N.json         job N's last event, written where the job runs: `started` (pid, host) or how
-                               it ended (done/skipped/busy/interrupted/failed, success rate, wall time, error)
+                               it ended (done/skipped/pruned/busy/interrupted/failed, success rate, wall time, error)
     .submitit/JOB_ID/          submitit's pickles and logs (local and SLURM launchers)
     RUN_DIR/                   one run directory per job (rlexp/rundir.py)
 

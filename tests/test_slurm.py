@@ -7,7 +7,7 @@ Requeue and cancel through `hydra/launcher=submitit_slurm` (our launcher under t
 job of two tiny runs (2048 and 200000 steps, so neither ends before its signal): task 0 gets the time-limit
 signal (USR2) mid-training and must be requeued by SLURM, resume from its checkpoint and complete; task 1 is
 `scancel`ed mid-training and must stay cancelled (checkpoint written, no requeue). `sacct` must show both
-tasks ran through SLURM.
+tasks ran through SLURM. An Optuna search whose trials run as SLURM arrays sharing one journal-file study.
 """
 
 from __future__ import annotations
@@ -258,3 +258,35 @@ class TestSlurmLauncherSuite(LauncherTestSuite):
     test_sweep_over_unspecified_mandatory_default = None
     test_sweep_1_job_strict = None
     test_sweep_with_custom_resolver = None
+
+
+def test_optuna_study_as_slurm_arrays_with_journal_storage(slurm_conf: str, tmp_path: Path) -> None:
+    """An Optuna search whose trials run as SLURM arrays (4 trials, one array of 2 per batch) sharing one study in
+    Optuna's journal file (the default under the SLURM launcher): every trial reports each evaluation and its
+    result from its own job, none is lost or counted twice, and `status` reads the journal."""
+    import optuna
+
+    from rlexp import hpo
+
+    sweep = tmp_path / "hpo"
+    tiny = [o for o in HER_TINY if "net_arch" not in o]
+    proc = run_py("hparams_search=her_push_optuna", *tiny, "++algo.policy_kwargs.net_arch=[32,32]",
+                  "algo.batch_size=32", "algo.learning_rate=tag(log, interval(1e-4, 1e-3))", "total_steps=300",
+                  "eval.freq=100", "eval.freq_episodes=2", "hydra/sweeper/pruner=none", "hydra.sweeper.n_trials=4",
+                  "hydra/launcher=slurm", *SLURM_FLAGS, f"hydra.sweep.dir={sweep}",
+                  multirun=True, env={"SLURM_CONF": slurm_conf})
+    ok(proc)
+    assert (sweep / "optuna.journal").is_file() and not (sweep / "optuna.db").exists()
+    trials = optuna.load_study(study_name="her_push_optuna",
+                               storage=hpo.open_storage(f"journal:{sweep / 'optuna.journal'}")).trials
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), [t.state for t in trials]
+    for t in trials:
+        run = sweep / hpo.trial_dir(t.number)
+        assert t.value == hpo.objective("success_rate", read_json(run / "eval.json")["aggregate"])
+        assert sorted(t.intermediate_values) == [100, 200, 300]
+        assert read_json(run / "model.meta.json")["config"]["trial"]["number"] == t.number
+    ids = {read_json(p)["job_id"].split("_")[0] for p in (sweep / ".rlexp" / "jobs").glob("*.json")}
+    assert len(ids) == 2, ids  # one array per batch of n_jobs=2
+    status = ok(rlexp_cli("status", str(sweep)))
+    assert "study her_push_optuna: 4/4 trials -- 4 complete" in status.stdout, status.stdout

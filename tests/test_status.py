@@ -58,7 +58,8 @@ def test_failed_job_line_table_and_status(tmp_path: Path) -> None:
     status = rlexp_cli("status", str(sweep), "--json")
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
-    assert report["counts"] == {"done": 1, "running": 0, "interrupted": 0, "failed": 1, "refused": 0, "pending": 0}
+    assert report["counts"] == {"done": 1, "running": 0, "pruned": 0, "interrupted": 0, "failed": 1, "refused": 0,
+                                "pending": 0}
     by_num = {j["num"]: j for j in report["jobs"]}
     assert by_num[1]["state"] == "failed" and by_num[1]["error"] == "ValueError: x=2 is not allowed"
     assert by_num[0]["subdir"] == "0" and by_num[0]["state"] == "done"

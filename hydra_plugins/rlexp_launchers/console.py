@@ -1,7 +1,7 @@
 """What a sweep says while it runs: one line per job as it ends and a closing table with counts.
 
 The same for every rlexp launcher (sequential, local, slurm). A job's outcome comes from its JobReturn:
-training tasks return a `rlexp.status.Summary` (done / skipped / busy); any other value counts as done,
+training tasks return a `rlexp.status.Summary` (done / skipped / busy / pruned); any other value counts as done,
 with the success rate read from the run's eval.json when there is one; a raised exception is `failed`, a
 stop by signal (exit 3) `interrupted`. Each outcome is also recorded in the sweep directory
 (rlexp/sweepdir.py), which is what `python -m rlexp status DIR` reads.
@@ -21,7 +21,7 @@ from rlexp.status import Exit, Status, Summary
 from rlexp.sweepdir import JobEvent, SweepDir, error_line, where
 
 # Order of the closing table; "resumed" is a done job that continued from a checkpoint.
-ORDER = ("done", "resumed", "skipped", "busy", "interrupted", "failed", "refused", "not started")
+ORDER = ("done", "resumed", "skipped", "pruned", "busy", "interrupted", "failed", "refused", "not started")
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -74,6 +74,8 @@ def event_of_exit(num: int, exc: SystemExit, wall_s: float | None, subdir: str |
         return JobEvent(num=num, event="interrupted", subdir=subdir, wall_s=wall_s)
     if code == Exit.BUSY:
         return JobEvent(num=num, event="busy", subdir=subdir, wall_s=wall_s)
+    if code == Exit.PRUNED:  # an Optuna trial its pruner stopped (rlexp.hpo)
+        return JobEvent(num=num, event="pruned", subdir=subdir, wall_s=wall_s)
     if code == Exit.BAD_INPUT:
         reason = getattr(exc, "reason", None)
         return JobEvent(num=num, event="refused", subdir=subdir, wall_s=wall_s,

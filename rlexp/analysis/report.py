@@ -49,11 +49,12 @@ def delta(metric: str, x: float) -> str:
 def build_report(paths: list[str], reps: int = 2000) -> dict[str, Any]:
     runs = load_runs(paths)
     finished = [r for r in runs if r.eval is not None]
-    missing = [r for r in runs if r.eval is None]
+    missing = [r for r in runs if r.eval is None and r.pruned_step is None]
+    pruned = [r for r in runs if r.eval is None and r.pruned_step is not None]
     if not finished:
         raise ConfigError(
             f"none of the {len(runs)} runs found has {EVAL} yet (unfinished: "
-            + "; ".join(_missing_line(r) for r in missing[:10])
+            + "; ".join(_missing_line(r) for r in [*missing, *pruned][:10])
             + (" ..." if len(missing) > 10 else "")
             + ")"
         )
@@ -75,6 +76,7 @@ def build_report(paths: list[str], reps: int = 2000) -> dict[str, Any]:
         "n_runs": len(runs),
         "n_finished": len(finished),
         "missing": [{"run_dir": str(r.path), "checkpoint_step": r.checkpoint_step} for r in missing],
+        "pruned": [{"run_dir": str(r.path), "pruned_step": r.pruned_step} for r in pruned],
         "warnings": [w for r in runs for w in r.warnings],
         "factors": factors,
         "configs": [],
@@ -141,6 +143,8 @@ def beside_the_book(groups: list[Group]) -> tuple[list[dict[str, Any]], list[dic
 
 
 def _missing_line(run: LoadedRun) -> str:
+    if run.pruned_step is not None:
+        return f"{run.path.name} (pruned at step {run.pruned_step})"
     ckpt = f"checkpoint at step {run.checkpoint_step}" if run.checkpoint_step is not None else "no checkpoint"
     return f"{run.path.name} ({ckpt})"
 
@@ -164,6 +168,11 @@ def report_markdown(report: dict[str, Any]) -> str:
                 else "no checkpoint"
             )
             w(f"- `{m['run_dir']}` ({step})\n")
+        w("\n")
+    if report.get("pruned"):
+        w(f"**Pruned {len(report['pruned'])} run(s)** (Optuna trials their search stopped; not run again):\n\n")
+        for m in report["pruned"]:
+            w(f"- `{m['run_dir']}` (pruned at step {m['pruned_step']})\n")
         w("\n")
     w(
         f"## Per config (across seeds; success 95% CI: {CI_BOOTSTRAP}, stays within 0-100%; "

@@ -48,6 +48,7 @@ class LoadedRun:
     experiment: str | None
     eval: dict[str, Any] | None = None  # eval.json aggregate, None if the run has not finished
     checkpoint_step: int | None = None
+    pruned_step: int | None = None  # an Optuna trial its pruner stopped at this step (pruned.json)
     n_episodes: int | None = None  # eval episodes behind `eval`
     steps: int | None = None  # env steps trained (model.meta.json), None before the run saved its model
     warnings: list[str] = field(default_factory=list)
@@ -186,6 +187,9 @@ def load_run(run_dir: Path) -> LoadedRun:
             )
     steps = [(c.step, c.zip) for c in RunDir(run_dir).checkpoints()]
     run.checkpoint_step = steps[-1][0] if steps else None
+    if RunDir(run_dir).pruned.is_file():
+        pruned = artifacts.read_json(RunDir(run_dir).pruned)
+        run.pruned_step = pruned.get("stopped_at") or pruned.get("step") or run.checkpoint_step
     return run
 
 

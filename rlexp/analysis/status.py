@@ -10,6 +10,8 @@ Works while the sweep runs, after it ended, and for a SLURM array whose launchin
     running      its run directory's lease is held by a live trainer (host, pid, since when, last heartbeat,
                  step reached), or its lock is (runs of older rlexp versions), or it has started and its
                  process is alive (before it takes the lock)
+    pruned       an Optuna trial its study's pruner stopped (pruned.json, with the step and the value); a search
+                 never runs it again
     interrupted  stopped with a checkpoint (or a trained model without evaluation): the same command resumes it
     failed       it recorded a failure, or its logs end with an error; the last error line is shown
     refused      its config was bad input (exit code 2): the job's one error line, and no run directory
@@ -41,7 +43,7 @@ from rlexp.fmt import percent
 from rlexp.rundir import RunDir
 from rlexp.sweepdir import JobEvent, PlannedJob, SweepDir, error_line, where
 
-STATES = ("done", "running", "interrupted", "failed", "refused", "pending")
+STATES = ("done", "running", "pruned", "interrupted", "failed", "refused", "pending")
 _HOLDER = re.compile(r"pid (\d+) on host (\S+) since (\S+)")
 
 
@@ -246,6 +248,12 @@ def job_state(sweep: SweepDir | None, run: RunDir, num: int | None = None, subdi
         js.state, js.error = "refused", event.error
         js.detail = event.error or ""
         return js
+    if run.pruned.is_file() or (event is not None and event.event == "pruned"):  # an Optuna trial, stopped
+        record = _read_json(run.pruned) or {}
+        js.state, js.step = "pruned", record.get("stopped_at") or (event.step if event else None)
+        value = f" (objective {record['value']:.4g})" if record.get("value") is not None else ""
+        js.detail = f"pruned at step {js.step:,}{value}" if js.step is not None else "pruned"
+        return js
     if not run.root.is_dir():
         js.detail = f"SLURM {queued.lower()}" if queued else ""
         return js
@@ -300,7 +308,24 @@ def sweep_status(path: Path) -> tuple[list[JobState], dict[str, Any]]:
     others = sorted(p for p in sweep.root.iterdir() if p.is_dir() and p.name not in listed
                     and not p.name.startswith(".") and RunDir(p).is_run())
     states.extend(job_state(sweep, RunDir(p), None, p.name, flocks=flocks) for p in others)
+    _add_trials(sweep, info)
     return states, info
+
+
+def _add_trials(sweep: SweepDir, info: dict[str, Any]) -> None:
+    """An Optuna search's trials (rlexp.analysis.trials), and the study's n_trials from multirun.yaml."""
+    from rlexp.analysis import trials
+
+    found = trials.trials(sweep.root)
+    if not found:
+        return
+    info["trials"] = [asdict(t) for t in found]
+    try:
+        from omegaconf import OmegaConf
+
+        info["n_trials"] = int(OmegaConf.load(sweep.multirun).hydra.sweeper.n_trials)
+    except Exception:  # noqa: BLE001 - no multirun.yaml, or another sweeper's: the count alone
+        pass
 
 
 def counts(states: list[JobState]) -> dict[str, int]:
@@ -318,7 +343,7 @@ def render(path: Path, states: list[JobState], info: dict[str, Any], only: set[s
     array = f", SLURM array {info['slurm_array']}" if info.get("slurm_array") else ""
     lines = [f"{where(path)}: {len(states)} job{'s' * (len(states) != 1)}{array} -- {head}"]
     if len(states) > 1:
-        lines.append(bar(c["done"] + c["failed"] + c["refused"], len(states)))
+        lines.append(bar(c["done"] + c["pruned"] + c["failed"] + c["refused"], len(states)))
     rows = [j for j in states if not only or j.state in only]
     if rows and "run" not in info:
         width = max(len(j.detail) for j in rows)
@@ -334,7 +359,15 @@ def render(path: Path, states: list[JobState], info: dict[str, Any], only: set[s
         lines.append(f"{' and '.join(again)} when the sweep's command runs again")
     if c["refused"]:
         lines.append("refused jobs are refused again until their overrides are fixed (the error says how)")
+    if info.get("trials"):
+        lines.extend(trials_lines(info))
     return "\n".join(lines)
+
+
+def trials_lines(info: dict[str, Any]) -> list[str]:
+    from rlexp.analysis import trials
+
+    return ["", *trials.render([trials.TrialState(**t) for t in info["trials"]], info.get("n_trials"))]
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -353,7 +386,7 @@ def _watch(path: Path, every: float) -> None:
         task = bar_.add_task("", total=len(states))
         while True:
             c = counts(states)
-            bar_.update(task, completed=c["done"] + c["failed"] + c["refused"], total=len(states),
+            bar_.update(task, completed=c["done"] + c["pruned"] + c["failed"] + c["refused"], total=len(states),
                         description=", ".join(f"{n} {s}" for s, n in c.items() if n))
             if not c["running"] and not c["pending"]:
                 break

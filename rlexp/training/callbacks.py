@@ -32,7 +32,12 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.reason: str | None = None  # a stop asked for by the run itself (request), not by a signal
         self._previous: dict[int, Any] = {}
+
+    def request(self, reason: str) -> None:
+        """Checkpoint and stop as on a signal, for `reason` (an Optuna trial its pruner stopped: "pruned")."""
+        self.reason = reason
 
     def _handle(self, signum: int, _frame: Any) -> None:
         self.signum = signum
@@ -53,11 +58,11 @@ class StopFlag:
 
     @property
     def requested(self) -> bool:
-        return self.signum is not None
+        return self.signum is not None or self.reason is not None
 
     @property
     def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum is not None else "stop"
+        return signal.Signals(self.signum).name if self.signum is not None else self.reason or "stop"
 
 
 class CheckpointCallback(BaseCallback):
@@ -162,7 +167,7 @@ class CheckpointCallback(BaseCallback):
         if self.freq and self.num_timesteps >= self.next_at:
             self.pending = True
             self.next_at += self.freq * ((self.num_timesteps - self.next_at) // self.freq + 1)
-        if self.stop is not None and self.stop.requested and not self.announced:
+        if self.stop is not None and self.stop.signum is not None and not self.announced:  # a request says itself
             wait = "this rollout ends" if isinstance(self.model, OnPolicyAlgorithm) else "this step's update ends"
             log.warning("%s received at step %d: checkpointing and stopping when %s",
                         self.stop.name, self.num_timesteps, wait)

@@ -46,8 +46,10 @@ class PeriodicEval(BaseCallback):
 
     def __init__(self, run_dir: RunDir, cfg: DictConfig, freq: int, seeds: list[int], clock: Clock,
                  write_meta: Callable[[Path, dict[str, Any]], None], rows: list[dict[str, Any]],
-                 skip: Callable[[], bool] = lambda: False) -> None:
+                 skip: Callable[[], bool] = lambda: False,
+                 on_eval: Callable[[int, dict[str, Any]], None] | None = None) -> None:
         super().__init__()
+        self.on_eval = on_eval  # called with each evaluation's step and row (an Optuna trial reports it)
         self.run_dir = run_dir
         self.cfg = cfg
         self.freq = freq
@@ -162,4 +164,6 @@ class PeriodicEval(BaseCallback):
         log.info("eval @ %s steps: success %.0f%% (%d/%d) | return %.2f%s | %.1f s%s", f"{step:,}",
                  100 * agg["success_rate"], sum(e["success"] for e in episodes), len(episodes), agg["return_mean"],
                  dist, row["eval_time_s"], " | new best" if new_best else "")
+        if self.on_eval is not None:
+            self.on_eval(step, row)
         return row

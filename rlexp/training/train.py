@@ -17,7 +17,7 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from rlexp import artifacts, diskfull, execution, validate
+from rlexp import artifacts, diskfull, execution, hpo, validate
 from rlexp.analysis import book
 from rlexp.builder import build
 from rlexp.components import current_target
@@ -238,6 +238,11 @@ def _metrics(agg: dict[str, Any]) -> dict[str, Any]:
     return {k: agg[k] for k in ("success_rate", "return_mean", "return_std", "final_distance_mean")}
 
 
+def _metrics_of(pruned: dict[str, Any]) -> dict[str, Any]:
+    """A pruned run's summary carries the objective of the evaluation that stopped it."""
+    return {"objective": pruned.get("value")}
+
+
 def _hydra_context() -> tuple[list[str] | None, bool, Callable[[RunDir, DictConfig], None] | None]:
     """Under `run.py`: the command line's overrides, whether it chose the run directory, and a writer of
     `.hydra/` (Hydra's own is off, `hydra.output_subdir: null`, so a refused command writes nothing)."""
@@ -424,9 +429,20 @@ def _run(start: resume.Start, stop: StopFlag, lock: RunLock, source: RunLock | N
         callbacks = [ckpt, *([fault] if fault else [])]
         if isinstance(model, OffPolicyAlgorithm) and cfg.diagnostics.freq:
             callbacks.append(ReplayDiagnosticsCallback(cfg.diagnostics.freq, cfg.diagnostics.n_samples))
+        trial = hpo.TrialLink.of(cfg)  # an Optuna trial: each evaluation is reported, its pruner may stop the run
+        pruned: dict[str, Any] = {}
+        if trial is not None:  # evaluations a resumed run keeps that its trial lacks (a stop between the two)
+            trial.catch_up(rows)
         if cfg.eval.get("freq"):
+            def report(step: int, row: dict[str, Any]) -> None:
+                if trial is not None and trial.report(step, row) and not stop.requested:
+                    pruned.update(step=step, value=hpo.objective(trial.objective, row), trial=trial.number,
+                                  study=trial.study_name, storage=trial.spec, time=artifacts.utc_now())
+                    stop.request("pruned")
+
             callbacks.append(PeriodicEval(run, cfg, int(cfg.eval.freq), periodic_seeds(start), writer.clock,
-                                          writer.write, rows, skip=lambda: ckpt.stopping))
+                                          writer.write, rows, skip=lambda: ckpt.stopping, on_eval=report))
+        run.pruned.unlink(missing_ok=True)  # training goes on: a pruned record of an earlier stop is stale
         if cfg.progress:  # over the steps really trained: the header's count
             callbacks.append(progress.callback(steps_trained(model, int(cfg.total_steps))[0] - model.num_timesteps,
                                                float(cfg.get("progress_percent", 10)),
@@ -438,6 +454,11 @@ def _run(start: resume.Start, stop: StopFlag, lock: RunLock, source: RunLock | N
         if ckpt.stopping:
             model.get_env().close()
             latest = run.latest_checkpoint()
+            if stop.signum is None and stop.reason == "pruned":
+                artifacts.write_json(run.pruned, {**pruned, "stopped_at": ckpt.stopped_at})
+                return _summary(Status.PRUNED, run, step=ckpt.stopped_at, signal=stop.name,
+                                saved=latest is not None and latest.step == ckpt.stopped_at,
+                                checkpoint=str(latest.zip) if latest else None, **_metrics_of(pruned))
             return _summary(Status.INTERRUPTED, run, step=ckpt.stopped_at, signal=stop.name,
                             saved=latest is not None and latest.step == ckpt.stopped_at,
                             checkpoint=str(latest.zip) if latest else None)
@@ -451,7 +472,8 @@ def _run(start: resume.Start, stop: StopFlag, lock: RunLock, source: RunLock | N
         torch.manual_seed(int(cfg.seed))
     try:
         result = evaluate(model, cfg, seeds, cfg.eval.deterministic, checkpoint=run.model, progress=bool(cfg.progress),
-                          stop=lambda: (fault.before_eval_episode() if fault else None, stop.requested)[1],
+                          # a signal stops the final evaluation; a prune that came with the last step does not
+                          stop=lambda: (fault.before_eval_episode() if fault else None, stop.signum is not None)[1],
                           config_hash=start.spec.hash)
     except EvaluationStopped:
         return _summary(Status.INTERRUPTED, run, step=int(model.num_timesteps), signal=stop.name, saved=True,
@@ -481,6 +503,10 @@ def summary_line(summary: Summary) -> str:
             return (f"failed: {s.error} in {s.run_dir}; the last complete checkpoint is {s.checkpoint}. Free space "
                     "and run the same command again (it resumes)")
         return f"failed: {s.error} in {s.run_dir}; no checkpoint was written. Free space and run the same command again"
+    if s.status == Status.PRUNED:
+        value = f" (objective {s.objective:.4g})" if s.objective is not None else ""
+        return (f"pruned at step {s.step}{value}: its study's pruner stopped this trial; checkpoint {s.checkpoint}. "
+                "The search does not run it again")
     if s.status == Status.INTERRUPTED:
         cont = f"Continue with: python run.py resume={s.run_dir}"
         if s.during == "evaluation":

@@ -1,0 +1,1 @@
+"""rlexp's Optuna sweeper for Hydra (`hydra/sweeper=optuna`), found by Hydra's plugin scan of `hydra_plugins`."""
