@@ -385,7 +385,7 @@ def check_launcher_counts(parsed: Sequence[Any]) -> None:
         if value is None and o.key_or_group.endswith("max_array_size"):
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"{o.key_or_group}={o.get_value_element_as_str()}: expected a whole number >= {minimum}")
+            raise ConfigError(f"{o.input_line}: expected a whole number >= {minimum}")
 
 
 def check_sweep(overrides: Sequence[str]) -> int:

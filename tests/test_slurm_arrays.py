@@ -5,6 +5,7 @@ test_slurm.py."""
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 
@@ -66,3 +67,22 @@ def test_bad_max_array_size_is_refused_before_anything_is_written(tmp_path) -> N
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr == "error: hydra.launcher.max_array_size=-1: expected a whole number >= 0\n", proc.stderr
     assert not sweep.exists()
+
+
+@pytest.mark.parametrize("override, refused", [
+    ("hydra.launcher.max_parallel=0", True), ("hydra.launcher.array_parallelism=two", True),
+    ("hydra.launcher.array_parallelism=true", True), ("hydra.launcher.max_array_size=null", False),
+    ("hydra.launcher.max_array_size=0", False), ("hydra.launcher.array_parallelism=4", False),
+])
+def test_launcher_counts_checked_before_the_sweep(override: str, refused: bool) -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from rlexp.errors import ConfigError
+    from rlexp.validate import check_launcher_counts
+
+    parsed = OverridesParser.create().parse_overrides([override])
+    if refused:
+        with pytest.raises(ConfigError, match=f"^{re.escape(override)}: expected a whole number >= "):
+            check_launcher_counts(parsed)
+    else:
+        check_launcher_counts(parsed)
