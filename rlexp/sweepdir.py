@@ -128,7 +128,13 @@ class SweepDir:
         """submitit's stdout/stderr logs of one job (all attempts), newest last."""
         if not job_id or not self.submitit.is_dir():
             return []
-        return sorted(self.submitit.glob(f"{job_id}/{job_id}_*_log.*"), key=lambda p: p.stat().st_mtime)
+        found = []
+        try:
+            for path in self.submitit.glob(f"{job_id}/{job_id}_*_log.*"):
+                found.append((path.stat().st_mtime, path))
+        except OSError:  # removed while listed
+            return []
+        return [p for _, p in sorted(found)]
 
 
 def where(path: Path) -> str:

@@ -379,6 +379,24 @@ def check_encoder(cfg: DictConfig, env: VecEnv | gym.Env) -> tuple[type, dict[st
 
 
 # ---------------------------------------------------------------- a sweep, before its first job
+LAUNCHER_COUNTS = {"hydra.launcher.max_parallel": 1, "hydra.launcher.array_parallelism": 1,
+                   "hydra.launcher.max_array_size": 0}  # launcher key -> its smallest value
+
+
+def check_launcher_counts(parsed: Sequence[Any]) -> None:
+    """The launchers' job counts given on the command line: whole numbers at or above their minimum (null, where a
+    key allows it, left to the launcher), refused here rather than by the launcher once the sweep has begun."""
+    for o in parsed:
+        minimum = LAUNCHER_COUNTS.get(o.key_or_group)
+        if minimum is None or o.is_sweep_override():
+            continue
+        value = o.value()
+        if value is None and o.key_or_group.endswith("max_array_size"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{o.input_line}: expected a whole number >= {minimum}")
+
+
 def check_sweep(overrides: Sequence[str]) -> int:
     """`python run.py -m OVERRIDES`: every job composes and passes stages 1 and 2, so a bad value anywhere in
     the sweep is refused (one line, exit 2) before the first job starts. Returns the number of jobs checked.
@@ -394,6 +412,7 @@ def check_sweep(overrides: Sequence[str]) -> int:
     from rlexp.config import compose, is_group, sweep_jobs
 
     parser = OverridesParser.create()
+    check_launcher_counts(parser.parse_overrides(list(overrides)))
     _, jobs = sweep_jobs(overrides)
     if jobs is None:
         jobs = [[o.input_line for o in parser.parse_overrides(list(overrides)) if not o.is_sweep_override()]]

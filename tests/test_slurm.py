@@ -7,12 +7,16 @@ Requeue and cancel through `hydra/launcher=submitit_slurm` (our launcher under t
 job of two tiny runs (2048 and 200000 steps, so neither ends before its signal): task 0 gets the time-limit
 signal (USR2) mid-training and must be requeued by SLURM, resume from its checkpoint and complete; task 1 is
 `scancel`ed mid-training and must stay cancelled (checkpoint written, no requeue). `sacct` must show both
-tasks ran through SLURM. An Optuna search whose trials run as SLURM arrays sharing one journal-file study.
+tasks ran through SLURM. A sweep larger than the cluster's MaxArraySize (10 on the local cluster): 12 tiny runs as
+2 arrays that share `array_parallelism`, followed by `status`, then skipped by the same command again. An Optuna
+search whose trials run as SLURM arrays sharing one journal-file study.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -246,6 +250,100 @@ def test_slurm_wait_false_returns_at_once_and_status_follows(slurm_conf: str, tm
     assert states[1].state == "refused" and "is too small for HER" in (states[1].error or ""), states
     shown = ok(rlexp_cli("status", str(sweep))).stdout
     assert "2 jobs, SLURM array " in shown and "1 done" in shown and "1 refused" in shown, shown
+
+
+def sacct_times(conf: str, array: str) -> list[tuple[str, float, float]]:
+    """(task id, start, end) in epoch seconds of every task of an array, from sacct."""
+    import datetime as dt
+
+    out = slurm(conf, "sacct", "-X", "-n", "-P", "-j", array, "-o", "JobID,Start,End,State")
+    rows = []
+    for line in out.splitlines():
+        job, start, end, state = line.split("|")
+        if state != "COMPLETED":
+            raise ValueError(f"{job} is {state}")
+        rows.append((job, *(dt.datetime.fromisoformat(t).timestamp() for t in (start, end))))
+    return rows
+
+
+def every(seconds: float, predicate):  # noqa: ANN001, ANN201
+    """`predicate`, asked at most every `seconds` (wait_for polls every 50 ms: status and sacct calls that often
+    would take CPU from the jobs themselves)."""
+    last = [float("-inf")]
+
+    def poll() -> bool:
+        if time.time() - last[0] < seconds:
+            return False
+        last[0] = time.time()
+        return bool(predicate())
+
+    return poll
+
+
+def _completed(conf: str, arrays: list[str], n: int) -> bool:
+    try:
+        return sum(len(sacct_times(conf, a)) for a in arrays) == n
+    except ValueError:  # accounting lags the jobs' own records by a moment
+        return False
+
+
+def test_slurm_sweep_larger_than_max_array_size(slurm_conf: str, tmp_path: Path) -> None:
+    """A 12-job sweep on a cluster whose MaxArraySize is 10 (tools/slurm_local.sh), which refuses it as one array:
+    submitted as 2 arrays of 6 with wait=false, array_parallelism=2 across them (one lane: each array waits for
+    the one before); `status` follows all 12 from the start, all finish, and the same command again skips them."""
+    from hydra_plugins.rlexp_launchers.arrays import parse_max_array_size
+
+    limit = parse_max_array_size(slurm(slurm_conf, "scontrol", "show", "config"))
+    # A cluster brought up by an older copy of slurm_local.sh keeps SLURM's default: then the launcher is told.
+    told = [] if limit == 10 else ["hydra.launcher.max_array_size=10"]
+    if limit is not None and limit <= 11:  # what a single array of the sweep meets (submitit #1624)
+        one = subprocess.run(["sbatch", "--hold", "--array=0-11", "-p", "debug", "--wrap", "true"],
+                             capture_output=True, text=True, timeout=60, env={**os.environ, "SLURM_CONF": slurm_conf})
+        assert one.returncode != 0 and "array" in one.stderr.lower(), (one.stdout, one.stderr)
+    sweep = tmp_path / "big"
+    tiny = [o for o in PPO_TINY if not o.startswith(("checkpoint_freq=", "eval.n_episodes="))]
+    cmd = [sys.executable, "run.py", "-m", *tiny, "total_steps=128", "checkpoint_freq=0", "eval.n_episodes=1",
+           "tensorboard=false", "threads=1", "seed=range(0,12)", "hydra/launcher=slurm", *SLURM_FLAGS,
+           "hydra.launcher.array_parallelism=2", *told, f"hydra.sweep.dir={sweep}"]
+    env = {**_env(), "SLURM_CONF": slurm_conf}
+    first = subprocess.run([*cmd, "hydra.launcher.wait=false"], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "submitted 12 jobs as 2 SLURM arrays " in first.stdout, first.stdout
+    arrays = first.stdout.split("2 SLURM arrays ", 1)[1].split(" (", 1)[0].split(", ")
+    try:
+        shown = ok(rlexp_cli("status", str(sweep))).stdout
+        assert f"12 jobs, 2 SLURM arrays {', '.join(arrays)} -- " in shown, shown
+        early = sweep_status(sweep)[0]  # the later array waits for the first one: 6 jobs pending in SLURM
+        assert [j.state for j in early[6:]] == ["pending"] * 6, [(j.num, j.state, j.detail) for j in early]
+
+        def ended() -> bool:
+            return all(j.state in ("done", "failed", "refused") for j in sweep_status(sweep)[0])
+
+        wait_for(every(3, ended), 900, None, "the 12 jobs of the 2 arrays to end")
+        finished = True  # every job wrote its eval.json; SLURM may still be completing the last ones: leave them
+    finally:
+        if "finished" not in locals():
+            subprocess.run(["scancel", *arrays], capture_output=True, timeout=60, env=env)  # none left running
+    states = sweep_status(sweep)[0]
+    assert [j.state for j in states] == ["done"] * 12, [(j.num, j.state, j.detail) for j in states]
+    try:
+        wait_for(every(2, lambda: _completed(slurm_conf, arrays, 12)), 120, None, "sacct: 12 tasks completed")
+    except AssertionError:
+        rows = slurm(slurm_conf, "sacct", "-X", "-P", "-j", ",".join(arrays), "-o", "JobID,State")
+        raise AssertionError(f"sacct does not report the 12 tasks completed:\n{rows}") from None
+    tasks = {a: sacct_times(slurm_conf, a) for a in arrays}
+    assert [len(t) for t in tasks.values()] == [6, 6], tasks  # within MaxArraySize, and every job ran in SLURM
+    for before, after in itertools.pairwise(arrays):  # one lane: an array starts once the one before has ended
+        assert min(t[1] for t in tasks[after]) >= max(t[2] for t in tasks[before]), tasks
+    spans = [t[1:] for ts in tasks.values() for t in ts]
+    assert max(sum(s <= at < e for s, e in spans) for at, _ in spans) <= 2  # array_parallelism=2 over all of them
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    lines = again.stdout.splitlines()
+    assert sum(bool(re.match(r"\[\d+/12\]  #\d+  skipped ", ln)) for ln in lines) == 12, again.stdout[-3000:]
+    assert any(re.fullmatch(r"  skipped +12  .*", ln) for ln in lines), again.stdout[-3000:]  # the closing table
+    assert [j.state for j in sweep_status(sweep)[0]] == ["done"] * 12
 
 
 @pytest.mark.usefixtures("slurm_conf", "_suite_environment")

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from helpers import ROOT, _env, rlexp_cli
@@ -99,3 +100,164 @@ def test_running_is_read_from_the_lock_without_taking_it(tmp_path: Path) -> None
         lock.release()
     [state], _ = sweep_status(run.root)
     assert state.state == "interrupted" and "before its first checkpoint" in state.detail
+
+
+# A sweep being written to as fast as it can, with the writers the launchers and trainers use: job records and
+# the job list, leases taken, beating and released, progress rows appended (a row half-written for a moment) and
+# cut back, TensorBoard histories rewritten and cleared, checkpoint units committed, pruned, set aside as damaged
+# and left half-written, eval.json, and whole job folders removed (a refused job's) and made again.
+WRITER = r'''
+import os, random, shutil, sys, time
+from pathlib import Path
+from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from rlexp import artifacts
+from rlexp.lease import Holder
+from rlexp.rundir import RunDir, remove
+from rlexp.sweepdir import JobEvent, PlannedJob, SweepDir
+from rlexp.training import tblog
+from rlexp.training.logs import keep_progress
+
+root, until = Path(sys.argv[1]), time.time() + float(sys.argv[2])
+sweep, rng, n = SweepDir(root), random.Random(0), 12
+(root / "multirun.yaml").parent.mkdir(parents=True, exist_ok=True)
+(root / "multirun.yaml").write_text("hydra: {}\n")
+jobs = [PlannedJob(num=i, subdir=f"seed={i}", overrides=[f"seed={i}"], job_id=str(1000 + i)) for i in range(n)]
+sweep.write_plan(jobs, launcher="RlexpLocalLauncher")
+holders, steps, ops = {}, {}, 0
+OPS = (0, 0, 1, 2, 3, 3, 3, 3, 4, 5, 6, 7, 8, 8, 9, 10)  # histories rewritten and folders removed most often
+while time.time() < until:
+    num = rng.randrange(n)
+    run, op, sub = RunDir(root / f"seed={num}"), rng.choice(OPS), f"seed={num}"
+    step = steps[num] = steps.get(num, 0) + 64
+    try:
+        if op == 0:  # a job starts: its folder, .hydra, its record, the lease
+            artifacts.write_json(run.hydra / "config.yaml", {"total_steps": 4096, "seed": num})
+            sweep.record(JobEvent(num=num, event="started", subdir=sub, job_id=str(1000 + num)))
+            if num not in holders and (h := Holder(run.lease_dir)).take():
+                holders[num] = h
+        elif op == 1 and run.root.is_dir():  # progress rows, the last one in two writes
+            new = not run.progress.exists()
+            with open(run.progress, "a") as f:
+                if new:
+                    f.write("time/total_timesteps,rollout/ep_rew_mean\n")
+                f.write(f"{step},-1.5\n{step + 32},")
+                f.flush()
+                f.write("-1.2\n")
+        elif op == 2 and run.root.is_dir():  # progress cut back (a resume) or removed (a fresh start)
+            keep_progress(run.progress, run.progress, step // 2) if rng.random() < 0.5 else remove(run.progress)
+        elif op == 3 and run.root.is_dir():  # TensorBoard events, then the history rewritten or cleared
+            writer = EventFileWriter(str(run.tb_run))
+            writer.add_event(Event(step=step, summary=Summary(value=[Summary.Value(tag="a", simple_value=1.0)])))
+            writer.close()
+            tblog.keep_until(run.tb_run, run.tb_run, step) if rng.random() < 0.7 else tblog.clear(run.tb_run)
+        elif op == 4 and run.root.is_dir():  # a checkpoint unit: parts, then the meta that commits it
+            unit = run.checkpoint(step)
+            unit.dir.mkdir(parents=True, exist_ok=True)
+            unit.zip.write_bytes(b"z" * 64)
+            unit.state.write_bytes(b"s" * 64)
+            unit.replay.mkdir(exist_ok=True)
+            (unit.replay / "replay.json").write_text("{}")
+            if rng.random() < 0.8:
+                artifacts.write_json(unit.meta, {"step": step})
+        elif op == 5 and run.root.is_dir():  # old units pruned, half-written ones removed, a damaged one set aside
+            units = run.checkpoints()
+            for old in units[:-2]:
+                if old.replay.exists():
+                    old.replay.rename(old.dir / f".pruned.{old.replay.name}")
+                    shutil.rmtree(old.dir / f".pruned.{old.replay.name}", ignore_errors=True)
+            run.remove_uncommitted()
+            if units and rng.random() < 0.3:
+                run.set_aside(units[-1])
+        elif op == 6 and run.root.is_dir():  # the run ends: model, eval.json, lease released, record
+            artifacts.write_json(run.eval, {"aggregate": {"success_rate": 0.5, "return_mean": -3.0}})
+            if (h := holders.pop(num, None)) is not None:
+                h.release()
+            sweep.record(JobEvent(num=num, event="done", subdir=sub, success_rate=0.5))
+        elif op == 7:  # stopped, or failed with an error in its log
+            if (h := holders.pop(num, None)) is not None:
+                h.release()
+            event = rng.choice(["interrupted", "failed"])
+            logs = sweep.submitit / str(1000 + num)
+            logs.mkdir(parents=True, exist_ok=True)
+            with open(logs / f"{1000 + num}_0_log.err", "a") as f:
+                f.write("Traceback (most recent call last):\nRuntimeError: boom\n")
+            sweep.record(JobEvent(num=num, event=event, subdir=sub, error="exit (exit code 1)"))
+        elif op == 8:  # refused: its folder removed with the refusal
+            if (h := holders.pop(num, None)) is not None:
+                h.release()
+            shutil.rmtree(run.root, ignore_errors=True)
+            sweep.record(JobEvent(num=num, event="refused", subdir=sub, error="error: bad"))
+        elif op == 9:  # a re-launch: the job list again
+            sweep.write_plan(jobs, launcher="RlexpLocalLauncher")
+        elif op == 10 and run.root.is_dir():  # eval.json gone again (a fresh start of the same folder)
+            remove(run.eval)
+    except (FileNotFoundError, NotADirectoryError):  # a folder this writer removed a moment ago
+        pass
+    ops += 1
+print(ops)
+'''
+
+# `status` in a loop, with every write it might attempt under the sweep directory recorded through Python's audit
+# hooks (open for writing, rename, remove, mkdir, utime, ...); any exception ends it with a traceback.
+READER = r'''
+import json, os, sys
+from pathlib import Path
+root, stop = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+CHANGES = {"os.rename", "os.remove", "os.rmdir", "os.mkdir", "os.utime", "os.chmod", "os.chown", "os.truncate",
+           "os.link", "os.symlink", "shutil.rmtree", "shutil.copyfile", "shutil.move"}
+writes = []
+
+def under(path) -> bool:
+    try:
+        return os.path.abspath(os.fsdecode(path)).startswith(str(root))
+    except TypeError:  # a file descriptor
+        return False
+
+def hook(event, args):
+    if event == "open" and under(args[0]):
+        mode, flags = args[1], args[2] or 0
+        if flags & WRITE_FLAGS or (isinstance(mode, str) and any(c in mode for c in "wax+")):
+            writes.append((event, str(args[0])))
+    elif event in CHANGES and args and under(args[0]):
+        writes.append((event, str(args[0])))
+
+sys.addaudithook(hook)
+from rlexp.analysis.status import render, sweep_status
+loops, seen = 0, set()
+while not stop.exists() or loops < 3:
+    states, info = sweep_status(root)
+    render(root, states, info)
+    seen |= {j.state for j in states}
+    loops += 1
+print(json.dumps({"loops": loops, "writes": writes[:10], "seen": sorted(seen)}))
+'''
+
+
+def test_status_while_the_sweep_writes_never_fails_and_writes_nothing(tmp_path: Path) -> None:
+    """`status` read-only and safe at any moment: looping over a sweep directory that a second process keeps
+    rewriting with the real writers (job folders appearing and vanishing, units committed and moved aside,
+    histories rewritten), it never raises and never writes, opens for writing, renames, removes or touches
+    anything under the sweep directory (Python audit hooks). ~8 s."""
+    sweep, stop = tmp_path / "sweep", tmp_path / "stop"
+    (tmp_path / "writer.py").write_text(WRITER)
+    (tmp_path / "reader.py").write_text(READER)
+    env = {**_env(), "PYTHONPATH": str(ROOT), "RLEXP_LEASE_HEARTBEAT": "0.05"}
+    writer = subprocess.Popen([sys.executable, str(tmp_path / "writer.py"), str(sweep), "8"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (sweep / ".rlexp" / "jobs.json").exists() and writer.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    reader = subprocess.Popen([sys.executable, str(tmp_path / "reader.py"), str(sweep), str(stop)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wout, werr = writer.communicate(timeout=120)
+    stop.touch()
+    rout, rerr = reader.communicate(timeout=120)
+    assert writer.returncode == 0, werr[-3000:]
+    assert reader.returncode == 0, rerr[-5000:]
+    result = json.loads(rout.strip().splitlines()[-1])
+    assert result["writes"] == [], result["writes"]
+    assert result["loops"] >= 10 and int(wout.strip()) >= 1000, (result, wout)
+    assert {"running", "done", "interrupted", "failed", "refused", "pending"} <= set(result["seen"]), result

@@ -39,7 +39,7 @@ class RlexpLocalConf(LocalQueueConf):
 
 @dataclass
 class RlexpSlurmConf(SlurmQueueConf):
-    """hydra/launcher=slurm (= submitit_slurm): one array job per sweep; every field is an override.
+    """hydra/launcher=slurm (= submitit_slurm): a sweep as array jobs within MaxArraySize; every field is an override.
 
     Per-site defaults without editing files: RLEXP_SLURM_PARTITION, RLEXP_SLURM_ACCOUNT, RLEXP_SLURM_QOS.
     SLURM sends USR2 signal_delay_s before the time limit; the run checkpoints and stops, the job is requeued
@@ -53,7 +53,10 @@ class RlexpSlurmConf(SlurmQueueConf):
     timeout_min: int = 1440  # per job; a 2M-step Push run does not fit in one day on CPU: requeues continue it
     cpus_per_task: int | None = 2
     mem_gb: int | None = 8
-    array_parallelism: int = 32  # jobs of the sweep running at once
+    array_parallelism: int = 32  # jobs of the sweep running at once, over all its arrays
+    # Jobs per array; null: the cluster's MaxArraySize (`scontrol show config`). A larger sweep is submitted as
+    # several arrays, all at once, sharing array_parallelism (hydra_plugins/rlexp_launchers/arrays.py).
+    max_array_size: int | None = None
     signal_delay_s: int = 300  # USR2 this long before the limit: time to write the checkpoint + replay buffer
     max_num_timeout: int = 20  # requeues after a timeout; each one resumes from the last checkpoint
     # false: submit the array and return at once (Hydra issue #2479), printing `python -m rlexp status DIR`;

@@ -11,7 +11,9 @@
   resumes from its own last checkpoint; a finished run is skipped by config hash.
 * Bounded local parallelism: submitit's local executor starts every job of an array at once; `local`
   keeps at most `max_parallel` jobs running.
-* Submit and return (Hydra issue #2479): `slurm` with `wait=false` submits the array and exits.
+* Submit and return (Hydra issue #2479): `slurm` with `wait=false` submits the arrays and exits.
+* Sweeps of any size (submitit issue 1624): `slurm` submits a sweep as arrays within the cluster's MaxArraySize,
+  with `array_parallelism` a limit on all of them together (arrays.py).
 
 The submitit launchers put the project root on PYTHONPATH so jobs started from any working directory can
 unpickle rlexp. Their configs (`hydra/launcher=sequential|local|slurm|submitit_*`) live in config.py.
@@ -33,6 +35,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hydra_plugins.rlexp_launchers.arrays import SLURM_DEFAULT_MAX_ARRAY_SIZE, cluster_max_array_size, split
 from hydra_plugins.rlexp_launchers.console import SweepConsole, event_of, event_of_exit
 from rlexp.status import Exit
 from rlexp.sweepdir import JobEvent, PlannedJob, SweepDir, error_line, where
@@ -318,9 +321,14 @@ class RlexpSlurmLauncher(_JobSide, _Sweep, SlurmLauncher):
     # within SLURM's KillWait), before the sweep collects it anyway.
     SETTLE_S = 120.0
 
-    def __init__(self, wait: bool = True, **params: Any) -> None:
+    def __init__(self, wait: bool = True, max_array_size: int | None = None, **params: Any) -> None:
         super().__init__(**params)
         self.wait = bool(wait)
+        if max_array_size is not None and int(max_array_size) < 0:
+            raise ValueError(f"hydra.launcher.max_array_size must be >= 0 (null: the cluster's), got {max_array_size}")
+        if int(params.get("array_parallelism") or 1) < 1:
+            raise ValueError(f"hydra.launcher.array_parallelism must be >= 1, got {params['array_parallelism']}")
+        self.max_array_size = None if max_array_size is None else int(max_array_size)
         self._seen: dict[str, float] = {}  # job id -> when it first looked done to submitit (monotonic)
         self._last_forced = float("-inf")
 
@@ -357,29 +365,65 @@ class RlexpSlurmLauncher(_JobSide, _Sweep, SlurmLauncher):
             return True
         return False
 
+    def _array_limit(self) -> int:
+        """Jobs per array: `max_array_size`, else the cluster's MaxArraySize, else SLURM's default (with a warning)."""
+        if self.max_array_size is not None:
+            return self.max_array_size
+        found = cluster_max_array_size()
+        if found is None:
+            log.warning("could not read MaxArraySize from `scontrol show config`; assuming SLURM's default %d "
+                        "(hydra.launcher.max_array_size=N sets it)", SLURM_DEFAULT_MAX_ARRAY_SIZE)
+            return SLURM_DEFAULT_MAX_ARRAY_SIZE
+        return found
+
+    def _submit_pieces(self, sweep: SweepDir, planned: list[PlannedJob], executor: Any) -> tuple[list[Any], list[str]]:
+        """Submit the sweep as arrays within MaxArraySize (arrays.py: lanes, throttles, dependencies), each
+        through submitit's `map_array`; the job list is rewritten after each array, so a submission that fails
+        half-way leaves the ids of what was submitted."""
+        pieces = split(len(planned), self._array_limit(), int(self.params.get("array_parallelism") or 1))  # type: ignore[attr-defined]
+        extra = dict(self.params.get("additional_parameters") or {})  # type: ignore[attr-defined]
+        own_dep = extra.pop("dependency", None)  # the user's own dependency holds for every piece
+        watcher = final_states_watcher()
+        subs: list[Any] = []
+        arrays: list[str] = []
+        for piece in pieces:
+            deps = [d for d in (f"afterany:{arrays[piece.after]}" if piece.after is not None else None, own_dep) if d]
+            executor.update_parameters(slurm_array_parallelism=piece.parallelism,
+                                       slurm_additional_parameters={**extra, **({"dependency": ",".join(deps)}
+                                                                                if deps else {})})
+            jobs = planned[piece.start:piece.stop]
+            got = executor.map_array(self, *zip(*[self._job_args(j) for j in jobs], strict=True))
+            for job, sub in zip(jobs, got, strict=True):
+                job.job_id = sub.job_id
+                sub.watcher = watcher  # on the instance: submitit's class-wide watcher stays as it is
+            arrays.append(str(got[0].job_id).split("_")[0])
+            subs.extend(got)
+            self._write_plan(sweep, planned, slurm_array=arrays[0], slurm_arrays=arrays)
+            log.info("array %s: jobs #%d-#%d, at most %d at once%s", arrays[-1], jobs[0].num, jobs[-1].num,
+                     min(len(piece), piece.parallelism), f", after array {arrays[piece.after]}"
+                     if piece.after is not None else "")
+        return subs, arrays
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        """One array job; with wait=false return once it is submitted (Hydra issue #2479)."""
+        """Arrays within the cluster's MaxArraySize; with wait=false return once all are submitted (Hydra #2479)."""
         assert self.config is not None
         _project_on_pythonpath()
         sweep = self._sweep_dir()
         planned = self._plan(job_overrides, initial_job_idx)
+        if not planned:
+            return []
         self._write_plan(sweep, planned)  # before submitting: a job may start (and record) at once
         executor = self._executor()
         log.info("SLURM sweep of %d jobs in %s", len(planned), sweep.root)
         for job in planned:
             log.info("\t#%d : %s", job.num, " ".join(filter_overrides(job.overrides)))
         try:
-            subs = executor.map_array(self, *zip(*[self._job_args(j) for j in planned], strict=True))
-            watcher = final_states_watcher()
-            for job, sub in zip(planned, subs, strict=True):
-                job.job_id = sub.job_id
-                sub.watcher = watcher  # on the instance: submitit's class-wide watcher stays as it is
-            array = str(subs[0].job_id).split("_")[0]
-            self._write_plan(sweep, planned, slurm_array=array)
+            subs, arrays = self._submit_pieces(sweep, planned, executor)
         finally:
             self._close(sweep)
         if not self.wait:
-            print(f"submitted {len(subs)} jobs as SLURM array {array} (hydra.launcher.wait=false); follow them with:\n"
+            what = f"SLURM array {arrays[0]}" if len(arrays) == 1 else f"{len(arrays)} SLURM arrays {', '.join(arrays)}"
+            print(f"submitted {len(subs)} jobs as {what} (hydra.launcher.wait=false); follow them with:\n"
                   f"  python -m rlexp status {where(sweep.root)}", flush=True)
             return [JobReturn(overrides=j.overrides, status=JobStatus.COMPLETED, _return_value=f"submitted {s.job_id}")
                     for j, s in zip(planned, subs, strict=True)]

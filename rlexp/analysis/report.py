@@ -47,7 +47,7 @@ def delta(metric: str, x: float) -> str:
 
 
 def build_report(paths: list[str], reps: int = 2000) -> dict[str, Any]:
-    runs = load_runs(paths)
+    runs = load_runs(paths, unfinished_config=False)  # unfinished runs are listed, not analysed
     finished = [r for r in runs if r.eval is not None]
     missing = [r for r in runs if r.eval is None and r.pruned_step is None]
     pruned = [r for r in runs if r.eval is None and r.pruned_step is not None]

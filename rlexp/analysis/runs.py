@@ -8,6 +8,9 @@ analysis (book ch5).
 
 from __future__ import annotations
 
+import functools
+import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +19,8 @@ from typing import Any
 from rlexp import artifacts
 from rlexp.config import HASH_IF_NOT_DEFAULT, RUN_ONLY_KEYS
 from rlexp.errors import ConfigError
-from rlexp.rundir import CKPT_DIR, HYDRA, META, TRACKER_DIRS, RunDir
+from rlexp.rundir import HYDRA, TRACKER_DIRS, RunDir
+from rlexp.sweepdir import STATE, SUBMITIT
 
 # Keys that identify a repetition (seed): not part of a "config".
 SEED_KEYS = ("seed", "env.seed")
@@ -34,6 +38,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: data}
 
 
+@functools.lru_cache(maxsize=65536)  # asked for every key of every run: a few hundred distinct keys
 def is_run_only(key: str) -> bool:
     """A seed key or a run-only key (or below one): left out of the grouping."""
     return key in SEED_KEYS or any(key == p or key.startswith(p + ".") for p in RUN_ONLY_KEYS)
@@ -73,6 +78,38 @@ def default_out(paths: list[str], out: Path | None) -> Path:
     return out or (first if not is_run_dir(first) else Path.cwd())
 
 
+# A sweep directory's own records (a folder per job each) and the trackers' stores (MLflow keeps copies of
+# model.meta.json as artifacts): a walk does not look into them, nor into run directories.
+NO_RUNS_BELOW = frozenset({STATE, SUBMITIT, *TRACKER_DIRS})
+
+
+def _runs_below(root: Path) -> list[Path]:
+    """Run directories below `root`. A run directory is not looked into (its checkpoints, TensorBoard and
+    monitor folders hold many files and no runs), nor are the sweep's own records: a sweep of N runs costs one
+    listing of the sweep folder and a few stats per run, whatever the runs hold."""
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = folder.stat()
+            if (st.st_dev, st.st_ino) in seen:  # a symlink loop
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as listing:
+                entries = [e for e in listing if e.name not in NO_RUNS_BELOW and e.is_dir()]
+        except OSError:  # removed or unreadable while walked
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            if is_run_dir(path):
+                found.append(path.resolve())
+            else:
+                stack.append(path)
+    return found
+
+
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     """Run directories at or below each path (a multirun folder, a run folder, or several of either)."""
     found: list[Path] = []
@@ -85,12 +122,7 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
         if is_run_dir(path):
             found.append(path.resolve())
             continue
-        for marker in sorted(path.rglob(HYDRA)):
-            if marker.is_dir() and CKPT_DIR not in marker.parts and is_run_dir(marker.parent):
-                found.append(marker.parent.resolve())
-        for meta in sorted(path.rglob(META)):
-            if meta.parent.name != CKPT_DIR and not set(meta.relative_to(path).parts) & set(TRACKER_DIRS):
-                found.append(meta.parent.resolve())
+        found.extend(_runs_below(path))
     unique = sorted(set(found))
     if not unique:
         raise ConfigError(
@@ -136,6 +168,37 @@ def source_of(run_dir: Path) -> Path | None:
     return RunDir.of_checkpoint_zip(path).root if path.suffix == ".zip" else path.resolve()
 
 
+def _yaml(path: Path) -> Any:
+    """A YAML file as plain data, with libyaml's loader where there is one (no OmegaConf node tree: this runs once
+    per run of a sweep)."""
+    import yaml
+
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+_EXPERIMENT = re.compile(r"^\+{0,2}experiment=(\S+)$")
+
+
+def _own_experiment(run_dir: Path) -> str | None:
+    """The experiment its own command named: its `+experiment=NAME` override (.hydra/overrides.yaml, a few
+    lines: a command-line choice is the final one), else `hydra.runtime.choices.experiment` of .hydra/hydra.yaml
+    (5 KB of YAML, slow to read for every run of a large sweep)."""
+    overrides = run_dir / HYDRA / "overrides.yaml"
+    if overrides.is_file():
+        listed = _yaml(overrides)
+        for line in listed if isinstance(listed, list) else []:
+            if isinstance(line, str) and (m := _EXPERIMENT.match(line.strip())):
+                return m.group(1)
+    hydra_file = run_dir / HYDRA / "hydra.yaml"
+    if hydra_file.is_file():
+        node: Any = _yaml(hydra_file)
+        for key in ("hydra", "runtime", "choices", "experiment"):
+            node = node.get(key) if isinstance(node, dict) else None
+        if node:
+            return str(node)
+    return None
+
+
 def experiment_of(run_dir: Path) -> str | None:
     """The experiment a run was made from: its command's `+experiment=`, else that of the run it was forked
     from (a fork's command names only `resume=`; it trains its source's recorded config), followed back."""
@@ -143,23 +206,21 @@ def experiment_of(run_dir: Path) -> str | None:
     current: Path | None = Path(run_dir).resolve()
     while current is not None and current not in seen:
         seen.add(current)
-        node = hydra_record(current)
-        if node is not None:
-            from omegaconf import OmegaConf
-
-            choice = OmegaConf.select(node, "hydra.runtime.choices.experiment", default=None)
-            if choice:
-                return str(choice)
+        found = _own_experiment(current)
+        if found:
+            return found
         current = source_of(current)
     return None
 
 
-def run_config(run_dir: Path) -> dict[str, Any]:
-    """Resolved config of a run: model.meta.json's record, else the .hydra/config.yaml Hydra saved."""
-    meta = RunDir(run_dir).meta
-    if meta.is_file():
-        return artifacts.read_json(meta)["config"]
-    cfg_file = run_dir / ".hydra" / "config.yaml"
+def run_config(run_dir: Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Resolved config of a run: model.meta.json's record (`meta`, if already read), else the .hydra/config.yaml
+    Hydra saved."""
+    if meta is None and RunDir(run_dir).meta.is_file():
+        meta = artifacts.read_json(RunDir(run_dir).meta)
+    if meta is not None:
+        return meta["config"]
+    cfg_file = run_dir / HYDRA / "config.yaml"
     if cfg_file.is_file():
         from omegaconf import OmegaConf
 
@@ -170,36 +231,40 @@ def run_config(run_dir: Path) -> dict[str, Any]:
     raise ConfigError(f"{run_dir}: no model.meta.json or .hydra/config.yaml to read its config from")
 
 
-def load_run(run_dir: Path) -> LoadedRun:
-    run = LoadedRun(run_dir, flatten(run_config(run_dir)), experiment_of(run_dir))
-    meta_file = RunDir(run_dir).meta
-    meta = artifacts.read_json(meta_file) if meta_file.is_file() else {}
-    run.steps = meta.get("total_steps")
-    eval_file = RunDir(run_dir).eval
-    if eval_file.is_file():
-        result = artifacts.read_json(eval_file)
+def load_run(run_dir: Path, config: bool = True) -> LoadedRun:
+    """One run as the analysis sees it; `config=False`: an unfinished run's config is not read (report lists
+    those runs only by folder and checkpoint, and composing a config without meta record takes ~50 ms)."""
+    rd = RunDir(run_dir)
+    if not config and not rd.eval.is_file():
+        latest = rd.latest_checkpoint()
+        return LoadedRun(run_dir, {}, None, checkpoint_step=latest.step if latest is not None else None)
+    meta = artifacts.read_json(rd.meta) if rd.meta.is_file() else None
+    run = LoadedRun(run_dir, flatten(run_config(run_dir, meta)), experiment_of(run_dir))
+    run.steps = (meta or {}).get("total_steps")
+    if rd.eval.is_file():
+        result = artifacts.read_json(rd.eval)
         run.eval = result["aggregate"]
         run.n_episodes = result.get("n_episodes")
-        meta_hash = meta.get("config_hash")
+        meta_hash = (meta or {}).get("config_hash")
         if result.get("config_hash") and meta_hash and result["config_hash"] != meta_hash:
             run.warnings.append(
                 f"{run_dir}: eval.json config_hash {result['config_hash']} != model.meta.json {meta_hash}"
             )
-    steps = [(c.step, c.zip) for c in RunDir(run_dir).checkpoints()]
-    run.checkpoint_step = steps[-1][0] if steps else None
-    if RunDir(run_dir).pruned.is_file():
-        pruned = artifacts.read_json(RunDir(run_dir).pruned)
+    latest = rd.latest_checkpoint()
+    run.checkpoint_step = latest.step if latest is not None else None
+    if rd.pruned.is_file():
+        pruned = artifacts.read_json(rd.pruned)
         run.pruned_step = pruned.get("stopped_at") or pruned.get("step") or run.checkpoint_step
     return run
 
 
-def load_runs(paths: Iterable[str | Path]) -> list[LoadedRun]:
+def load_runs(paths: Iterable[str | Path], unfinished_config: bool = True) -> list[LoadedRun]:
     """The runs at or below paths. A run whose experiment cannot be traced (a fork whose source was moved away)
     takes the experiment of a run with the same config, so it is labelled and grouped with it."""
-    runs = [load_run(p) for p in find_run_dirs(list(paths))]
-    known = {r.group_items: r.experiment for r in runs if r.experiment is not None}
+    runs = [load_run(p, unfinished_config) for p in find_run_dirs(list(paths))]
+    known = {r.group_items: r.experiment for r in runs if r.experiment is not None and r.config}
     for run in runs:
-        if run.experiment is None:
+        if run.experiment is None and run.config:
             run.experiment = known.get(run.group_items)
     return runs
 

@@ -40,7 +40,7 @@ from typing import Any
 from rlexp import lease as leases
 from rlexp.errors import ConfigError
 from rlexp.fmt import percent
-from rlexp.rundir import RunDir
+from rlexp.rundir import Checkpoint, RunDir
 from rlexp.sweepdir import JobEvent, PlannedJob, SweepDir, error_line, where
 
 STATES = ("done", "running", "pruned", "interrupted", "failed", "refused", "pending")
@@ -128,14 +128,33 @@ def lock_holder(run: RunDir, flocks: dict[tuple[int, int, int], int] | None) -> 
     return None
 
 
+def _tail(path: Path, size: int = 1 << 18) -> str:
+    """The last `size` bytes of a file as text: a log of a long job can be many MB, its error is at the end."""
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - size))
+        return f.read().decode(errors="replace")
+
+
+def latest_checkpoint(run: RunDir) -> Checkpoint | None:
+    """The run's latest committed checkpoint; None also when its folder vanishes while it is read (a job's
+    folder removed with its refusal, a fresh start clearing stale checkpoints)."""
+    try:
+        return run.latest_checkpoint()
+    except OSError:
+        return None
+
+
 def _progress_step(run: RunDir) -> int | None:
-    """`time/total_timesteps` of progress.csv's last row (SB3 flushes it at every log dump)."""
+    """`time/total_timesteps` of progress.csv's last complete row (SB3 flushes it at every log dump; a row being
+    appended is left out)."""
     try:
         with open(run.progress, "rb") as f:
             header = f.readline().decode().strip().split(",")
             f.seek(max(0, os.fstat(f.fileno()).st_size - 65536))
-            last = f.read().decode(errors="replace").strip().splitlines()[-1].split(",")
-        if len(last) != len(header) or last == header:
+            data = f.read().decode(errors="replace")
+        rows = data.splitlines() if data.endswith("\n") else data.splitlines()[:-1]
+        last = next((r.split(",") for r in reversed(rows) if len(r.split(",")) == len(header)), None)
+        if last is None or last == header:
             return None
         return int(float(last[header.index("time/total_timesteps")]))
     except (OSError, ValueError, IndexError):
@@ -143,29 +162,40 @@ def _progress_step(run: RunDir) -> int | None:
 
 
 def step_reached(run: RunDir) -> int | None:
-    """The latest environment step the run has logged: progress.csv's last row, else TensorBoard's newest
-    event; its latest checkpoint if that is further."""
+    """The latest environment step the run has logged: progress.csv's last row, else (no progress.csv: runs
+    with only TensorBoard) the newest TensorBoard event file's last event; its latest checkpoint if that is
+    further."""
     steps = []
-    if (ckpt := run.latest_checkpoint()) is not None:
+    if (ckpt := latest_checkpoint(run)) is not None:
         steps.append(ckpt.step)
     if (logged := _progress_step(run)) is not None:
         return max([logged, *steps])
-    files = sorted(run.tb.rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime) if run.tb.is_dir() else []
+    if run.progress.exists():  # no complete row yet: the checkpoint says as much as TensorBoard would
+        return max(steps) if steps else None
+    files = []
+    try:  # a history being rewritten (a resume) or cleared (a fresh start) may vanish while it is listed
+        for path in run.tb.rglob("events.out.tfevents.*") if run.tb.is_dir() else []:
+            files.append((path.stat().st_mtime, path))
+    except OSError:
+        files = []
     if files:
         from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
         try:
-            steps.extend(int(ev.step) for ev in EventFileLoader(str(files[-1])).Load())
+            steps.extend(int(ev.step) for ev in EventFileLoader(str(max(files)[1])).Load())
         except Exception:  # a file being written: what was read so far counts
             pass
     return max(steps) if steps else None
 
 
 def total_steps(run: RunDir) -> int | None:
-    from omegaconf import OmegaConf
+    """`total_steps` of the run's `.hydra/config.yaml`, read as plain YAML (OmegaConf's loader is slow, and this
+    runs for every running job)."""
+    import yaml
 
     try:
-        value = OmegaConf.load(run.hydra / "config.yaml").get("total_steps")
+        data = yaml.load((run.hydra / "config.yaml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        value = data.get("total_steps") if isinstance(data, dict) else None
         return int(value) if value is not None else None
     except Exception:
         return None
@@ -176,7 +206,7 @@ def log_error(sweep: SweepDir | None, run: RunDir, job_id: str | None) -> str | 
     logs = sweep.submitit_logs(job_id) if sweep is not None else []
     for path in [*[p for p in logs if p.name.endswith(".err")], run.root / "run.log"]:
         try:
-            found = error_line(path.read_text(errors="replace"))
+            found = error_line(_tail(path))
         except OSError:
             continue
         if found:
@@ -184,12 +214,20 @@ def log_error(sweep: SweepDir | None, run: RunDir, job_id: str | None) -> str | 
     return None
 
 
-def slurm_queue(array: str | None) -> dict[str, str]:
-    """{ARRAY_TASK: STATE} of a SLURM array still in the queue; {} without squeue or array."""
-    if not array or not shutil.which("squeue"):
+def slurm_arrays(info: dict[str, Any]) -> list[str]:
+    """The SLURM arrays a sweep was submitted as (jobs.json: `slurm_arrays`; one `slurm_array` before the
+    launcher split sweeps)."""
+    arrays = info.get("slurm_arrays") or ([info["slurm_array"]] if info.get("slurm_array") else [])
+    return [str(a) for a in arrays]
+
+
+def slurm_queue(arrays: list[str]) -> dict[str, str]:
+    """{ARRAY_TASK: STATE} of the tasks of these SLURM arrays still in the queue (one squeue call for all);
+    {} without squeue or arrays."""
+    if not arrays or not shutil.which("squeue"):
         return {}
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-j", str(array), "-o", "%i %T"], capture_output=True,
+        out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i %T"], capture_output=True,
                              text=True, timeout=20).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
@@ -258,7 +296,7 @@ def job_state(sweep: SweepDir | None, run: RunDir, num: int | None = None, subdi
         js.detail = f"SLURM {queued.lower()}" if queued else ""
         return js
     if queued and queued != "RUNNING":  # waiting for its (next) start: requeued, or a re-launched sweep's job
-        ckpt = run.latest_checkpoint()
+        ckpt = latest_checkpoint(run)
         js.detail = f"SLURM {queued.lower()}" + (f" (resumes from step {ckpt.step:,})" if ckpt else "")
         return js
     if event is not None and event.event == "failed":
@@ -266,7 +304,7 @@ def job_state(sweep: SweepDir | None, run: RunDir, num: int | None = None, subdi
         js.error = js.error or event.error
         js.detail = js.error or ""
         return js
-    if (ckpt := run.latest_checkpoint()) is not None:
+    if (ckpt := latest_checkpoint(run)) is not None:
         js.state, js.step = "interrupted", ckpt.step
         js.detail = f"resumable from step {ckpt.step:,}"
         return js
@@ -296,7 +334,7 @@ def sweep_status(path: Path) -> tuple[list[JobState], dict[str, Any]]:
     plan = sweep.read_plan()
     jobs: list[PlannedJob] = plan[0] if plan else []
     info: dict[str, Any] = plan[1] if plan else {}
-    queue = slurm_queue(info.get("slurm_array"))
+    queue = slurm_queue(slurm_arrays(info))
     states = []
     for job in jobs:
         event = sweep.event(job.num)
@@ -340,7 +378,9 @@ def bar(done: int, total: int, width: int = 30) -> str:
 def render(path: Path, states: list[JobState], info: dict[str, Any], only: set[str] | None = None) -> str:
     c = counts(states)
     head = ", ".join(f"{n} {s}" for s, n in c.items() if n)
-    array = f", SLURM array {info['slurm_array']}" if info.get("slurm_array") else ""
+    arrays = slurm_arrays(info)
+    shown = ", ".join(arrays if len(arrays) <= 4 else [*arrays[:2], "...", arrays[-1]])
+    array = f", SLURM array {shown}" if len(arrays) == 1 else f", {len(arrays)} SLURM arrays {shown}" if arrays else ""
     lines = [f"{where(path)}: {len(states)} job{'s' * (len(states) != 1)}{array} -- {head}"]
     if len(states) > 1:
         lines.append(bar(c["done"] + c["pruned"] + c["failed"] + c["refused"], len(states)))
