@@ -339,20 +339,38 @@ def test_preempted_trial_is_requeued_resumes_bitwise_and_reports_on(tmp_path: Pa
 
 @pytest.mark.slow
 def test_search_with_several_seeds_per_trial(tmp_path: Path) -> None:
-    """Two trials of two seeds each (hydra.sweeper.seeds=[0,1]): four runs, trial-NNNN-seed-S, each pair with the
-    same sampled values and its own seed; each trial's value is the mean of its seeds' eval.json objectives, its
-    intermediate values its first seed's evaluations; `status` shows the seeds under their trial. Again: nothing
-    more to do."""
+    """Two trials of two seeds each (hydra.sweeper.seeds=[0,1]), the command killed (SIGKILL) while trial 0's second
+    seed trains, then run again: it re-launches trial 0 (seed 0 skipped as finished, seed 1 resumed), then trial 1.
+    Four runs, trial-NNNN-seed-S, each pair with the same sampled values and its own seed; each trial's value is
+    the mean of its seeds' eval.json objectives, its intermediate values its first seed's evaluations; `status`
+    shows the seeds under their trial. Again: nothing more to do."""
     import optuna
 
     sweep = tmp_path / "hpo"
-    command = [*TINY, "total_steps=200", "hydra.sweeper.seeds=[0,1]", "hydra.sweeper.n_trials=2",
-               "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={sweep}"]
-    proc = ok(run_py(*command, multirun=True))
+    command = [*TINY, "total_steps=300", "hydra.sweeper.seeds=[0,1]", "hydra.sweeper.n_trials=2",
+               "hydra.sweeper.n_jobs=1", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen([sys.executable, "run.py", "-m", *command], cwd=ROOT, env=_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: (sweep / "trial-0000-seed-1" / "checkpoints" / "step_200.meta.json").exists(), 300, proc,
+                 "trial 0's second seed's checkpoint")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    (before,) = _study(sweep)
+    assert before.state == optuna.trial.TrialState.RUNNING and hpo.seed_attr(0) in before.user_attrs
+    assert hpo.seed_attr(1) not in before.user_attrs  # one seed of two: not told
+
+    rerun = ok(run_py(*command, multirun=True))
+    log = rerun.stdout + rerun.stderr
+    assert "re-launching trial 0" in log and "resuming" in log, log[-3000:]
     trials = _study(sweep)
-    assert [t.number for t in trials] == [0, 1]
+    assert [t.number for t in trials] == [0, 1] and trials[0].params == before.params
     assert sorted(p.name for p in sweep.glob("trial-*")) == [
         "trial-0000-seed-0", "trial-0000-seed-1", "trial-0001-seed-0", "trial-0001-seed-1"]
+    assert "/checkpoints/step_" in read_json(sweep / "trial-0000-seed-1" / "model.meta.json")["resumed_from"]
     for t in trials:
         assert t.state == optuna.trial.TrialState.COMPLETE
         runs = [sweep / hpo.trial_dir(t.number, [0, 1], s) for s in (0, 1)]
@@ -362,9 +380,8 @@ def test_search_with_several_seeds_per_trial(tmp_path: Path) -> None:
         assert [c["seed"] for c in configs] == [0, 1]
         assert configs[0]["algo"]["learning_rate"] == configs[1]["algo"]["learning_rate"] == \
             t.params["algo.learning_rate"]
-        assert sorted(t.intermediate_values) == [100, 200]
-        assert not (runs[0] / "pruned.json").exists() and not (runs[1] / "pruned.json").exists()
-    assert "mean of seeds 0, 1" in proc.stdout
+        assert sorted(t.intermediate_values) == [100, 200, 300]
+    assert "mean of seeds 0, 1" in rerun.stdout
     status = ok(rlexp_cli("status", str(sweep))).stdout
     assert f"study {STUDY}: 2/2 trials" in status and "trial-0000-seed-*" in status, status
     assert "trial-0001-seed-1" in status and "seed 1" in status, status
