@@ -24,7 +24,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # The trial.* keys tie a run to the Optuna trial it reports to (set by the search for its jobs, rlexp.hpo).
 RUN_ONLY_KEYS = ("resume", "progress", "threads", "device", "checkpoint_freq", "checkpoint_replay", "tensorboard",
                  "fast", "objective", "eval.freq", "eval.freq_episodes", "logger", "trial.number", "trial.study",
-                 "trial.storage")
+                 "trial.storage", "trial.seeds")
 HASH_EXCLUDE = (*RUN_ONLY_KEYS, "hydra")
 # Keys added after runs were recorded without them: hashed only when set away from this default, so every
 # earlier run keeps its hash (and is still found, skipped and resumed).
