@@ -24,7 +24,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # The trial.* keys tie a run to the Optuna trial it reports to (set by the search for its jobs, rlexp.hpo).
 RUN_ONLY_KEYS = ("resume", "progress", "progress_percent", "progress_minutes", "threads", "device", "checkpoint_freq",
                  "checkpoint_replay", "checkpoint_final", "tensorboard", "fast", "objective", "eval.freq",
-                 "eval.freq_episodes", "logger", "trial.number", "trial.study", "trial.storage")
+                 "eval.freq_episodes", "logger", "trial.number", "trial.study", "trial.storage", "trial.seeds")
 # Keys that change how a run executes and with it float rounding, so results are bitwise equal only with equal
 # values: recorded in model.meta.json and every checkpoint unit as `execution` (rlexp/execution.py), shown by
 # `rlexp diff`; a resume with other values says it is no longer bitwise. threads, device and fast are run-only

@@ -37,6 +37,7 @@ TIE_BREAK = 1e6  # success_rate + return_mean / TIE_BREAK
 SQLITE = "sqlite:///"
 JOURNAL = "journal:"  # journal:PATH, Optuna's JournalStorage on a JournalFileBackend at PATH
 STORAGE_FILES = {"sqlite": "optuna.db", "journal": "optuna.journal"}  # in the sweep directory
+SEEDS_ATTR = "rlexp.seeds"  # trial user attribute: the trial's seeds (several seeds per trial), set when asked
 PRUNER_ATTR = "rlexp.pruner"  # study user attribute: the pruner config every trial's job builds its pruner from
 PRUNERS_PACKAGE = "optuna.pruners."  # the only classes a study's pruner config may name
 
@@ -62,17 +63,37 @@ def objective(name: str, metrics: Mapping[str, Any]) -> float | None:
         return None
 
 
-def trial_dir(number: Any) -> str:
-    """A trial's run directory name in the sweep directory: `trial-0007` for trial 7 (sorted as numbered).
+def trial_dir(number: Any, seeds: Any = None, seed: Any = None) -> str:
+    """A trial's run directory name in the sweep directory: `trial-0007` for trial 7 (sorted as numbered), and
+    `trial-0007-seed-1` for its seed 1 when the search runs several seeds per trial (`seeds` the trial's list).
 
     By trial number, not by sampled values: a trial re-launched after its launcher died lands in its own folder
     and resumes its checkpoint; two trials that sample the same values each train (and report) on their own.
     """
+    if seeds:
+        return f"trial-{int(number):04d}-seed-{seed}"
     return f"trial-{int(number):04d}"
 
 
-# `hydra.sweep.subdir: ${rlexp.trial_dir:${trial.number}}` in rlexp/conf/hparams_search/*.yaml; registered on
-# import, which rlexp.app (the task function every launcher and job process loads) does.
+def trial_seeds(seeds: Any) -> list[int] | None:
+    """A trial's seeds as a list of ints (None: one run with the config's seed)."""
+    return [int(s) for s in seeds] if seeds else None
+
+
+def seeds_mean(values: Mapping[Any, Any], seeds: list[int]) -> float | None:
+    """The trial's value: the mean of its seeds' objectives in seed order, None until every seed has one."""
+    got = [values.get(seed_attr(s)) for s in seeds]
+    return None if any(v is None for v in got) else sum(float(v) for v in got) / len(got)
+
+
+def seed_attr(seed: int) -> str:
+    """The trial user attribute holding one seed's objective (several seeds per trial)."""
+    return f"rlexp.seed.{int(seed)}"
+
+
+# `hydra.sweep.subdir: ${rlexp.trial_dir:${trial.number},${trial.seeds},${seed}}` in
+# rlexp/conf/hparams_search/*.yaml; registered on import, which rlexp.app (the task function every launcher and
+# job process loads) does.
 OmegaConf.register_new_resolver("rlexp.trial_dir", trial_dir, replace=True)
 
 
@@ -178,10 +199,18 @@ class TrialLink:
     says whether the study's pruner stops the trial; `tell` records the run's result. The study's storage is
     the only channel: the job needs nothing from the process that launched it. A storage that cannot be reached
     costs the study a value (a warning), never the run.
+
+    Several seeds per trial (`trial.seeds`, one job each): the first seed alone reports its evaluations and asks
+    the pruner; the others stop at their next evaluation once the trial is pruned. Each seed's `tell` stores its
+    objective in the trial (user attribute `rlexp.seed.S`); whichever tell finds every seed's value there tells
+    the study their mean (the last to store; two at once tell the same mean, the second a no-op).
     """
 
-    def __init__(self, number: int, study_name: str, spec: str, objective_name: str) -> None:
+    def __init__(self, number: int, study_name: str, spec: str, objective_name: str,
+                 seeds: list[int] | None = None, seed: int | None = None) -> None:
         self.number, self.study_name, self.spec, self.objective = number, study_name, spec, objective_name
+        self.seeds, self.seed = trial_seeds(seeds), seed
+        self.lead = not self.seeds or seed == self.seeds[0]  # reports evaluations and asks the pruner
         self._study: Any = None
         self._storage: Any = None
         self._trial_id: int | None = None
@@ -194,7 +223,11 @@ class TrialLink:
             return None
         if not trial.get("study") or not trial.get("storage"):
             raise ConfigError("trial.number needs trial.study and trial.storage (the sweeper sets all three)")
-        return cls(int(trial.number), str(trial.study), str(trial.storage), check(cfg.get("objective")))
+        seeds = trial_seeds(trial.get("seeds"))
+        if seeds and int(cfg.get("seed")) not in seeds:
+            raise ConfigError(f"seed={cfg.get('seed')} is not one of trial.seeds={seeds}")
+        return cls(int(trial.number), str(trial.study), str(trial.storage), check(cfg.get("objective")), seeds,
+                   int(cfg.get("seed")) if seeds else None)
 
     def study(self) -> Any:
         if self._study is None:
@@ -214,6 +247,8 @@ class TrialLink:
     def catch_up(self, rows: list[Mapping[str, Any]]) -> None:
         """Report the evaluations of a resumed run's table that the trial does not hold (the run stopped between
         writing a row and reporting it). Values from the table (6 significant digits); no pruning decision."""
+        if not self.lead:
+            return
         try:
             self.study()
             held = self._storage.get_trial(self._trial_id).intermediate_values
@@ -230,6 +265,8 @@ class TrialLink:
         value = objective(self.objective, metrics)
         if value is None or self.finished:
             return False
+        if not self.lead:
+            return decide and self._pruned()
         try:
             study = self.study()
             storage = self._storage
@@ -251,18 +288,44 @@ class TrialLink:
                         self.number, self.study_name, f"{step:,}", value)
         return prune
 
+    def _pruned(self) -> bool:
+        """Whether the trial is pruned (a seed other than the first: its first seed was stopped)."""
+        import optuna
+
+        try:
+            self.study()
+            frozen = _retrying("read trial", lambda: self._storage.get_trial(self._trial_id))
+        except Exception as exc:  # noqa: BLE001 - as in report
+            log.warning("trial %d: could not read study %s (%s)", self.number, self.study_name, exc)
+            return False
+        if frozen.state == optuna.trial.TrialState.PRUNED:
+            log.warning("trial %d of study %s was pruned (its seed %d): seed %s checkpoints and stops",
+                        self.number, self.study_name, self.seeds[0] if self.seeds else 0, self.seed)
+            return True
+        return False
+
     def tell(self, state: str, value: float | None = None) -> None:
-        """Finish the trial: `complete` with its value, or `pruned`; a trial finished already is left as it is."""
+        """Finish the trial: `complete` with its value, or `pruned`; a trial finished already is left as it is.
+        Several seeds: `complete` stores this seed's value and tells the mean once every seed has stored one."""
         import optuna
 
         if state not in ("complete", "pruned"):
             raise ValueError(state)
         try:
             study = self.study()
-            if state == "complete":
+            if state == "complete" and self.seeds:
+                storage, trial_id = self._storage, self._trial_id
+                _retrying("store seed", lambda: storage.set_trial_user_attr(trial_id, seed_attr(self.seed), value))
+                mean = seeds_mean(_retrying("read trial", lambda: storage.get_trial(trial_id)).user_attrs,
+                                  self.seeds)
+                if mean is not None:
+                    _retrying("tell", lambda: study.tell(self.number, mean, skip_if_finished=True))
+            elif state == "complete":
                 _retrying("tell", lambda: study.tell(self.number, value, skip_if_finished=True))
             else:
                 _retrying("tell", lambda: study.tell(self.number, state=optuna.trial.TrialState.PRUNED,
                                                      skip_if_finished=True))
+        except _finished_error():  # told already (by another seed, or by the job before its sweeper): as it is
+            log.debug("trial %d of study %s is finished already", self.number, self.study_name)
         except Exception as exc:  # noqa: BLE001 - the sweeper tells it from the job's return value too
             log.warning("trial %d: could not tell study %s its result (%s)", self.number, self.study_name, exc)

@@ -129,6 +129,56 @@ def test_trial_link_reports_prunes_and_tells(tmp_path: Path, kind: str) -> None:
     assert hpo.TrialLink.of(OmegaConf.create({"objective": "return", "trial": {"number": None}})) is None
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_several_seeds_one_trial(tmp_path: Path, kind: str) -> None:
+    """A trial of two seeds (two jobs): only its first seed reports evaluations and is asked the pruner; the other
+    stops at its next evaluation once the trial is pruned. The trial's value is told once both seeds stored
+    theirs, as their mean, whichever finishes last; telling it again (the sweeper, from the returns) changes
+    nothing."""
+    import optuna
+    from omegaconf import OmegaConf
+
+    spec = hpo.storage_spec(kind, tmp_path)
+    pruner = {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 1, "n_warmup_steps": 0}
+    study = optuna.create_study(study_name="s", storage=hpo.open_storage(spec), direction="maximize")
+    study.set_user_attr(hpo.PRUNER_ATTR, pruner)
+    good, bad = study.ask(), study.ask()
+
+    def link(number: int, seed: int) -> hpo.TrialLink:
+        cfg = OmegaConf.create({"objective": "return", "seed": seed,
+                                "trial": {"number": number, "study": "s", "storage": spec, "seeds": [3, 5]}})
+        found = hpo.TrialLink.of(cfg)
+        assert found is not None
+        return found
+
+    def trials() -> list:
+        return optuna.load_study(study_name="s", storage=hpo.open_storage(spec)).trials
+
+    lead, other = link(good.number, 3), link(good.number, 5)
+    assert lead.lead and not other.lead
+    assert other.report(100, {"return_mean": -30.0}) is False
+    assert lead.report(100, {"return_mean": -10.0}) is False
+    other.tell("complete", -4.0)
+    assert trials()[0].state == optuna.trial.TrialState.RUNNING  # one seed of two: not told yet
+    lead.tell("complete", -7.0)
+    lead.tell("complete", -7.0)  # the sweeper tells from the returns too
+    first = trials()[0]
+    assert first.state == optuna.trial.TrialState.COMPLETE and first.value == (-7.0 + -4.0) / 2
+    assert first.intermediate_values == {100: -10.0}  # the first seed's only
+    assert first.user_attrs[hpo.seed_attr(3)] == -7.0 and first.user_attrs[hpo.seed_attr(5)] == -4.0
+
+    lead, other = link(bad.number, 3), link(bad.number, 5)
+    assert other.report(100, {"return_mean": -40.0}) is False  # not pruned yet: it only asks the trial's state
+    assert lead.report(100, {"return_mean": -40.0}) is True  # below the finished trial's -10
+    lead.tell("pruned")
+    assert other.report(200, {"return_mean": 0.0}) is True  # its trial is pruned: it stops too
+    assert trials()[1].state == optuna.trial.TrialState.PRUNED and trials()[1].intermediate_values == {100: -40.0}
+    with pytest.raises(ConfigError, match="is not one of trial.seeds"):
+        hpo.TrialLink.of(OmegaConf.create({"objective": "return", "seed": 0, "trial": {
+            "number": 0, "study": "s", "storage": spec, "seeds": [3, 5]}}))
+    assert hpo.trial_dir(7) == "trial-0007" and hpo.trial_dir(7, [3, 5], 5) == "trial-0007-seed-5"
+
+
 def test_bad_search_input_is_refused(tmp_path: Path) -> None:
     """Refused with one line and exit 2 before the study or its folder exist: an unknown objective, a bad storage,
     a SLURM launcher that would not wait for the trials."""
@@ -142,6 +192,10 @@ def test_bad_search_input_is_refused(tmp_path: Path) -> None:
                      f"hydra.sweep.dir={tmp_path / 'hpo'}", multirun=True)
     assert storage.returncode == 2 and len(storage.stderr.strip().splitlines()) == 1, storage.stderr
     assert "hydra.sweeper.storage='x.db'" in storage.stderr
+    seeds = run_py("hparams_search=her_push_optuna", "+experiment=ch05_her_reach", "hydra.sweeper.seeds=[0,0]",
+                   f"hydra.sweep.dir={tmp_path / 'hpo'}", multirun=True)
+    assert seeds.returncode == 2 and seeds.stderr.strip().splitlines() == [
+        "error: hydra.sweeper.seeds=[0, 0]: each seed once"], seeds.stderr
     nowait = run_py("hparams_search=her_push_optuna", "+experiment=ch05_her_reach", "hydra/launcher=slurm",
                     "hydra.launcher.wait=false", f"hydra.sweep.dir={tmp_path / 'hpo'}", multirun=True)
     assert nowait.returncode == 2 and nowait.stderr.strip().splitlines() == [
@@ -281,3 +335,57 @@ def test_preempted_trial_is_requeued_resumes_bitwise_and_reports_on(tmp_path: Pa
     assert "threads=1" in overrides
     ok(run_py(*overrides, f"hydra.run.dir={tmp_path / 'plain'}"))
     assert_same_final(run, tmp_path / "plain")
+
+
+@pytest.mark.slow
+def test_search_with_several_seeds_per_trial(tmp_path: Path) -> None:
+    """Two trials of two seeds each (hydra.sweeper.seeds=[0,1]), the command killed (SIGKILL) while trial 0's second
+    seed trains, then run again: it re-launches trial 0 (seed 0 skipped as finished, seed 1 resumed), then trial 1.
+    Four runs, trial-NNNN-seed-S, each pair with the same sampled values and its own seed; each trial's value is
+    the mean of its seeds' eval.json objectives, its intermediate values its first seed's evaluations; `status`
+    shows the seeds under their trial. Again: nothing more to do."""
+    import optuna
+
+    sweep = tmp_path / "hpo"
+    command = [*TINY, "total_steps=300", "hydra.sweeper.seeds=[0,1]", "hydra.sweeper.n_trials=2",
+               "hydra.sweeper.n_jobs=1", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen([sys.executable, "run.py", "-m", *command], cwd=ROOT, env=_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: (sweep / "trial-0000-seed-1" / "checkpoints" / "step_200.meta.json").exists(), 300, proc,
+                 "trial 0's second seed's checkpoint")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    (before,) = _study(sweep)
+    assert before.state == optuna.trial.TrialState.RUNNING and hpo.seed_attr(0) in before.user_attrs
+    assert hpo.seed_attr(1) not in before.user_attrs  # one seed of two: not told
+
+    rerun = ok(run_py(*command, multirun=True))
+    log = rerun.stdout + rerun.stderr
+    assert "re-launching trial 0" in log and "resuming" in log, log[-3000:]
+    trials = _study(sweep)
+    assert [t.number for t in trials] == [0, 1] and trials[0].params == before.params
+    assert sorted(p.name for p in sweep.glob("trial-*")) == [
+        "trial-0000-seed-0", "trial-0000-seed-1", "trial-0001-seed-0", "trial-0001-seed-1"]
+    assert "/checkpoints/step_" in read_json(sweep / "trial-0000-seed-1" / "model.meta.json")["resumed_from"]
+    for t in trials:
+        assert t.state == optuna.trial.TrialState.COMPLETE
+        runs = [sweep / hpo.trial_dir(t.number, [0, 1], s) for s in (0, 1)]
+        objectives = [hpo.objective("success_rate", read_json(r / "eval.json")["aggregate"]) for r in runs]
+        assert t.value == sum(objectives) / 2
+        configs = [read_json(r / "model.meta.json")["config"] for r in runs]
+        assert [c["seed"] for c in configs] == [0, 1]
+        assert configs[0]["algo"]["learning_rate"] == configs[1]["algo"]["learning_rate"] == \
+            t.params["algo.learning_rate"]
+        assert sorted(t.intermediate_values) == [100, 200, 300]
+    assert "mean of seeds 0, 1" in rerun.stdout
+    status = ok(rlexp_cli("status", str(sweep))).stdout
+    assert f"study {STUDY}: 2/2 trials" in status and "trial-0000-seed-*" in status, status
+    assert "trial-0001-seed-1" in status and "seed 1" in status, status
+
+    again = ok(run_py(*command, multirun=True))
+    assert [(t.number, t.value) for t in _study(sweep)] == [(t.number, t.value) for t in trials]
+    assert "study her_push_optuna: 2/2 trials (2 complete)" in again.stdout

@@ -84,6 +84,9 @@ class RlexpOptunaConf:
     storage: str | None = None
     n_trials: int = 20
     n_jobs: int = 2  # trials launched at once (a batch); the launcher runs them (local: max_parallel at a time)
+    # null: one run per trial (the config's seed). [0, 1, 2]: one run per seed, the same sampled values; the
+    # trial's value is their objectives' mean; the first seed alone reports evaluations to the pruner.
+    seeds: list[int] | None = None
     sampler: Any = MISSING  # from hydra/sweeper/sampler (the group's option fills it)
     pruner: Any = MISSING  # from hydra/sweeper/pruner
     params: dict[str, str] | None = None

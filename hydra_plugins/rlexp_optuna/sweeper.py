@@ -44,10 +44,25 @@ def _quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+Pending = tuple[int, dict[str, Any], list[int] | None]  # a trial to launch: number, sampled values, its seeds
+
+
+def _seeds(value: Any) -> list[int] | None:
+    """hydra.sweeper.seeds as distinct ints; None (or empty) for one run per trial."""
+    if value is None:
+        return None
+    items = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool) for s in items):
+        raise ConfigError(f"hydra.sweeper.seeds={items!r}: give a list of integer seeds, e.g. [0,1,2]")
+    if len(set(items)) != len(items):
+        raise ConfigError(f"hydra.sweeper.seeds={list(items)}: each seed once")
+    return list(items) or None
+
+
 class RlexpOptunaSweeper(Sweeper):
     def __init__(self, direction: str = "maximize", study_name: str | None = None, storage: str | None = None,
                  n_trials: int = 20, n_jobs: int = 2, sampler: Any = None, pruner: Any = None,
-                 params: Any = None) -> None:
+                 params: Any = None, seeds: Any = None) -> None:
         self.direction = str(direction)
         self.study_name = study_name
         self.storage = storage
@@ -56,6 +71,8 @@ class RlexpOptunaSweeper(Sweeper):
         self.sampler_cfg = sampler
         self.pruner_cfg = pruner
         self.params = params
+        self.seeds_cfg = seeds
+        self.seeds: list[int] | None = None
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Any = None
@@ -88,6 +105,9 @@ class RlexpOptunaSweeper(Sweeper):
         if not space:
             raise ConfigError("nothing to search: hydra.sweeper.params and the command line set no choice, "
                               "interval or range")
+        self.seeds = _seeds(self.seeds_cfg)
+        if self.seeds and any(p.key == "seed" for p in space):
+            raise ConfigError("hydra.sweeper.seeds: the seed is also searched (seed=...); search it or list seeds")
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         slurm = "slurm" in type(self.launcher).__name__.lower()
         spec = hpo.storage_spec(self.storage, sweep_dir, slurm=slurm)
@@ -141,13 +161,20 @@ class RlexpOptunaSweeper(Sweeper):
         return study
 
     def _overrides(self, fixed: list[str], space: list[search_space.Param], name: str, spec: str, number: int,
-                   params: dict[str, Any]) -> list[str]:
+                   params: dict[str, Any], seeds: list[int] | None = None, seed: int | None = None) -> list[str]:
         by_key = {p.key: p for p in space}
         sampled = [(by_key.get(k) or search_space.Param("", k, None)).override(v) for k, v in params.items()]
+        if seeds:
+            sampled += [f"seed={seed}", f"trial.seeds=[{','.join(str(s) for s in seeds)}]"]
         keys = {s.split("=", 1)[0].lstrip("+~") for s in sampled}
         kept = [o for o in fixed if o.split("=", 1)[0].lstrip("+~") not in keys]
         return [*kept, *sampled, f"trial.number={number}", f"trial.study={_quoted(name)}",
                 f"trial.storage={_quoted(spec)}"]
+
+    def _jobs(self, batch: list[Pending]) -> list[tuple[int, list[int] | None, int | None]]:
+        """(trial number, its seeds, this job's seed) for each job of a batch, in launch order: a trial's seeds
+        one after another (one job a trial without seeds)."""
+        return [(number, seeds, seed) for number, _, seeds in batch for seed in (seeds or [None])]
 
     def _sweep(self, space: list[search_space.Param], fixed: list[str], spec: str, name: str, pruner: dict,
                stale_known: bool) -> list[JobReturn]:
@@ -163,13 +190,21 @@ class RlexpOptunaSweeper(Sweeper):
             print(f"error: {exc}", file=sys.stderr)
             raise Refused(str(exc)) from None
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        pending: list[tuple[int, dict[str, Any]]] = []
+        pending: list[Pending] = []
+
+        def pruned(t: Any) -> bool:  # its (first seed's) run stopped pruned: pruned.json in its run directory
+            seeds = hpo.trial_seeds(t.user_attrs.get(hpo.SEEDS_ATTR))
+            lead = hpo.trial_dir(t.number, seeds, seeds[0] if seeds else None)
+            return (sweep_dir / lead / "pruned.json").is_file()
+
         if running and stale_known:
             for t in running:  # pruned, but the study was not told (its job and the command died together)
-                if (sweep_dir / hpo.trial_dir(t.number) / "pruned.json").is_file():
+                if pruned(t):
                     study.tell(t.number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
-            running = [t for t in running if not (sweep_dir / hpo.trial_dir(t.number) / "pruned.json").is_file()]
-            pending = [(t.number, dict(t.params)) for t in running]
+            running = [t for t in running if not pruned(t)]
+            # a trial keeps the seeds it was asked with, whatever hydra.sweeper.seeds says now
+            pending = [(t.number, dict(t.params), hpo.trial_seeds(t.user_attrs.get(hpo.SEEDS_ATTR)))
+                       for t in running]
             if pending:
                 log.warning("re-launching trial%s %s, left running by a command that stopped (their runs resume)",
                             "s" * (len(running) > 1), ", ".join(str(t.number) for t in running))
@@ -186,40 +221,95 @@ class RlexpOptunaSweeper(Sweeper):
             batch = [pending.pop(0) for _ in range(min(self.n_jobs, len(pending)))]
             while len(batch) < self.n_jobs and len(study.get_trials(deepcopy=False)) < self.n_trials:
                 trial = study.ask(distributions)
-                batch.append((trial.number, dict(trial.params)))
+                if self.seeds:
+                    trial.set_user_attr(hpo.SEEDS_ATTR, self.seeds)
+                batch.append((trial.number, dict(trial.params), self.seeds))
             if not batch:
                 break
-            overrides = [self._overrides(fixed, space, name, spec, n, p) for n, p in batch]
+            params = {number: p for number, p, _ in batch}
+            jobs = self._jobs(batch)
+            overrides = [self._overrides(fixed, space, name, spec, n, params[n], seeds, seed)
+                         for n, seeds, seed in jobs]
             try:
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             except Refused:  # the sequential launcher: a refused job ends its launch, not the search
                 pending[:0] = self._after_refusal(study, batch)
-                self.job_idx += len(batch)
+                self.job_idx += len(jobs)
                 continue
-            for i, ((number, _), ret) in enumerate(zip(batch, returns, strict=True)):
-                self._tell(study, number, ret, self.job_idx + i)
+            by_trial: dict[int, list[tuple[int | None, JobReturn, int]]] = {}
+            for i, ((number, _, seed), ret) in enumerate(zip(jobs, returns, strict=True)):
+                by_trial.setdefault(number, []).append((seed, ret, self.job_idx + i))
+            for number, seeds, _ in [(n, s, None) for n, _, s in batch]:
+                if seeds:
+                    self._tell_seeds(study, number, seeds, by_trial[number], name, spec)
+                else:
+                    (_, ret, job_num), = by_trial[number]
+                    self._tell(study, number, ret, job_num)
             self.job_idx += len(returns)
             all_returns.extend(returns)
         self._results(study, spec, sweep_dir)
         return all_returns
 
-    def _after_refusal(self, study: Any, batch: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:
+    def _after_refusal(self, study: Any, batch: list[Pending]) -> list[Pending]:
         """A job of the batch was refused (bad input, exit 2) inside the launching process: that trial failed;
-        the ones before it told the study themselves; the ones after it never started and go again."""
+        the ones before it told the study themselves; the ones after it never started (or not all of their seeds)
+        and go again (a seed that finished is skipped then)."""
         import optuna
 
         sweep = SweepDir(str(self.config.hydra.sweep.dir))  # type: ignore[union-attr]
+        events: dict[int, list[Any]] = {}
+        for i, (number, _, _) in enumerate(self._jobs(batch)):
+            events.setdefault(number, []).append(sweep.event(self.job_idx + i))
         again = []
-        for i, (number, params) in enumerate(batch):
+        for number, params, seeds in batch:
             if study.get_trials(deepcopy=False)[number].state != optuna.trial.TrialState.RUNNING:
                 continue
-            event = sweep.event(self.job_idx + i)
-            if event is not None and event.event == "refused":
-                log.warning("trial %d refused: %s", number, event.error)
+            refused = [e for e in events[number] if e is not None and e.event == "refused"]
+            if refused:
+                log.warning("trial %d refused: %s", number, refused[0].error)
                 study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-            elif event is None:
-                again.append((number, params))
+            elif any(e is None for e in events[number]):
+                again.append((number, params, seeds))
         return again
+
+    def _tell_seeds(self, study: Any, number: int, seeds: list[int], rets: list[tuple[int | None, JobReturn, int]],
+                    name: str, spec: str) -> None:
+        """Record a trial of several seeds from its jobs' returns: failed if one failed, pruned if one was pruned,
+        left running if one is (busy, interrupted: the same command re-launches it), else their objectives' mean,
+        stored and told as each seed's job does (rlexp.hpo.TrialLink.tell), so it is told once."""
+        import optuna
+
+        states = optuna.trial.TrialState
+        results: dict[int, Summary | None] = {}
+        for seed, ret, job_num in rets:
+            try:
+                value = ret.return_value
+            except Exception:  # noqa: BLE001 - whatever the job raised: the trial failed
+                value = None
+            if ret.status == JobStatus.FAILED:
+                event = SweepDir(str(self.config.hydra.sweep.dir)).event(job_num)  # type: ignore[union-attr]
+                if event is not None and event.event in ("interrupted", "busy"):
+                    log.warning("trial %d seed %s %s: it stays running and the same command re-launches it",
+                                number, seed, event.event)
+                    return
+                value = None
+            results[int(seed)] = value if isinstance(value, Summary) else None  # type: ignore[arg-type]
+        summaries = list(results.values())
+        if any(v is None or v.status == Status.FAILED for v in summaries):
+            log.warning("trial %d failed: a seed's run failed (%s)", number,
+                        ", ".join(f"seed {s}: {v.status.value if v else 'failed'}" for s, v in results.items()))
+            study.tell(number, state=states.FAIL, skip_if_finished=True)
+        elif any(v.status == Status.PRUNED for v in summaries if v is not None):
+            study.tell(number, state=states.PRUNED, skip_if_finished=True)
+        elif any(v.status in (Status.BUSY, Status.INTERRUPTED) for v in summaries if v is not None):
+            log.warning("trial %d: a seed's run did not finish; it stays running", number)
+        elif all(v is not None and v.status in (Status.DONE, Status.SKIPPED) and v.objective is not None
+                 for v in summaries):
+            for seed, v in results.items():
+                hpo.TrialLink(number, name, spec, str(self.config.get("objective")), seeds, seed).tell(  # type: ignore[union-attr]
+                    "complete", float(v.objective))  # type: ignore[union-attr,arg-type]
+        else:
+            study.tell(number, state=states.FAIL, skip_if_finished=True)
 
     def _tell(self, study: Any, number: int, ret: JobReturn, job_num: int) -> None:
         """Record a trial's result from its job's return (its job told the study already when it could)."""
@@ -272,7 +362,10 @@ class RlexpOptunaSweeper(Sweeper):
         lines = [f"study {study.study_name}: {len(trials)}/{self.n_trials} trials ("
                  + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")"]
         if best is not None:
-            lines.append(f"  best: trial {best.number} ({hpo.trial_dir(best.number)}), value {best.value:.6g}: "
+            seeds = hpo.trial_seeds(best.user_attrs.get(hpo.SEEDS_ATTR))
+            run_dir = hpo.trial_dir(best.number, seeds, "*") if seeds else hpo.trial_dir(best.number)
+            lines.append(f"  best: trial {best.number} ({run_dir}), value {best.value:.6g}"
+                         + (f" (mean of seeds {', '.join(map(str, seeds))})" if seeds else "") + ": "
                          + " ".join(f"{k}={v}" for k, v in best.params.items()))
         lines.append(f"  trials: python -m rlexp status {where_}")
         lines.append(f"  dashboard: optuna-dashboard {hpo.dashboard_arg(spec)}")

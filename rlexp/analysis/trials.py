@@ -3,7 +3,8 @@
 A search (hparams_search=..., rlexp's Optuna sweeper) keeps its study in the sweep directory: `optuna.db` (SQLite)
 or `optuna.journal` (Optuna's journal file, under SLURM). Each trial: its state in the study (running, complete,
 pruned, fail, waiting), its value, the last step it reported (an evaluation), where the pruner stopped it, and its
-run directory (`trial-NNNN`). Read-only; nothing is read unless such a file exists, and Optuna is imported only then.
+run directory (`trial-NNNN`); a trial of several seeds, each seed's objective and run directory (`trial-NNNN-seed-S`)
+under it. Read-only; nothing is read unless such a file exists, and Optuna is imported only then.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class TrialState:
     run_dir: str
     params: dict[str, Any]
     best: bool = False  # the study's best trial (by its direction)
+    seeds: dict[int, float | None] | None = None  # several seeds per trial: each seed's objective (value: mean)
 
 
 def study_specs(root: Path) -> list[str]:
@@ -64,9 +66,12 @@ def trials(root: Path) -> list[TrialState]:
             for t in study.get_trials(deepcopy=False):
                 state = t.state.name.lower()
                 step = max(t.intermediate_values) if t.intermediate_values else None
+                seeds = hpo.trial_seeds(t.user_attrs.get(hpo.SEEDS_ATTR))
                 out.append(TrialState(study=name, number=t.number, state=state, value=t.value, step=step,
                                       pruned_at=step if state == "pruned" else None,
-                                      run_dir=hpo.trial_dir(t.number), params=dict(t.params), best=t.number == best))
+                                      run_dir=hpo.trial_dir(t.number, seeds, "*") if seeds else hpo.trial_dir(t.number),
+                                      params=dict(t.params), best=t.number == best,
+                                      seeds={s: t.user_attrs.get(hpo.seed_attr(s)) for s in seeds} if seeds else None))
     return out
 
 
@@ -86,4 +91,8 @@ def render(rows: list[TrialState], n_trials: int | None = None) -> list[str]:
         step = f"{r.step:,}" if r.step is not None else "-"
         where = f"pruned at step {r.pruned_at:,}" if r.pruned_at is not None else ""
         lines.append(f"{r.number:>5}  {r.state:<9}  {value:>10}  {step:>10}  {r.run_dir}  {where}".rstrip())
+        for seed, got in (r.seeds or {}).items():  # the mean's parts, under their trial
+            part = f"{got:.4g}" if got is not None else "-"
+            lines.append(f"{'':>5}  {'seed ' + str(seed):<9}  {part:>10}  {'':>10}  "
+                         f"{hpo.trial_dir(r.number, [seed], seed)}")
     return lines
