@@ -237,7 +237,7 @@ def load_run(run_dir: Path, config: bool = True) -> LoadedRun:
     rd = RunDir(run_dir)
     if not config and not rd.eval.is_file():
         latest = rd.latest_checkpoint()
-        return LoadedRun(run_dir, {}, None, checkpoint_step=latest.step if latest is not None else None)
+        return _pruned(rd, LoadedRun(run_dir, {}, None, checkpoint_step=latest.step if latest is not None else None))
     meta = artifacts.read_json(rd.meta) if rd.meta.is_file() else None
     run = LoadedRun(run_dir, flatten(run_config(run_dir, meta)), experiment_of(run_dir))
     run.steps = (meta or {}).get("total_steps")
@@ -252,6 +252,11 @@ def load_run(run_dir: Path, config: bool = True) -> LoadedRun:
             )
     latest = rd.latest_checkpoint()
     run.checkpoint_step = latest.step if latest is not None else None
+    return _pruned(rd, run)
+
+
+def _pruned(rd: RunDir, run: LoadedRun) -> LoadedRun:
+    """A run its Optuna search stopped (pruned.json) says where: it is not missing, and is not run again."""
     if rd.pruned.is_file():
         pruned = artifacts.read_json(rd.pruned)
         run.pruned_step = pruned.get("stopped_at") or pruned.get("step") or run.checkpoint_step

@@ -53,7 +53,9 @@ def write(tb_run: Path, factors: dict[str, Any], aggregate: dict[str, Any], step
 
     metrics = {tag: float(aggregate[k]) for k, tag in METRICS.items() if aggregate.get(k) is not None}
     experiment, start, end = hparams(factors, metrics)
-    with SummaryWriter(log_dir=str(tb_run)) as writer:
+    # Its own file name: SummaryWriter's default (time in seconds, host, pid) can be the name the run's scalars
+    # file got in the same second, and would then replace it.
+    with SummaryWriter(log_dir=str(tb_run), filename_suffix=".hparams") as writer:
         for summary in (experiment, start, end):
             writer.file_writer.add_summary(summary, step)
         for tag, value in metrics.items():
