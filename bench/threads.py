@@ -13,7 +13,7 @@ included: read it side by side, not as the update's cost). Rounds alternate the 
 neighbour's load hits each alike; the load column is the 1-minute load average when a run ended. Read it per
 experiment against threads=1: steps/s is what one run gets on an otherwise idle machine, steps per CPU-second
 what a sweep filling the cores gets. OMP_NUM_THREADS is set to the same N for each run. A pixel step costs
-far more than a state step: keep --pixel-steps small.
+far more than a state step: keep --pixel-steps small, or 0 to leave the pixel experiment out.
 """
 
 from __future__ import annotations
@@ -66,6 +66,12 @@ def train(kind: str, threads: int, steps: int, tag: str) -> dict[str, float]:
             "load": os.getloadavg()[0]}
 
 
+def kinds(args: argparse.Namespace) -> list[str]:
+    """The experiments measured: a step count of 0 leaves one out (a pixel gradient step takes seconds on a small
+    CPU)."""
+    return [k for k in EXPERIMENTS if (args.state_steps if k == "state" else args.pixel_steps) > 0]
+
+
 def table(rows: list[dict], args: argparse.Namespace, counts: list[int]) -> str:
     lines = [
         f"`python bench/threads.py --rounds {args.rounds} --state-steps {args.state_steps} --pixel-steps "
@@ -76,7 +82,7 @@ def table(rows: list[dict], args: argparse.Namespace, counts: list[int]) -> str:
         "load (1 min) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for kind in EXPERIMENTS:
+    for kind in kinds(args):
         steps = args.state_steps if kind == "state" else args.pixel_steps
         med = {}
         for n in counts:
@@ -101,7 +107,7 @@ def main() -> None:
     rows: list[dict] = []
     for rnd in range(args.rounds):
         order = counts if rnd % 2 == 0 else counts[::-1]
-        for kind in EXPERIMENTS:
+        for kind in kinds(args):
             steps = args.state_steps if kind == "state" else args.pixel_steps
             for n in order:
                 r = train(kind, n, steps, f"{kind}_t{n}_{rnd}")
