@@ -242,6 +242,18 @@ def _unknown_key(key: str, line: str | None, overrides: list[str]) -> str:
     return f"{owner} has no key `{missing}` (its keys: {', '.join(keys)})"
 
 
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {"a.b.c": value}; lists stay values (shown as a whole when they differ)."""
+    if isinstance(data, dict):
+        if not data and prefix:
+            return {prefix: {}}
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: data}
+
+
 def to_container(cfg: DictConfig) -> dict[str, Any]:
     """Resolved plain dict without Hydra's own node."""
     data = OmegaConf.to_container(cfg, resolve=True)

@@ -253,6 +253,20 @@ def test_pruning_study(tmp_path: Path) -> None:
     assert f"dashboard: optuna-dashboard sqlite:///{sweep.resolve() / 'optuna.db'}" in out
 
 
+def kill_search_at(command: list[str], marker: Path, what: str) -> None:
+    """Start `python run.py -m COMMAND` in its own session and SIGKILL the whole search (trials included) once
+    `marker` exists: a launcher killed with a trial in the middle of training."""
+    proc = subprocess.Popen([sys.executable, "run.py", "-m", *command], cwd=ROOT, env=_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(marker.exists, 300, proc, what)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_killed_search_is_continued_to_n_trials(tmp_path: Path) -> None:
     """A search killed (SIGKILL) while its second trial trains: the same command re-launches that trial (same
@@ -263,16 +277,8 @@ def test_killed_search_is_continued_to_n_trials(tmp_path: Path) -> None:
     sweep = tmp_path / "hpo"
     command = [*TINY, "total_steps=600", "hydra/sweeper/pruner=none", "hydra.sweeper.n_trials=3",
                "hydra.sweeper.n_jobs=1", f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen([sys.executable, "run.py", "-m", *command], cwd=ROOT, env=_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for(lambda: (sweep / "trial-0001" / "checkpoints" / "step_200.meta.json").exists(), 300, proc,
-                 "the second trial's first checkpoint")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    kill_search_at(command, sweep / "trial-0001" / "checkpoints" / "step_200.meta.json",
+                   "the second trial's first checkpoint")
     states = optuna.trial.TrialState
     before = _study(sweep)
     assert [t.state for t in before] == [states.COMPLETE, states.RUNNING]
@@ -349,16 +355,8 @@ def test_search_with_several_seeds_per_trial(tmp_path: Path) -> None:
     sweep = tmp_path / "hpo"
     command = [*TINY, "total_steps=300", "hydra.sweeper.seeds=[0,1]", "hydra.sweeper.n_trials=2",
                "hydra.sweeper.n_jobs=1", f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen([sys.executable, "run.py", "-m", *command], cwd=ROOT, env=_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for(lambda: (sweep / "trial-0000-seed-1" / "checkpoints" / "step_200.meta.json").exists(), 300, proc,
-                 "trial 0's second seed's checkpoint")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    kill_search_at(command, sweep / "trial-0000-seed-1" / "checkpoints" / "step_200.meta.json",
+                   "trial 0's second seed's checkpoint")
     (before,) = _study(sweep)
     assert before.state == optuna.trial.TrialState.RUNNING and hpo.seed_attr(0) in before.user_attrs
     assert hpo.seed_attr(1) not in before.user_attrs  # one seed of two: not told

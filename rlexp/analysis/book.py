@@ -159,7 +159,8 @@ def summary_note(run_dir: str | Path, steps: int | None) -> str:
     the figure nearest to its step count (the grid: its config's), and the overrides that make it another recipe.
     Empty for any other run; never raises (the note must not cost a finished run its summary)."""
     try:
-        from rlexp.analysis.runs import experiment_of, flatten, run_config
+        from rlexp.analysis.runs import experiment_of, run_config
+        from rlexp.config import flatten
 
         e = entry(experiment_of(Path(run_dir)))
         if e is None:

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rlexp.analysis.runs import flatten, is_run_dir, run_config
+from rlexp.analysis.runs import is_run_dir, run_config
+from rlexp.config import flatten
 from rlexp.errors import ConfigError
 
 

@@ -17,25 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from rlexp import artifacts
-from rlexp.config import HASH_IF_NOT_DEFAULT, RUN_ONLY_KEYS
+from rlexp.config import HASH_IF_NOT_DEFAULT, RUN_ONLY_KEYS, flatten
 from rlexp.errors import ConfigError
 from rlexp.rundir import HYDRA, TRACKER_DIRS, RunDir
 from rlexp.sweepdir import STATE, SUBMITIT
 
 # Keys that identify a repetition (seed): not part of a "config".
 SEED_KEYS = ("seed", "env.seed")
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> {"a.b.c": value}; lists stay values (shown as a whole when they differ)."""
-    if isinstance(data, dict):
-        if not data and prefix:
-            return {prefix: {}}
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: data}
 
 
 @functools.lru_cache(maxsize=65536)  # asked for every key of every run: a few hundred distinct keys

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlexp import artifacts
 from rlexp.components import current_target
-from rlexp.config import RUN_ONLY_KEYS, check_recorded_targets, config_hash, to_container
+from rlexp.config import RUN_ONLY_KEYS, check_recorded_targets, config_hash, flatten, to_container
 from rlexp.errors import CheckpointError, ConfigError
 from rlexp.rundir import Checkpoint, RunDir
 from rlexp.spec import RunSpec
@@ -120,15 +120,6 @@ def model_checkpoint(run: RunDir) -> Checkpoint:
     return Checkpoint(run.root, int(steps or 0), name="model")
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict) and data:
-        out: dict[str, Any] = {}
-        for k, v in data.items():
-            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: data}
-
-
 def _current_targets(flat: dict[str, Any]) -> dict[str, Any]:
     """Moved classes under their current path, so a run recorded before a move compares equal."""
     return {k: current_target(v) if k.rsplit(".", 1)[-1] == "_target_" else v for k, v in flat.items()}
@@ -183,7 +174,7 @@ def config_for_resume(cfg: DictConfig, meta: dict[str, Any], overrides: list[str
         raise ConfigError(f"resume: the run is +experiment={experiment}, the command names +experiment={typed}. A "
                           "resumed run keeps its config: drop +experiment=, or start a new run without resume=")
     given = override_keys(overrides) if overrides is not None else None
-    old, new = _current_targets(_flat(recorded)), _current_targets(_flat(to_container(cfg)))
+    old, new = _current_targets(flatten(recorded)), _current_targets(flatten(to_container(cfg)))
     # Compare only what the command types: a key, or a group's whole node (`env=push` -> env.*). A retyped
     # +experiment=NAME is not a key: what it sets by default is the run's own unless typed again (the Python
     # API, with no override list, sets everything).

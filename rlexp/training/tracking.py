@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.logger import KVWriter
 
 from rlexp import artifacts
+from rlexp.config import flatten
 from rlexp.trackers import chosen
 
 if TYPE_CHECKING:
@@ -49,16 +50,6 @@ def _scalars(key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]
             continue
         out[key] = float(value)
     return out
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """{"algo": {"gamma": 0.98}} -> {"algo.gamma": 0.98}; an empty dict stays one entry."""
-    if isinstance(data, dict) and data:
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: data}
 
 
 class Tracker:
