@@ -64,13 +64,35 @@ def run_py(*overrides: str, timeout: float = 600, multirun: bool = False, cwd: P
            env: dict[str, str] | None = None, fresh: bool = False) -> subprocess.CompletedProcess:
     """`python run.py OVERRIDES` from the project root (or `cwd`), output captured. Forked from the zygote
     unless `fresh` (a new interpreter: what it imports and prints while importing counts)."""
-    args = [*(["-m"] if multirun else []), *overrides]
-    return _command("script", str(ROOT / "run.py"), args, cwd, {**_env(), **(env or {})}, timeout, fresh)
+    proc = start_py(*overrides, multirun=multirun, cwd=cwd, env=env, fresh=fresh, stderr=subprocess.PIPE)
+    return _finish(proc, timeout)
 
 
 def rlexp_cli(*args: str, timeout: float = 600, fresh: bool = False) -> subprocess.CompletedProcess:
     """`python -m rlexp ARGS` from the project root (`fresh`: as in run_py)."""
-    return _command("module", "rlexp", list(args), ROOT, _env(), timeout, fresh)
+    proc = _start("module", "rlexp", list(args), ROOT, _env(), fresh, subprocess.PIPE, subprocess.PIPE, False)
+    return _finish(proc, timeout)
+
+
+def start_py(*overrides: str, multirun: bool = False, cwd: Path = ROOT, env: dict[str, str | None] | None = None,
+             fresh: bool = False, stdout: int = subprocess.PIPE, stderr: int = subprocess.STDOUT,
+             start_new_session: bool = False) -> subprocess.Popen[str] | Forked:
+    """Start `python run.py OVERRIDES` without waiting: a Popen (text mode) or the same interface for a command
+    forked from the zygote (`fresh`: as in run_py). stdout/stderr: PIPE, STDOUT (stderr only) or a file descriptor.
+    `env` adds to the test environment; a None value removes that variable."""
+    args = [*(["-m"] if multirun else []), *overrides]
+    full = {k: v for k, v in {**_env(), **(env or {})}.items() if v is not None}
+    return _start("script", str(ROOT / "run.py"), args, cwd, full, fresh, stdout, stderr, start_new_session)
+
+
+def _finish(proc: subprocess.Popen[str] | Forked, timeout: float) -> subprocess.CompletedProcess:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise subprocess.TimeoutExpired(proc.args, timeout, out, err) from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 # ------------------------------------------------------------------ commands through the zygote (tests/zygote.py)
@@ -80,50 +102,100 @@ _IMPORT_TIME = ("OMP_", "MKL_", "OPENBLAS_", "MUJOCO_", "PYOPENGL_", "PYTHON", "
 _zygote: dict[str, Any] = {}
 
 
-def _command(kind: str, target: str, args: list[str], cwd: Path, env: dict[str, str],
-             timeout: float, fresh: bool) -> subprocess.CompletedProcess:
+def _start(kind: str, target: str, args: list[str], cwd: Path, env: dict[str, str], fresh: bool, stdout: int,
+           stderr: int, start_new_session: bool) -> subprocess.Popen[str] | Forked:
     cmd = [sys.executable, *(["-m", target] if kind == "module" else [target]), *args]
     base = None if fresh else _start_zygote()
     if base is None or any(k.startswith(_IMPORT_TIME) for k in set(env) ^ set(base["env"])) or any(
             env[k] != base["env"][k] for k in env if k in base["env"] and k.startswith(_IMPORT_TIME)):
-        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
-    request = json.dumps({"kind": kind, "target": target, "args": args, "cwd": str(cwd), "env": env}).encode()
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        conn.connect(base["path"])
-        socket.send_fds(conn, [request], [out_w, err_w])
-    finally:
-        os.close(out_w)
-        os.close(err_w)
-    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+        return subprocess.Popen(cmd, cwd=cwd, env=env, text=True, stdout=stdout, stderr=stderr,
+                                start_new_session=start_new_session)
+    request = {"kind": kind, "target": target, "args": args, "cwd": str(cwd), "env": env,
+               "setsid": start_new_session}
+    return Forked(cmd, base["path"], request, stdout, stderr)
 
-    def drain(fd: int) -> None:
-        with os.fdopen(fd, "rb", closefd=True) as f:
-            chunks[fd].append(f.read())
 
-    readers = [threading.Thread(target=drain, args=(fd,), daemon=True) for fd in (out_r, err_r)]
-    for t in readers:
-        t.start()
-    conn.settimeout(timeout)
-    pid = int(conn.recv(64).decode().split()[1])
-    try:
-        reply = conn.recv(64).decode()
-    except TimeoutError:
-        os.kill(pid, signal.SIGKILL)
-        conn.settimeout(60)
-        conn.recv(64)
-        for t in readers:
-            t.join()
-        raise subprocess.TimeoutExpired(cmd, timeout, b"".join(chunks[out_r]), b"".join(chunks[err_r])) from None
-    finally:
-        conn.close()
-    for t in readers:
-        t.join()
-    code = int(reply.split()[1])
-    return subprocess.CompletedProcess(cmd, code, b"".join(chunks[out_r]).decode(errors="replace"),
-                                       b"".join(chunks[err_r]).decode(errors="replace"))
+class Forked:
+    """A command forked from the zygote, with the part of `subprocess.Popen`'s interface tests use (text mode).
+
+    The child is the zygote's, not ours: its exit code comes over the request's socket, read by a thread."""
+
+    def __init__(self, args: list[str], path: str, request: dict, stdout: int, stderr: int) -> None:
+        self.args, self.returncode = args, None
+        self.stdout = self.stderr = None
+        ours: list[int] = []  # write ends we made: closed here once the child has its copies
+
+        def end(spec: int) -> tuple[int | None, int]:  # (our read end or None, the child's write end)
+            if spec == subprocess.PIPE:
+                r, w = os.pipe()
+                ours.append(w)
+                return r, w
+            if spec == subprocess.DEVNULL:
+                ours.append(os.open(os.devnull, os.O_WRONLY))
+                return None, ours[-1]
+            return None, spec
+
+        out_r, out_w = end(stdout)
+        err_r, err_w = (None, out_w) if stderr == subprocess.STDOUT else end(stderr)
+        self.stdout = None if out_r is None else open(out_r, encoding="utf-8", errors="replace")  # noqa: SIM115
+        self.stderr = None if err_r is None else open(err_r, encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._conn.connect(path)
+            socket.send_fds(self._conn, [json.dumps(request).encode()], [out_w, err_w])
+            self.pid = int(self._conn.recv(64).decode().split()[1])
+        finally:
+            for fd in ours:
+                os.close(fd)
+        self._done = threading.Event()
+        threading.Thread(target=self._await_exit, daemon=True).start()
+
+    def _await_exit(self) -> None:
+        try:
+            reply = self._conn.recv(64).decode()
+            self.returncode = int(reply.split()[1])
+        finally:
+            self._conn.close()
+            self._done.set()
+
+    def poll(self) -> int | None:
+        return self.returncode if self._done.is_set() else None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._done.wait(timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str | None, str | None]:
+        """Read stdout/stderr to their end and wait for the exit, as Popen.communicate does."""
+        if not hasattr(self, "_readers"):
+            self._chunks: dict[str, str] = {}
+            self._readers = [threading.Thread(target=self._drain, args=(name,), daemon=True)
+                             for name in ("stdout", "stderr") if getattr(self, name) is not None]
+            for t in self._readers:
+                t.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._readers:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                raise subprocess.TimeoutExpired(self.args, timeout)
+        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return self._chunks.get("stdout"), self._chunks.get("stderr")
+
+    def _drain(self, name: str) -> None:
+        stream = getattr(self, name)
+        self._chunks[name] = stream.read()
+        stream.close()
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 def _start_zygote() -> dict[str, Any] | None:

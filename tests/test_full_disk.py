@@ -23,7 +23,7 @@ import pytest
 
 from rlexp.rundir import RunDir
 
-from helpers import ROOT, _env, assert_tb_monotonic, scalars
+from helpers import ROOT, _env, assert_tb_monotonic, scalars, start_py
 
 pytestmark = pytest.mark.slow
 
@@ -68,11 +68,10 @@ def test_logs_survive_a_full_disk(tmp_path: Path) -> None:
                              text=True)
     if mounted.returncode:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
-    proc: subprocess.Popen | None = None
+    proc = None
     try:
         run = mnt / "run"
-        proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *ARGS, f"hydra.run.dir={run}"], cwd=ROOT,
-                                env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = start_py(*ARGS, f"hydra.run.dir={run}")
         lines: list[str] = []
 
         def read_until(done, what: str) -> None:  # noqa: ANN001

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ from rlexp import hpo
 from rlexp.errors import ConfigError
 from rlexp.status import Status, Summary
 
-from helpers import HER_TINY, ROOT, _env, ok, read_json, rlexp_cli, run_py, wait_for
+from helpers import HER_TINY, ok, read_json, rlexp_cli, run_py, start_py, wait_for
 
 STUDY = "her_push_optuna"  # the preset's study_name
 TINY = [o for o in HER_TINY if "net_arch" not in o] + [
@@ -256,8 +254,7 @@ def test_pruning_study(tmp_path: Path) -> None:
 def kill_search_at(command: list[str], marker: Path, what: str) -> None:
     """Start `python run.py -m COMMAND` in its own session and SIGKILL the whole search (trials included) once
     `marker` exists: a launcher killed with a trial in the middle of training."""
-    proc = subprocess.Popen([sys.executable, "run.py", "-m", *command], cwd=ROOT, env=_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start_py(*command, multirun=True, start_new_session=True)
     try:
         wait_for(marker.exists, 300, proc, what)
         os.killpg(proc.pid, signal.SIGKILL)
@@ -313,8 +310,7 @@ def test_preempted_trial_is_requeued_resumes_bitwise_and_reports_on(tmp_path: Pa
     sweep = tmp_path / "hpo"
     command = [*TINY, "total_steps=400", "threads=1", "hydra/sweeper/pruner=none", "hydra/launcher=local",
                "hydra.sweeper.n_trials=1", "hydra.sweeper.n_jobs=1", f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen([sys.executable, "run.py", "-m", *command], cwd=ROOT, env=_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = start_py(*command, multirun=True)
     run = sweep / "trial-0000"
     try:
         wait_for(lambda: len((run / "evaluations.csv").read_text().splitlines()) > 1 if (run / "evaluations.csv")

@@ -7,13 +7,11 @@ import logging
 import os
 import pty
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import PPO_TINY, ROOT, _env, read_json
+from helpers import PPO_TINY, read_json, start_py
 
 # PPO trains whole rollouts of 64 steps x 2 envs: total_steps=300 trains 384 steps.
 PPO = [*(a for a in PPO_TINY if a != "progress=false"), "total_steps=300", "device=cpu"]
@@ -22,10 +20,10 @@ PPO = [*(a for a in PPO_TINY if a != "progress=false"), "total_steps=300", "devi
 @pytest.mark.slow
 def test_without_a_tty_progress_is_plain_lines_over_the_steps_trained(tmp_path: Path) -> None:
     run_dir, out = tmp_path / "run", tmp_path / "out.txt"
-    cmd = [sys.executable, str(ROOT / "run.py"), *PPO, "progress_percent=25", "progress_minutes=0",
-           f"hydra.run.dir={run_dir}"]
     with out.open("wb") as f:
-        proc = subprocess.run(cmd, cwd=ROOT, env=_env(), stdout=f, stderr=subprocess.STDOUT, timeout=600)
+        proc = start_py(*PPO, "progress_percent=25", "progress_minutes=0", f"hydra.run.dir={run_dir}",
+                        stdout=f.fileno())
+        proc.wait(timeout=600)
     data = out.read_bytes()
     assert proc.returncode == 0, data[-3000:].decode(errors="replace")
     assert b"\x1b" not in data and b"\x1b" not in (run_dir / "run.log").read_bytes(), "no escape codes in files"
@@ -46,9 +44,8 @@ def test_without_a_tty_progress_is_plain_lines_over_the_steps_trained(tmp_path: 
 def test_on_a_tty_the_bar_counts_the_steps_trained(tmp_path: Path) -> None:
     """stdout on a pseudo-terminal: SB3's rich bar, over the 384 steps trained (SB3's own counted the 300 asked)."""
     leader, follower = pty.openpty()
-    cmd = [sys.executable, str(ROOT / "run.py"), *PPO, f"hydra.run.dir={tmp_path / 'run'}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**_env(), "TERM": "xterm", "COLUMNS": "160"}, stdout=follower,
-                            stderr=subprocess.STDOUT)
+    proc = start_py(*PPO, f"hydra.run.dir={tmp_path / 'run'}", env={"TERM": "xterm", "COLUMNS": "160"},
+                    stdout=follower)
     os.close(follower)
     chunks = []
     try:

@@ -7,7 +7,6 @@ import base64
 import hashlib
 import json
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from rlexp.rundir import RunDir
 
-from helpers import FAST, ROOT, _env, ok, read_json, rlexp_cli, run_py
+from helpers import FAST, ROOT, ok, read_json, rlexp_cli, run_py, start_py
 
 pytestmark = pytest.mark.slow
 
@@ -151,8 +150,7 @@ def test_resume_after_a_stop_during_evaluation_evaluates(tmp_path: Path) -> None
 
 def test_two_processes_one_run_directory(tmp_path: Path) -> None:
     """The second process reports who holds the directory and skips; the first finishes undisturbed."""
-    cmd = [sys.executable, "run.py", *HER, "total_steps=1600", f"hydra.run.dir={tmp_path}"]
-    first = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = start_py(*HER, "total_steps=1600", f"hydra.run.dir={tmp_path}")
     try:
         lock = tmp_path / ".rlexp.lock"
         t0 = time.time()
@@ -255,9 +253,7 @@ def test_full_disk_skips_the_checkpoint_and_keeps_training(tmp_path: Path) -> No
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         run = mnt / "run"
-        cmd = [sys.executable, "run.py", *HER, "total_steps=1600", "checkpoint_freq=400", "tensorboard=false",
-               f"hydra.run.dir={run}"]
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = start_py(*HER, "total_steps=1600", "checkpoint_freq=400", "tensorboard=false", f"hydra.run.dir={run}")
         filler = mnt / "filler"
         t0 = time.time()
         while not RunDir(run).checkpoints():

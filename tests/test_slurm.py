@@ -7,7 +7,7 @@ Requeue and cancel through `hydra/launcher=submitit_slurm` (our launcher under t
 job of two tiny runs (2048 and 200000 steps, so neither ends before its signal): task 0 gets the time-limit
 signal (USR2) mid-training and must be requeued by SLURM, resume from its checkpoint and complete; task 1 is
 `scancel`ed mid-training and must stay cancelled (checkpoint written, no requeue). `sacct` must show both
-tasks ran through SLURM. A sweep larger than the cluster's MaxArraySize (10 on the local cluster): 12 tiny runs as
+tasks ran through SLURM. A sweep larger than the cluster's MaxArraySize (4 on the local cluster): 6 tiny runs as
 2 arrays that share `array_parallelism`, followed by `status`, then skipped by the same command again. An Optuna
 search whose trials run as SLURM arrays sharing one journal-file study.
 """
@@ -20,7 +20,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,13 +35,13 @@ from helpers import (
     HER_TINY,
     PPO_TINY,
     ROOT,
-    _env,
     assert_same_final,
     checkpoints,
     ok,
     read_json,
     rlexp_cli,
     run_py,
+    start_py,
     wait_for,
 )
 
@@ -125,9 +124,6 @@ def sacct_states(conf: str, job: str) -> list[str]:
 def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) -> None:
     sweep = tmp_path / "slurm_sweep"
     cmd = [
-        sys.executable,
-        "run.py",
-        "-m",
         *PPO_TINY,
         "total_steps=2048,200000",
         "threads=1",  # the reference run below uses one torch thread too: same float reductions
@@ -138,10 +134,7 @@ def test_slurm_sweep_requeue_resume_and_cancel(slurm_conf: str, tmp_path: Path) 
         "hydra.launcher.timeout_min=10",
         f"hydra.sweep.dir={sweep}",
     ]
-    env = {**_env(), "SLURM_CONF": slurm_conf}
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    proc = start_py(*cmd, multirun=True, env={"SLURM_CONF": slurm_conf})
 
     def run_of(task: int) -> Path:
         return sweep / (
@@ -232,10 +225,9 @@ def test_slurm_wait_false_returns_at_once_and_status_follows(slurm_conf: str, tm
     sweep = tmp_path / "no_wait"
     # job 1 is refused when it starts (HER's warm-up check needs the env), after the sweep was submitted
     her = [o for o in HER_TINY if not o.startswith("algo.learning_starts=")]
-    cmd = [sys.executable, "run.py", "-m", *her, "total_steps=256", "algo.learning_starts=100,10", "threads=1",
-           "hydra/launcher=slurm", *SLURM_FLAGS, "hydra.launcher.wait=false", f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**_env(), "SLURM_CONF": slurm_conf}, capture_output=True, text=True,
-                          timeout=120)
+    proc = run_py(*her, "total_steps=256", "algo.learning_starts=100,10", "threads=1", "hydra/launcher=slurm",
+                  *SLURM_FLAGS, "hydra.launcher.wait=false", f"hydra.sweep.dir={sweep}", multirun=True,
+                  env={"SLURM_CONF": slurm_conf}, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"follow them with:\n  python -m rlexp status {sweep}" in proc.stdout, proc.stdout
     states = {j.num: j for j in sweep_status(sweep)[0]}
@@ -288,62 +280,61 @@ def _completed(conf: str, arrays: list[str], n: int) -> bool:
 
 
 def test_slurm_sweep_larger_than_max_array_size(slurm_conf: str, tmp_path: Path) -> None:
-    """A 12-job sweep on a cluster whose MaxArraySize is 10 (tools/slurm_local.sh), which refuses it as one array:
-    submitted as 2 arrays of 6 with wait=false, array_parallelism=2 across them (one lane: each array waits for
-    the one before); `status` follows all 12 from the start, all finish, and the same command again skips them."""
+    """A 6-job sweep on a cluster whose MaxArraySize is 4 (tools/slurm_local.sh), which refuses it as one array:
+    submitted as 2 arrays of 3 with wait=false, array_parallelism=2 across them (one lane: each array waits for
+    the one before); `status` follows all 6 from the start, all finish, and the same command again skips them."""
     from hydra_plugins.rlexp_launchers.arrays import parse_max_array_size
 
     limit = parse_max_array_size(slurm(slurm_conf, "scontrol", "show", "config"))
     # A cluster brought up by an older copy of slurm_local.sh keeps SLURM's default: then the launcher is told.
-    told = [] if limit == 10 else ["hydra.launcher.max_array_size=10"]
-    if limit is not None and limit <= 11:  # what a single array of the sweep meets (submitit #1624)
-        one = subprocess.run(["sbatch", "--hold", "--array=0-11", "-p", "debug", "--wrap", "true"],
+    told = [] if limit == 4 else ["hydra.launcher.max_array_size=4"]
+    if limit is not None and limit <= 5:  # what a single array of the sweep meets (submitit #1624)
+        one = subprocess.run(["sbatch", "--hold", "--array=0-5", "-p", "debug", "--wrap", "true"],
                              capture_output=True, text=True, timeout=60, env={**os.environ, "SLURM_CONF": slurm_conf})
         assert one.returncode != 0 and "array" in one.stderr.lower(), (one.stdout, one.stderr)
     sweep = tmp_path / "big"
     tiny = [o for o in PPO_TINY if not o.startswith(("checkpoint_freq=", "eval.n_episodes="))]
-    cmd = [sys.executable, "run.py", "-m", *tiny, "total_steps=128", "checkpoint_freq=0", "eval.n_episodes=1",
-           "tensorboard=false", "threads=1", "seed=range(0,12)", "hydra/launcher=slurm", *SLURM_FLAGS,
-           "hydra.launcher.array_parallelism=2", *told, f"hydra.sweep.dir={sweep}"]
-    env = {**_env(), "SLURM_CONF": slurm_conf}
-    first = subprocess.run([*cmd, "hydra.launcher.wait=false"], cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=300)
+    cmd = [*tiny, "total_steps=128", "checkpoint_freq=0", "eval.n_episodes=1", "tensorboard=false", "threads=1",
+           "seed=range(0,6)", "hydra/launcher=slurm", *SLURM_FLAGS, "hydra.launcher.array_parallelism=2", *told,
+           f"hydra.sweep.dir={sweep}"]
+    env = {"SLURM_CONF": slurm_conf}
+    first = run_py(*cmd, "hydra.launcher.wait=false", multirun=True, env=env, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "submitted 12 jobs as 2 SLURM arrays " in first.stdout, first.stdout
+    assert "submitted 6 jobs as 2 SLURM arrays " in first.stdout, first.stdout
     arrays = first.stdout.split("2 SLURM arrays ", 1)[1].split(" (", 1)[0].split(", ")
     try:
         shown = ok(rlexp_cli("status", str(sweep))).stdout
-        assert f"12 jobs, 2 SLURM arrays {', '.join(arrays)} -- " in shown, shown
-        early = sweep_status(sweep)[0]  # the later array waits for the first one: 6 jobs pending in SLURM
-        assert [j.state for j in early[6:]] == ["pending"] * 6, [(j.num, j.state, j.detail) for j in early]
+        assert f"6 jobs, 2 SLURM arrays {', '.join(arrays)} -- " in shown, shown
+        early = sweep_status(sweep)[0]  # the later array waits for the first one: 3 jobs pending in SLURM
+        assert [j.state for j in early[3:]] == ["pending"] * 3, [(j.num, j.state, j.detail) for j in early]
 
         def ended() -> bool:
             return all(j.state in ("done", "failed", "refused") for j in sweep_status(sweep)[0])
 
-        wait_for(every(3, ended), 900, None, "the 12 jobs of the 2 arrays to end")
+        wait_for(every(3, ended), 900, None, "the 6 jobs of the 2 arrays to end")
         finished = True  # every job wrote its eval.json; SLURM may still be completing the last ones: leave them
     finally:
-        if "finished" not in locals():
-            subprocess.run(["scancel", *arrays], capture_output=True, timeout=60, env=env)  # none left running
+        if "finished" not in locals():  # none left running
+            subprocess.run(["scancel", *arrays], capture_output=True, timeout=60, env={**os.environ, **env})
     states = sweep_status(sweep)[0]
-    assert [j.state for j in states] == ["done"] * 12, [(j.num, j.state, j.detail) for j in states]
+    assert [j.state for j in states] == ["done"] * 6, [(j.num, j.state, j.detail) for j in states]
     try:
-        wait_for(every(2, lambda: _completed(slurm_conf, arrays, 12)), 120, None, "sacct: 12 tasks completed")
+        wait_for(every(2, lambda: _completed(slurm_conf, arrays, 6)), 120, None, "sacct: 6 tasks completed")
     except AssertionError:
         rows = slurm(slurm_conf, "sacct", "-X", "-P", "-j", ",".join(arrays), "-o", "JobID,State")
-        raise AssertionError(f"sacct does not report the 12 tasks completed:\n{rows}") from None
+        raise AssertionError(f"sacct does not report the 6 tasks completed:\n{rows}") from None
     tasks = {a: sacct_times(slurm_conf, a) for a in arrays}
-    assert [len(t) for t in tasks.values()] == [6, 6], tasks  # within MaxArraySize, and every job ran in SLURM
+    assert [len(t) for t in tasks.values()] == [3, 3], tasks  # within MaxArraySize, and every job ran in SLURM
     for before, after in itertools.pairwise(arrays):  # one lane: an array starts once the one before has ended
         assert min(t[1] for t in tasks[after]) >= max(t[2] for t in tasks[before]), tasks
     spans = [t[1:] for ts in tasks.values() for t in ts]
     assert max(sum(s <= at < e for s, e in spans) for at, _ in spans) <= 2  # array_parallelism=2 over all of them
-    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    again = run_py(*cmd, multirun=True, env=env, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     lines = again.stdout.splitlines()
-    assert sum(bool(re.match(r"\[\d+/12\]  #\d+  skipped ", ln)) for ln in lines) == 12, again.stdout[-3000:]
-    assert any(re.fullmatch(r"  skipped +12  .*", ln) for ln in lines), again.stdout[-3000:]  # the closing table
-    assert [j.state for j in sweep_status(sweep)[0]] == ["done"] * 12
+    assert sum(bool(re.match(r"\[\d+/6\]  #\d+  skipped ", ln)) for ln in lines) == 6, again.stdout[-3000:]
+    assert any(re.fullmatch(r"  skipped +6  .*", ln) for ln in lines), again.stdout[-3000:]  # the closing table
+    assert [j.state for j in sweep_status(sweep)[0]] == ["done"] * 6
 
 
 @pytest.mark.usefixtures("slurm_conf", "_suite_environment")
@@ -359,7 +350,7 @@ class TestSlurmLauncherSuite(LauncherTestSuite):
 
 
 def test_optuna_study_as_slurm_arrays_with_journal_storage(slurm_conf: str, tmp_path: Path) -> None:
-    """An Optuna search whose trials run as SLURM arrays (4 trials, one array of 2 per batch) sharing one study in
+    """An Optuna search whose trials run as SLURM arrays (3 trials, one array per batch of up to 2) sharing one study in
     Optuna's journal file (the default under the SLURM launcher): every trial reports each evaluation and its
     result from its own job, none is lost or counted twice, and `status` reads the journal."""
     import optuna
@@ -369,22 +360,22 @@ def test_optuna_study_as_slurm_arrays_with_journal_storage(slurm_conf: str, tmp_
     sweep = tmp_path / "hpo"
     tiny = [o for o in HER_TINY if "net_arch" not in o]
     proc = run_py("hparams_search=her_push_optuna", *tiny, "++algo.policy_kwargs.net_arch=[32,32]",
-                  "algo.batch_size=32", "algo.learning_rate=tag(log, interval(1e-4, 1e-3))", "total_steps=300",
-                  "eval.freq=100", "eval.freq_episodes=2", "hydra/sweeper/pruner=none", "hydra.sweeper.n_trials=4",
+                  "algo.batch_size=32", "algo.learning_rate=tag(log, interval(1e-4, 1e-3))", "total_steps=200",
+                  "eval.freq=100", "eval.freq_episodes=2", "hydra/sweeper/pruner=none", "hydra.sweeper.n_trials=3",
                   "hydra/launcher=slurm", *SLURM_FLAGS, f"hydra.sweep.dir={sweep}",
                   multirun=True, env={"SLURM_CONF": slurm_conf})
     ok(proc)
     assert (sweep / "optuna.journal").is_file() and not (sweep / "optuna.db").exists()
     trials = optuna.load_study(study_name="her_push_optuna",
                                storage=hpo.open_storage(f"journal:{sweep / 'optuna.journal'}")).trials
-    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert [t.number for t in trials] == [0, 1, 2]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), [t.state for t in trials]
     for t in trials:
         run = sweep / hpo.trial_dir(t.number)
         assert t.value == hpo.objective("success_rate", read_json(run / "eval.json")["aggregate"])
-        assert sorted(t.intermediate_values) == [100, 200, 300]
+        assert sorted(t.intermediate_values) == [100, 200]
         assert read_json(run / "model.meta.json")["config"]["trial"]["number"] == t.number
     ids = {read_json(p)["job_id"].split("_")[0] for p in (sweep / ".rlexp" / "jobs").glob("*.json")}
-    assert len(ids) == 2, ids  # one array per batch of n_jobs=2
+    assert len(ids) == 2, ids  # one array per batch of n_jobs=2: trials 0-1, then 2
     status = ok(rlexp_cli("status", str(sweep)))
-    assert "study her_push_optuna: 4/4 trials -- 4 complete" in status.stdout, status.stdout
+    assert "study her_push_optuna: 3/3 trials -- 3 complete" in status.stdout, status.stdout

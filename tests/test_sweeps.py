@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,13 +14,13 @@ from helpers import (
     HER_TINY,
     PPO_TINY,
     ROOT,
-    _env,
     assert_same_final,
     checkpoints,
     ok,
     read_json,
     rlexp_cli,
     run_py,
+    start_py,
     wait_for,
 )
 
@@ -83,14 +81,7 @@ def test_kill_and_rerun_skips_finished_and_resumes_interrupted(tmp_path: Path) -
     (resumable from its checkpoint), then both done; the sweep prints a line per job and a closing table."""
     sweep = tmp_path / "sweep"
     args = [*PPO_TINY, "total_steps=1536", "seed=0,1", f"hydra.sweep.dir={sweep}"]  # long enough to interrupt
-    proc = subprocess.Popen(
-        [sys.executable, "run.py", "-m", *args],
-        cwd=ROOT,
-        env=_env(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_py(*args, multirun=True)
     try:
 
         def first_running_second_pending() -> bool:
@@ -177,15 +168,8 @@ def test_local_launcher_requeues_after_signal_and_resumes(tmp_path: Path) -> Non
     sweep = tmp_path / "local_sweep"
     her = [*HER_TINY, "total_steps=1600", "seed=3"]
     args = [*her, "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}"]
-    env = {k: v for k, v in _env().items() if k != "OMP_NUM_THREADS"}
-    proc = subprocess.Popen(
-        [sys.executable, "run.py", "-m", *args],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    env = {"OMP_NUM_THREADS": None}
+    proc = start_py(*args, multirun=True, env=env)
     try:
 
         def checkpointed() -> bool:

@@ -54,6 +54,8 @@ def _child(request: dict, fds: list[int], inherited: list[int]) -> None:
             os.close(fd)
         except OSError:
             pass
+    if request.get("setsid"):  # Popen(start_new_session=True): its own session and process group
+        os.setsid()
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)

@@ -11,8 +11,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from rlexp.errors import ConfigError
 from rlexp.rundir import RunDir
 from rlexp.training.checkpoint import STATE_KEY
 
-from helpers import HER_TINY, ROOT, _env, assert_same_final, assert_same_tensors, ok, run_py
+from helpers import HER_TINY, assert_same_final, assert_same_tensors, ok, run_py, start_py
 
 TINY = [*HER_TINY, "total_steps=400", "device=cpu", "threads=1"]
 WORKER = re.compile(r"overlap: \d+ envs step in worker process (\d+)")
@@ -172,8 +170,7 @@ def test_stop_mid_update_saves_and_resumes_exactly(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_worker_dies_with_a_killed_trainer(tmp_path: Path) -> None:
-    cmd = [sys.executable, "run.py", *TINY, "total_steps=1000000", "overlap=true", f"hydra.run.dir={tmp_path}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    proc = start_py(*TINY, "total_steps=1000000", "overlap=true", f"hydra.run.dir={tmp_path}")
     try:
         text = ""
         assert proc.stdout is not None
