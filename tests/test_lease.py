@@ -16,7 +16,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pytest
 
 from rlexp.rundir import RunDir
 
-from helpers import ROOT, _env, ok, read_json, wait_for
+from helpers import ok, read_json, run_py, start_py, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -51,20 +50,13 @@ def _needs_unshare() -> None:
         pytest.skip("cannot make a UTS namespace here (unshare --uts needs root): no second hostname")
 
 
-def command(tmp_path: Path, *overrides: str, flock: str | None = None, host: str | None = None) -> list[str]:
-    """run.py with flock replaced (`enosys`, `local`) and/or under another hostname."""
-    cmd = [sys.executable, str(ROOT / "run.py"), *overrides]
-    if flock:
-        shim = tmp_path / "flock_shim.py"
-        shim.write_text(SHIM)
-        cmd = [sys.executable, str(shim), *cmd[1:]]
-    if host:
-        cmd = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host, *cmd]
-    return cmd
-
-
-def run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**_env(), **(env or {})})
+def shim(tmp_path: Path, flock: str | None) -> Path | None:
+    """The flock shim (RLEXP_TEST_FLOCK picks the mode), written into tmp_path; None without one."""
+    if not flock:
+        return None
+    path = tmp_path / "flock_shim.py"
+    path.write_text(SHIM)
+    return path
 
 
 def _state(pid: int) -> str:
@@ -94,13 +86,12 @@ def test_a_second_node_is_refused_by_the_lease(tmp_path: Path, flock: str) -> No
     _needs_unshare()
     run_dir = tmp_path / "run"
     args = [*QUICK, "total_steps=400", f"hydra.run.dir={run_dir}"]
-    first = subprocess.Popen(command(tmp_path, *args, flock="enosys" if flock == "enosys" else None), cwd=ROOT,
-                             env={**_env(), "RLEXP_FAULT": "SIGSTOP@100:step", "RLEXP_TEST_FLOCK": flock},
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = start_py(*args, shim=shim(tmp_path, "enosys" if flock == "enosys" else None),
+                     env={"RLEXP_FAULT": "SIGSTOP@100:step", "RLEXP_TEST_FLOCK": flock})
     try:
         wait_for(lambda: _state(first.pid) == "T", 300, first, "the holder to stop at step 100")
         before = sorted(p.name for p in run_dir.rglob("*"))
-        second = run(command(tmp_path, *args, flock=flock, host="nodeB"), env={"RLEXP_TEST_FLOCK": flock})
+        second = run_py(*args, shim=shim(tmp_path, flock), hostname="nodeB", env={"RLEXP_TEST_FLOCK": flock})
         out = second.stdout + second.stderr
         assert second.returncode == 4, out[-3000:]
         host = os.uname().nodename
@@ -121,14 +112,12 @@ def test_without_flock_a_killed_holder_is_taken_over(tmp_path: Path) -> None:
     takes the run over (saying so) and resumes it."""
     args = [*QUICK, "total_steps=400", f"hydra.run.dir={tmp_path / 'run'}"]
     env = {"RLEXP_TEST_FLOCK": "enosys"}
-    killed = subprocess.Popen(command(tmp_path, *args, flock="enosys"), cwd=ROOT,
-                              env={**_env(), **env, "RLEXP_FAULT": "SIGKILL@250:step"}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    killed = start_py(*args, shim=shim(tmp_path, "enosys"), env={**env, "RLEXP_FAULT": "SIGKILL@250:step"})
     killed.communicate(timeout=600)
     assert killed.returncode == -signal.SIGKILL
     lease = read_json(tmp_path / "run" / ".rlexp.lease" / "1.json")
     assert lease["pid"] == killed.pid and not lease["released"]
-    proc = ok(run(command(tmp_path, *args, flock="enosys"), env=env))
+    proc = ok(run_py(*args, shim=shim(tmp_path, "enosys"), env=env))
     out = proc.stdout + proc.stderr
     assert f"took over the lease of {tmp_path / 'run'} from pid {killed.pid} on host" in out, out[-3000:]
     assert f"pid {killed.pid} is gone" in out and "from step 200" in out, out[-3000:]
@@ -136,19 +125,18 @@ def test_without_flock_a_killed_holder_is_taken_over(tmp_path: Path) -> None:
     assert read_json(tmp_path / "run" / ".rlexp.lease" / "2.json")["released"]
 
 
-@pytest.mark.parametrize(("age_s", "beat_s"), [(5, 30), (600, 5), (6, 1)], ids=["fresh", "stale", "missed-beats"])
+@pytest.mark.parametrize(("age_s", "beat_s"), [(2, 30), (600, 2), (3, 1)], ids=["fresh", "stale", "missed-beats"])
 def test_another_hosts_lease_fresh_refuses_stale_is_taken_over(tmp_path: Path, age_s: float, beat_s: float) -> None:
-    """A lease left by nodeZ (a pid this host cannot check), with RLEXP_LEASE_TIMEOUT=20. Its heartbeat 5 s old
+    """A lease left by nodeZ (a pid this host cannot check), with RLEXP_LEASE_TIMEOUT=8. Its heartbeat 2 s old
     (every 30 s): it trains there (exit 4, nothing written), at once. 600 s old: past the timeout, taken over
     with a line.
-    6 s old but beating every second: it missed its last beats (a dead node, a requeued job), so the command
+    3 s old but beating every second: it missed its last beats (a dead node, a requeued job), so the command
     waits until the timeout passes without a beat, then takes over."""
     run_dir = tmp_path / "run"
     write_lease(run_dir, "nodeZ", 4242, age_s, heartbeat_s=beat_s)
-    proc = run([sys.executable, str(ROOT / "run.py"), *QUICK, "total_steps=200", f"hydra.run.dir={run_dir}"],
-               env={"RLEXP_LEASE_TIMEOUT": "20"})
+    proc = run_py(*QUICK, "total_steps=200", f"hydra.run.dir={run_dir}", env={"RLEXP_LEASE_TIMEOUT": "8"})
     out = proc.stdout + proc.stderr
-    if age_s == 5:
+    if age_s == 2:
         assert proc.returncode == 4, out[-3000:]
         assert "is in use: running in pid 4242 on host nodeZ since 2026-12-01T00:00:00+00:00, last heartbeat" in out
         assert "waiting" not in out
@@ -158,10 +146,10 @@ def test_another_hosts_lease_fresh_refuses_stale_is_taken_over(tmp_path: Path, a
     ok(proc)
     line = re.search(rf"took over the lease of {re.escape(str(run_dir))} from pid 4242 on host nodeZ since "
                      r"2026-12-01T00:00:00\+00:00, last heartbeat (\d+) s ago: no heartbeat for (\d+) s "
-                     r"\(timeout 20 s\)", out)
+                     r"\(timeout 8 s\)", out)
     assert line and int(line.group(1)) == int(line.group(2)), out[-3000:]
-    assert 600 <= int(line.group(1)) < 900 if age_s == 600 else 20 <= int(line.group(1)) < 30
-    assert ("waiting for the lease" in out) == (age_s == 6), out[-3000:]
+    assert 600 <= int(line.group(1)) < 900 if age_s == 600 else 8 <= int(line.group(1)) < 18
+    assert ("waiting for the lease" in out) == (age_s == 3), out[-3000:]
     assert (run_dir / "eval.json").exists()
 
 

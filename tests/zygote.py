@@ -17,6 +17,7 @@ its stdout and stderr pipes attached (SCM_RIGHTS); the zygote answers "pid N" on
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import os
 import runpy
@@ -56,6 +57,12 @@ def _child(request: dict, fds: list[int], inherited: list[int]) -> None:
             pass
     if request.get("setsid"):  # Popen(start_new_session=True): its own session and process group
         os.setsid()
+    if request.get("hostname"):  # `unshare --uts` + `hostname NAME`: another node, as far as the run can tell
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(0x04000000) != 0:  # CLONE_NEWUTS (os.unshare needs Python 3.12)
+            os.write(fds[1], f"unshare: {os.strerror(ctypes.get_errno())}\n".encode())
+            os._exit(1)
+        socket.sethostname(request["hostname"])
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
