@@ -166,7 +166,7 @@ def test_local_launcher_requeues_after_signal_and_resumes(tmp_path: Path) -> Non
     submitit, which requeues the job; the new attempt resumes the checkpoint, replay buffer included, and
     ends equal to an uninterrupted run. Jobs get cpus_per_task (1) torch threads, not one per core."""
     sweep = tmp_path / "local_sweep"
-    her = [*HER_TINY, "total_steps=1600", "seed=3"]
+    her = [*HER_TINY, "total_steps=1000", "seed=3"]
     args = [*her, "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}"]
     env = {"OMP_NUM_THREADS": None}
     proc = start_py(*args, multirun=True, env=env)
@@ -188,7 +188,7 @@ def test_local_launcher_requeues_after_signal_and_resumes(tmp_path: Path) -> Non
     run = job_dir(sweep, 3)
     meta = read_json(run / "model.meta.json")
     assert meta["resumed_from"] and "/checkpoints/step_" in meta["resumed_from"], meta["resumed_from"]
-    assert meta["total_steps"] == 1600 and (run / "eval.json").exists()
+    assert meta["total_steps"] == 1000 and (run / "eval.json").exists()
     assert meta["torch_threads"] == 1
     logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.out"))
     assert "asking submitit to requeue" in logs and "Requeued job" in logs, logs[-3000:]
