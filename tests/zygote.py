@@ -4,10 +4,12 @@ Every fresh interpreter pays ~5 s before a run does anything: importing torch, t
 optimizers import at their first step), SB3, gymnasium-robotics and Hydra. A test suite that starts a few
 hundred commands pays that hundreds of times. The zygote imports those libraries once per pytest worker and
 forks a child per command: the child is its own process (own pid, signals, exit code, stdout and stderr) and
-runs the real entry point (`run.py` as `__main__`, or `python -m rlexp`); it shares nothing with other
-commands but modules already imported. `helpers.run_py` / `helpers.rlexp_cli` use it unless a command's
-environment differs in a variable read at import time (then, and with RLEXP_TEST_ZYGOTE=0, a fresh
-interpreter runs it). Tests about what a command imports start their own interpreter.
+runs the real entry point (`run.py` as `__main__`, a shim script that patches something and then runs
+`run.py`, or `python -m rlexp`); it shares nothing with other commands but modules already imported.
+`helpers.run_py` / `helpers.start_py` / `helpers.rlexp_cli` use it unless a command's environment differs in a
+variable read at import time (then, and with RLEXP_TEST_ZYGOTE=0, a fresh interpreter runs it). Tests about
+what a command imports start their own interpreter. A request may ask for its own session (Popen's
+start_new_session) or its own hostname (a UTS namespace, as `unshare --uts`: another node of a cluster).
 
 Protocol (one SOCK_SEQPACKET connection per command): the client sends a JSON request with the write ends of
 its stdout and stderr pipes attached (SCM_RIGHTS); the zygote answers "pid N" once the child is forked and
