@@ -57,7 +57,7 @@ RUNS: dict[str, Run] = {
     "her_reach_overlap_s1": ("ch05_her_reach", 300_000, "100% at 1M", "100%", 1, EVAL + OVERLAP),
     "push_overlap_s0": ("ch05_her_push", 2_000_000, "99% ± 1% at 2M (3 seeds)", ">= 90%", 0, OVERLAP + EVAL),
     "push_overlap_s1": ("ch05_her_push", 2_000_000, "99% ± 1% at 2M (3 seeds)", ">= 90%", 1, OVERLAP + EVAL),
-    # the book's Push recipe on the default path (no overlap), one core
+    # the book's Push recipe on the fast path without overlap, one core
     "push_fast_s0": ("ch05_her_push", 2_000_000, "99% ± 1% at 2M (3 seeds)", ">= 90%", 0, EVAL + ONE),
 }
 BEFORE_FAST = ("ppo_reach", "sac_reach", "her_reach", "her_push", "her_push_2m")
@@ -65,45 +65,30 @@ BEFORE_FAST = ("ppo_reach", "sac_reach", "her_reach", "her_push", "her_push_2m")
 # so the 2M Push run reuses the 1M run's weights, optimizer state and replay buffer instead of starting over.
 CONTINUES = {"her_push_2m": "her_push"}
 # name -> how the run ran, as a bullet under its table (RUNS, and push_* runs started by hand for the solve
-# table): what shared the cores, stops and resumes, anything a row's numbers need to be read right. The
+# table): what a row's numbers need to be read right (stops and resumes, threads, a run alone on the cores). The
 # section header is the same for every run, so these facts go here, never into the header.
 NOTES = {
-    "ppo_reach": "OMP_NUM_THREADS=1, beside a test-suite run on the other core.",
-    "sac_reach": "OMP_NUM_THREADS=1, beside her_push; an 8-env pixel run shared the cores for ~6 min.",
-    "her_reach": "OMP_NUM_THREADS=1, beside her_push.",
-    "her_push": "OMP_NUM_THREADS=1, beside sac_reach, then her_reach; an 8-env pixel run shared the cores for "
-    "~6 min.",
     "her_push_2m": "continues her_push from its 1M checkpoint (weights, optimizer, replay buffer) with `resume=`: "
-    "its wall time and steps/s are those of steps 1M-2M. OMP_NUM_THREADS=1, beside test-suite runs.",
-    "ppo_reach_fast": "its first 164k steps with 2 torch threads beside other jobs; stopped and resumed twice, the "
-    "row adds up the three segments. Another run shared the 2 cores most of the time.",
-    "her_reach_s0": "another run shared the 2 cores most of the time.",
-    "her_reach_s1": "another run shared the 2 cores most of the time.",
-    "her_reach_overlap_s0": "another run shared the 2 cores most of the time.",
-    "her_reach_overlap_s1": "another run shared the 2 cores most of the time.",
-    "push_overlap_s0": "alone on the 2 cores except for its first ~8 minutes, beside a 2-thread PPO run at nice 19.",
-    "push_overlap_s1": "stopped at 1,597,152 steps and resumed to 2M beside a CI dry run (the row adds up both "
-    "segments); test suites at nice 19 used the idle half of the cores for ~15 min of its first segment.",
-    "push_overlap_s1_direct": "push_overlap_s1's command on a later version of the fast path, stopped with a "
-    "checkpoint after its 1.4M evaluation; its 14 periodic evaluations equal push_overlap_s1's digit for digit. "
-    "Stopped at 420,088 steps and resumed; a profiler and test runs shared the cores for a few minutes of the "
-    "first segment, the rest ran alone at ~570-600 steps/s.",
-    "push_fast_s0": "fast=true without overlap, one core, beside the faults bench and test runs on the "
-    "other core most of the time; stopped with a checkpoint at 1,685,680 steps. Made on an earlier version of the "
-    "fast path, equal to the current one within float tolerance.",
-    "push_tqc_s0_first": "the first run of push_tqc_s0's command, in bench/out/push_tqc_s0 (gone with its "
-    "machine). To 654,576 steps beside the test suite, CrossQ and other jobs (~60-300 steps/s), then resumed to "
-    "1,383,824 steps at ~228 steps/s beside CI runs and benches; stopped with a checkpoint.",
-    "push_tqc_s0": "push_tqc_s0_first's command again, from scratch: its evaluations to 300k equal that run's to "
-    "the digit. 131-157 steps/s alone, 88 overall with test runs beside it; stopped with a checkpoint at 310,952 "
-    "steps.",
-    "push_tqc_s0_intel": "push_tqc_s0's command in its own directory, one core, the other core running tests and "
-    "small runs about half the time; stopped with a checkpoint right after its first evaluation >= 90%. A lone "
-    "256x256 GEMM runs at 193 GFLOP/s on one thread of its machine, 84 on the AMD EPYC one.",
-    "push_crossq_s0": "beside the TQC run push_tqc_s0_first; stopped before its first evaluation.",
-    "push_crossq_s0_threads2": "two torch threads on both cores; a test suite shared the cores for its first ~15 "
-    "minutes (22 steps/s then), after that it ran alone at 93 steps/s. Stopped with a checkpoint at 57,728 steps.",
+    "its wall time and steps/s are those of steps 1M-2M.",
+    "ppo_reach_fast": "2 torch threads for its first 164k steps; stopped and resumed twice, the row adds up the "
+    "three segments.",
+    "push_overlap_s0": "alone on the 2 cores except for its first ~8 min.",
+    "push_overlap_s1": "stopped at 1,597,152 steps and resumed, the row adds up both segments; other jobs shared "
+    "the cores for part of each segment.",
+    "push_overlap_s1_direct": "push_overlap_s1's command on a later version of the fast path, stopped after its "
+    "1.4M evaluation; its periodic evaluations equal push_overlap_s1's digit for digit. Resumed once; alone but "
+    "for a few minutes.",
+    "push_fast_s0": "no overlap, one core, the other core busy most of the time; an earlier version of the fast "
+    "path, equal to the current one within float tolerance.",
+    "push_tqc_s0_intel": "one core, the other core busy about half the time; stopped right after its first "
+    "evaluation >= 90%. A lone 256x256 GEMM runs at 193 GFLOP/s on one thread of its machine, 84 on the AMD EPYC "
+    "one.",
+    "push_crossq_s0_threads2": "2 torch threads; other jobs shared the cores for its first ~15 min (22 steps/s), "
+    "then it ran alone at 93 steps/s.",
 }
+# push_* runs the solve table leaves out: a later row of the same recipe and seed ran further (push_tqc_s0:
+# push_tqc_s0_intel; push_crossq_s0, stopped before its first evaluation: push_crossq_s0_threads2).
+SOLVE_LEFT_OUT = ("push_crossq_s0", "push_tqc_s0")
 NOTES_CAPTION = "How each run ran:"
 
 
@@ -266,16 +251,19 @@ LEARNING = {
         "Learning runs: the book's headline experiments",
         "`python bench/learning.py table --write docs/results.md` builds this table from each run's directory "
         "(bench/out/NAME) or record (bench/records/NAME); `python bench/learning.py run NAME` trains a run. These "
-        "runs were made with SB3's own classes, before the fast path existed (`fast=false` runs the same classes). "
-        "Steps/s and wall times depend on what shared the cores (*How each run ran*, below).",
+        "runs were made with SB3's own classes, before the fast path existed (`fast=false` runs the same classes), "
+        "one torch thread each (OMP_NUM_THREADS=1), each beside another run on the 2 cores: steps/s and wall times "
+        "are not throughput figures.",
     ),
     True: (
         "learning-fast",
         "Learning checks on the fast path and with overlap=true",
         "`python bench/learning.py table --fast --write docs/results.md` builds this table from each run's "
         "directory (bench/out/NAME) or record (bench/records/NAME); `python bench/learning.py run NAME` trains a "
-        "run. These runs are on the fast path (`fast=true`), with and without `overlap=true`. Steps/s and wall "
-        "times depend on what shared the cores (*How each run ran*, below); the throughput sections measure speed.",
+        "run. These runs are on the fast path, with and without `overlap=true`: add `fast=true` to a command to "
+        "repeat it (the commands leave it out; it was the default then). Other jobs shared the 2 cores unless a "
+        "run's bullet (*How each run ran*, below) says it ran alone: steps/s and wall times are not throughput "
+        "figures; the throughput sections measure speed.",
     ),
 }
 
@@ -373,12 +361,15 @@ def solve_row(run_dir: Path, level: float = 0.9) -> tuple[str, list[dict]] | Non
 SOLVE_HEADER = (
     "`python bench/learning.py solve --write docs/results.md` builds this table from every push_* run directory "
     "(bench/out/) and record (bench/records/), whatever its recipe; a run stopped with a checkpoint before its end "
-    "has a row too. Steps/s and training times depend on what shared the cores (*How each run ran*, below)."
+    "has a row too. The SAC rows are on the fast path: add `fast=true` to their commands to repeat them (it was "
+    "the default then). Other jobs shared the cores unless a run's bullet (*How each run ran*, below) says it ran "
+    "alone: steps/s and training times are not throughput figures."
 )
 
 
 def solve_table() -> str:
-    found = {n: r for n in sorted(known_runs("push_*")) if (r := solve_row(run_path(n)))}
+    names = sorted(known_runs("push_*") - set(SOLVE_LEFT_OUT))
+    found = {n: r for n in names if (r := solve_row(run_path(n)))}
     lines = [
         SOLVE_HEADER,
         "",
