@@ -15,7 +15,6 @@ import errno
 import io
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import pytest
 
 from rlexp.rundir import RunDir
 
-from helpers import ROOT, _env, assert_tb_monotonic, scalars, start_py
+from helpers import assert_tb_monotonic, run_py, scalars, start_py
 
 pytestmark = pytest.mark.slow
 
@@ -148,9 +147,8 @@ def test_logs_survive_a_full_disk(tmp_path: Path) -> None:
         # A later resume still lines its logs up with the checkpoint: a fork from the last one, extended by 100
         # steps, has every evaluation and every episode exactly once.
         fork = tmp_path / "fork"
-        forked = subprocess.run([sys.executable, str(ROOT / "run.py"), f"resume={later[-1].zip}",
-                                 f"total_steps={TOTAL + 100}", f"hydra.run.dir={fork}", "progress=false"],
-                                cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+        forked = run_py(f"resume={later[-1].zip}", f"total_steps={TOTAL + 100}", f"hydra.run.dir={fork}",
+                        "progress=false")
         assert forked.returncode == 0, forked.stderr[-3000:]
         with open(fork / "evaluations.csv") as fh:
             assert [int(r["step"]) for r in csv.DictReader(fh)] == list(range(FREQ, TOTAL + 101, FREQ))
