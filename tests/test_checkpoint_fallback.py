@@ -18,7 +18,7 @@ from helpers import HER_TINY, assert_same_final, assert_tb_monotonic, ok, run_py
 
 pytestmark = pytest.mark.slow
 
-ARGS = [*(a for a in HER_TINY if not a.startswith("checkpoint_freq=")), "total_steps=400", "checkpoint_freq=100",
+ARGS = [*(a for a in HER_TINY if not a.startswith("checkpoint_freq=")), "total_steps=300", "checkpoint_freq=100",
         "device=cpu"]
 
 

@@ -114,7 +114,7 @@ def test_readme_overrides_table_marks_run_only_and_rounding_keys() -> None:
 
 
 # ------------------------------------------------------------------ recorded, compared on resume, shown by diff
-ARGS = [*(a for a in HER_TINY if not a.startswith("checkpoint_freq=")), "total_steps=400", "checkpoint_freq=200",
+ARGS = [*(a for a in HER_TINY if not a.startswith("checkpoint_freq=")), "total_steps=300", "checkpoint_freq=200",
         "device=cpu"]
 
 
@@ -132,7 +132,7 @@ def test_resume_on_another_core_count_stays_bitwise_and_other_threads_say_so(tmp
     ok(run_py(*ARGS, f"hydra.run.dir={ref}"))
     assert read_json(ref / "model.meta.json")["execution"] == {"threads": 1, "device": "cpu", "fast": False,
                                                                "overlap": False}
-    stopped = run_py(*ARGS, f"hydra.run.dir={run}", env={"RLEXP_FAULT": "SIGTERM@300:step"})
+    stopped = run_py(*ARGS, f"hydra.run.dir={run}", env={"RLEXP_FAULT": "SIGTERM@250:step"})
     assert stopped.returncode == 3, stopped.stderr[-2000:]
     unit = RunDir(run).latest_checkpoint()
     assert read_json(unit.meta)["execution"]["threads"] == 1

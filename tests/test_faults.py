@@ -25,20 +25,20 @@ from helpers import assert_same_final, assert_same_tensors, assert_tb_monotonic,
 pytestmark = pytest.mark.slow
 
 COMMON = ["progress=false", "eval.n_episodes=2", "diagnostics.freq=0", "n_envs=2", "device=cpu"]
-OFF = ["algo.learning_starts=200", "algo.buffer_size=5000", "algo.batch_size=32",
+OFF = ["algo.learning_starts=100", "algo.buffer_size=5000", "algo.batch_size=32",
        "+algo.policy_kwargs.net_arch=[32,32]"]
 ALGOS = {
-    "ppo": ["+experiment=ch03_ppo_reach_dense", "total_steps=1024", "algo.n_steps=128", "algo.batch_size=64",
+    "ppo": ["+experiment=ch03_ppo_reach_dense", "total_steps=768", "algo.n_steps=128", "algo.batch_size=64",
             "algo.n_epochs=2", "+algo.policy_kwargs.net_arch=[32,32]"],
-    "sac": ["+experiment=ch04_sac_reach_dense", "total_steps=800", "fast=true", *OFF],  # FastSAC stops exactly too
-    "td3": ["+experiment=ch04_sac_reach_dense", "algo=td3", "~algo.ent_coef", "total_steps=800", *OFF],
-    "her": ["+experiment=ch05_her_reach", "total_steps=800", *OFF],
-    "pixel": ["+experiment=ch09_step2_critic_encoder", "total_steps=240", "algo.learning_starts=100",
+    "sac": ["+experiment=ch04_sac_reach_dense", "total_steps=400", "fast=true", *OFF],  # FastSAC stops exactly too
+    "td3": ["+experiment=ch04_sac_reach_dense", "algo=td3", "~algo.ent_coef", "total_steps=400", *OFF],
+    "her": ["+experiment=ch05_her_reach", "total_steps=400", *OFF],
+    "pixel": ["+experiment=ch09_step2_critic_encoder", "total_steps=160", "algo.learning_starts=100",
               "algo.buffer_size=1000", "algo.batch_size=8", "env.kwargs.width=32", "env.kwargs.height=32",
               "env.pixels.image_size=32", "env.pixels.frame_stack=2"],
 }
 # The reference run checkpoints every FREQ steps, keeping every replay buffer, so each stop has a twin.
-FREQ = {"ppo": 256, "sac": 100, "td3": 100, "her": 100, "pixel": 20}
+FREQ = {"ppo": 256, "sac": 100, "td3": 100, "her": 50, "pixel": 20}
 
 
 def args(algo: str, run_dir: Path, *extra: str) -> list[str]:
@@ -110,12 +110,12 @@ def interrupted_step(proc: subprocess.CompletedProcess) -> int:
 # HER chain is also a run requeued four times (every signal the trainer handles, at env steps, during warm-up
 # and mid gradient step).
 CASES = [
-    ("her", ("SIGUSR2@100:step",  # during warm-up (learning_starts 200), SLURM's time-limit signal
-             "SIGINT@300:step",  # Ctrl-C
-             "SIGTERM@400:update",  # mid gradient step
-             "SIGUSR1@500:update")),
-    ("sac", ("SIGTERM@300:update",)),
-    ("td3", ("SIGTERM@400:update",)),
+    ("her", ("SIGUSR2@50:step",  # during warm-up (learning_starts 100), SLURM's time-limit signal
+             "SIGINT@150:step",  # Ctrl-C
+             "SIGTERM@200:update",  # mid gradient step
+             "SIGUSR1@250:update")),
+    ("sac", ("SIGTERM@200:update",)),
+    ("td3", ("SIGTERM@300:update",)),
     ("ppo", ("SIGTERM@300:step",)),  # waits for the rollout to end: saved at 512
     ("pixel", ("SIGTERM@120:update",)),
 ]
@@ -156,10 +156,10 @@ def test_stop_during_evaluation_then_rerun_evaluates(tmp_path: Path, reference: 
 
 
 def test_stop_while_a_checkpoint_is_written(tmp_path: Path, reference: dict) -> None:
-    proc = run_faulty("her", tmp_path, "SIGTERM@200:checkpoint", "checkpoint_freq=200")
+    proc = run_faulty("her", tmp_path, "SIGTERM@100:checkpoint", "checkpoint_freq=100")
     step = interrupted_step(proc)
     assert RunDir(tmp_path).latest_checkpoint().step == step
-    ok(run_py(*args("her", tmp_path, "checkpoint_freq=200")))
+    ok(run_py(*args("her", tmp_path, "checkpoint_freq=100")))
     assert_same_final(tmp_path, reference["her"])
 
 
@@ -167,38 +167,39 @@ def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path: Path, reference
     """A kill at any instant (mid-write included) leaves the previous complete checkpoint; a re-run cleans up
     the half-written parts and ends equal to the uninterrupted run. One run killed three times: before its first
     checkpoint (the re-run starts over, its TensorBoard file must not keep the dead run's steps), half-way
-    through writing the checkpoint of step 400, and between checkpoints."""
+    through writing the checkpoint of step 200, and between checkpoints."""
     run = RunDir(tmp_path)
-    proc = run_faulty("her", tmp_path, "SIGKILL@150:step", "checkpoint_freq=200")
+    proc = run_faulty("her", tmp_path, "SIGKILL@60:step", "checkpoint_freq=100")
     assert proc.returncode == -signal.SIGKILL and not run.checkpoints()
 
-    proc = run_faulty("her", tmp_path, "SIGKILL@400:checkpoint", "checkpoint_freq=200")
+    proc = run_faulty("her", tmp_path, "SIGKILL@200:checkpoint", "checkpoint_freq=100")
     assert proc.returncode == -signal.SIGKILL
     assert "from step" not in proc.stdout + proc.stderr, "nothing to resume from: a fresh start"
     latest = run.latest_checkpoint()
-    assert latest is not None and latest.step == 200
+    assert latest is not None and latest.step == 100
     verify(latest)
     assert any(p.name.startswith(".") for p in run.ckpt_dir.iterdir()), "the killed write left its temp file"
 
-    proc = run_faulty("her", tmp_path, "SIGKILL@500:step", "checkpoint_freq=200")
-    assert proc.returncode == -signal.SIGKILL and "from step 200" in proc.stdout + proc.stderr
+    proc = run_faulty("her", tmp_path, "SIGKILL@250:step", "checkpoint_freq=100")
+    assert proc.returncode == -signal.SIGKILL and "from step 100" in proc.stdout + proc.stderr
     assert not [p for p in run.ckpt_dir.iterdir() if p.name.startswith(".")], "temp files cleaned up"
     latest = run.latest_checkpoint()
-    assert latest is not None and latest.step == 400
+    assert latest is not None and latest.step == 200
     verify(latest)
 
-    resumed = ok(run_py(*args("her", tmp_path, "checkpoint_freq=200")))
-    assert "from step 400" in resumed.stdout + resumed.stderr
+    resumed = ok(run_py(*args("her", tmp_path, "checkpoint_freq=100")))
+    assert "from step 200" in resumed.stdout + resumed.stderr
     assert_same_final(tmp_path, reference["her"])
     assert_tb_monotonic(tmp_path)
 
 
 def test_replay_on_disk_in_proportion_to_content(tmp_path: Path) -> None:
     """A short HER Push run with the book's 1M buffer checkpoints KBs of replay, not the preallocated GB."""
-    ok(run_py("+experiment=ch05_her_push", *COMMON, "total_steps=400", "checkpoint_freq=400",
-              "algo.learning_starts=100", "algo.batch_size=32", f"hydra.run.dir={tmp_path}"))
+    # No gradient step (learning_starts = total_steps): the buffer's content is what is measured, not learning.
+    ok(run_py("+experiment=ch05_her_push", *COMMON, "total_steps=200", "checkpoint_freq=200",
+              "algo.learning_starts=200", f"hydra.run.dir={tmp_path}"))
     ckpt = RunDir(tmp_path).latest_checkpoint()
     size = sum(p.stat().st_size for p in ckpt.replay.iterdir())
-    assert read_json(ckpt.replay / "replay.json")["transitions"] == 400
+    assert read_json(ckpt.replay / "replay.json")["transitions"] == 200
     assert size < 1_000_000, size  # ~0.5 KB per transition; the whole 1M buffer would be ~540 MB
     assert not list(ckpt.dir.glob("*.pkl"))

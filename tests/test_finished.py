@@ -40,10 +40,10 @@ def replay_arrays(run: Path, step: int) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A finished 400-step run (a periodic unit at 300, the final one at 400) and a 600-step reference."""
+    """A finished 200-step run (a periodic unit at 150, the final one at 200) and a 300-step reference."""
     short, long = tmp_path_factory.mktemp("short"), tmp_path_factory.mktemp("long")
-    ok(run_py(*HER, "total_steps=400", "checkpoint_freq=300", f"hydra.run.dir={short}"))
-    ok(run_py(*HER, "total_steps=600", "checkpoint_freq=200", "checkpoint_replay=all", f"hydra.run.dir={long}"))
+    ok(run_py(*HER, "total_steps=200", "checkpoint_freq=150", f"hydra.run.dir={short}"))
+    ok(run_py(*HER, "total_steps=300", "checkpoint_freq=100", "checkpoint_replay=all", f"hydra.run.dir={long}"))
     return {"short": short, "long": long}
 
 
@@ -52,15 +52,15 @@ def test_training_ends_with_a_complete_unit(runs: dict[str, Path]) -> None:
     """The final unit is the state a longer run passes through at that step: weights, replay, env states."""
     short = RunDir(runs["short"])
     final = short.latest_checkpoint()
-    assert final is not None and final.step == 400
+    assert final is not None and final.step == 200
     assert verify(final)["checkpoint_unit"]["replay"] is not None
-    assert_same_tensors(final.zip, RunDir(runs["long"]).checkpoint(400).zip)
-    a, b = replay_arrays(runs["short"], 400), replay_arrays(runs["long"], 400)
+    assert_same_tensors(final.zip, RunDir(runs["long"]).checkpoint(200).zip)
+    a, b = replay_arrays(runs["short"], 200), replay_arrays(runs["long"], 200)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("retyped", [[], ["+experiment=ch05_her_reach", "seed=0", "total_steps=400"]])
+@pytest.mark.parametrize("retyped", [[], ["+experiment=ch05_her_reach", "seed=0", "total_steps=200"]])
 def test_resume_of_a_finished_run_says_so_and_writes_nothing(runs: dict[str, Path], tmp_path: Path,
                                                              retyped: list[str]) -> None:
     """Also when the command retypes the experiment without the run's other overrides (from shell history)."""
@@ -68,7 +68,7 @@ def test_resume_of_a_finished_run_says_so_and_writes_nothing(runs: dict[str, Pat
     before, here = listing(run), listing(tmp_path)
     proc = ok(run_py(f"resume={run}", *retyped, cwd=tmp_path))
     out = proc.stdout + proc.stderr
-    assert "already finished at 400 steps" in out and str(run) in out, out[-2000:]
+    assert "already finished at 200 steps" in out and str(run) in out, out[-2000:]
     assert "Traceback" not in out and "resuming" not in out
     assert listing(run) == before, "nothing in the run changes, run.log included"
     assert listing(tmp_path) == here, "no outputs/DATE/TIME for this command"
@@ -76,17 +76,17 @@ def test_resume_of_a_finished_run_says_so_and_writes_nothing(runs: dict[str, Pat
 
 @pytest.mark.slow
 def test_extending_a_finished_run_equals_a_longer_run(runs: dict[str, Path], tmp_path: Path) -> None:
-    """resume=DIR total_steps=600 continues from the final unit at 400 (a fork: the finished run is not touched)
-    and ends bitwise equal to the 600-step run: weights, eval episodes, the final unit's replay, progress.csv."""
+    """resume=DIR total_steps=300 continues from the final unit at 200 (a fork: the finished run is not touched)
+    and ends bitwise equal to the 300-step run: weights, eval episodes, the final unit's replay, progress.csv."""
     short, long, fork = runs["short"], runs["long"], tmp_path / "fork"
     before = listing(short)
-    proc = ok(run_py(f"resume={short}", "total_steps=600", f"hydra.run.dir={fork}"))
+    proc = ok(run_py(f"resume={short}", "total_steps=300", f"hydra.run.dir={fork}"))
     out = proc.stdout + proc.stderr
-    assert f"resumed from {short}/checkpoints/step_400.zip at step 400" in out, out[-3000:]
-    assert "replay buffer restored (400 transitions)" in out
+    assert f"resumed from {short}/checkpoints/step_200.zip at step 200" in out, out[-3000:]
+    assert "replay buffer restored (200 transitions)" in out
     assert listing(short) == before
     assert_same_final(fork, long)
-    a, b = replay_arrays(fork, 600), replay_arrays(long, 600)
+    a, b = replay_arrays(fork, 300), replay_arrays(long, 300)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert progress_rows(fork) == progress_rows(long)
     meta = read_json(fork / "model.meta.json")

@@ -1,8 +1,8 @@
 """The logs SB3 and RL Zoo users look for: monitor.csv per env, progress.csv, periodic evaluation with
 evaluations.csv/.npz and best_model.zip -- training unchanged by them, and consistent under kill/resume/fork.
 
-Tiny SAC+HER runs on dense Reach (returns vary, so the best model changes), checkpoints at 500 of 800 steps
-and an evaluation every 200: evaluations at 600 and 800 come after the last checkpoint.
+Tiny SAC+HER runs on dense Reach (returns vary, so the best model changes), checkpoints at 250 of 400 steps
+and an evaluation every 100: evaluations at 300 and 400 come after the last checkpoint.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from helpers import (
 
 BASE = ["+experiment=ch05_her_reach", "env=reach_dense", "n_envs=2", "algo.learning_starts=100",
         "algo.buffer_size=5000", "algo.batch_size=32", "+algo.policy_kwargs.net_arch=[32,32]", "progress=false",
-        "eval.n_episodes=3", "diagnostics.freq=0", "device=cpu", "total_steps=800", "checkpoint_freq=500"]
-EVAL = ["eval.freq=200", "eval.freq_episodes=2"]
+        "eval.n_episodes=3", "diagnostics.freq=0", "device=cpu", "total_steps=400", "checkpoint_freq=250"]
+EVAL = ["eval.freq=100", "eval.freq_episodes=2"]
 TIME_COLUMNS = {"t", "train_time_s", "eval_time_s"}
 
 
@@ -98,7 +98,7 @@ def assert_same_tensorboard(a: Path, b: Path) -> None:
 @pytest.mark.slow
 def test_periodic_eval_leaves_training_bitwise_unchanged(runs: dict[str, Path]) -> None:
     assert_same_final(runs["eval"], runs["plain"])
-    assert_same_tensors(runs["eval"] / "checkpoints" / "step_500.zip", runs["plain"] / "checkpoints" / "step_500.zip")
+    assert_same_tensors(runs["eval"] / "checkpoints" / "step_250.zip", runs["plain"] / "checkpoints" / "step_250.zip")
     for rank in (0, 1):  # the training envs saw the same episodes
         assert table(runs["eval"] / "monitor" / f"{rank}.monitor.csv") == \
             table(runs["plain"] / "monitor" / f"{rank}.monitor.csv")
@@ -113,16 +113,16 @@ def test_monitor_progress_and_evaluations_content(runs: dict[str, Path]) -> None
     monitor = (run / "monitor" / "0.monitor.csv").read_text().splitlines()
     assert monitor[0].startswith('#{"t_start"') and monitor[1] == "r,l,t,is_success"
     lengths = [int(r["l"]) for r in table(run / "monitor" / "0.monitor.csv")]
-    assert lengths and all(n == 50 for n in lengths) and sum(lengths) <= 400  # 800 steps / 2 envs
+    assert lengths and all(n == 50 for n in lengths) and sum(lengths) <= 200  # 400 steps / 2 envs
     steps = progress_steps(run)
-    assert steps == sorted(steps) and steps[-1] <= 800
+    assert steps == sorted(steps) and steps[-1] <= 400
     rows = logs.read_evaluations(run / "evaluations.csv")
-    assert [r["step"] for r in rows] == [200, 400, 600, 800]
+    assert [r["step"] for r in rows] == [100, 200, 300, 400]
     assert list(rows[0]) == list(logs.EVAL_COLUMNS)
     times = [r["train_time_s"] for r in rows]
     assert times == sorted(times) and times[0] > 0
     with np.load(run / "evaluations.npz") as npz:
-        assert npz["timesteps"].tolist() == [200, 400, 600, 800] and npz["results"].shape == (4, 2)
+        assert npz["timesteps"].tolist() == [100, 200, 300, 400] and npz["results"].shape == (4, 2)
     best = logs.best_row(rows)
     meta = read_json(run / "best_model.meta.json")
     assert meta["best"]["step"] == best["step"] == meta["total_steps"]
@@ -136,17 +136,17 @@ def test_monitor_progress_and_evaluations_content(runs: dict[str, Path]) -> None
 
     acc = EventAccumulator(str(run / "tb" / "run_1"), size_guidance={"scalars": 0})
     acc.Reload()
-    assert [e.step for e in acc.Scalars("eval/success_rate")] == [200, 400, 600, 800]
+    assert [e.step for e in acc.Scalars("eval/success_rate")] == [100, 200, 300, 400]
 
 
 @pytest.mark.slow
 def test_kill_then_resume_equals_uninterrupted_logs(runs: dict[str, Path], tmp_path: Path) -> None:
-    """Killed at 700 (checkpoint 500, evaluations up to 600): the resumed run redoes 600 and ends equal."""
-    proc = train(tmp_path, *EVAL, fault="SIGKILL@700:step")
+    """Killed at 350 (checkpoint 250, evaluations up to 300): the resumed run redoes 300 and ends equal."""
+    proc = train(tmp_path, *EVAL, fault="SIGKILL@350:step")
     assert proc.returncode == -signal.SIGKILL
-    assert RunDir(tmp_path).latest_checkpoint().step == 500
-    assert [r["step"] for r in logs.read_evaluations(tmp_path / "evaluations.csv")] == [200, 400, 600]
-    assert max(progress_steps(tmp_path)) > 500
+    assert RunDir(tmp_path).latest_checkpoint().step == 250
+    assert [r["step"] for r in logs.read_evaluations(tmp_path / "evaluations.csv")] == [100, 200, 300]
+    assert max(progress_steps(tmp_path)) > 250
     ok(train(tmp_path, *EVAL))
     assert_same_final(tmp_path, runs["eval"])
     assert_same_logs(tmp_path, runs["eval"])
@@ -155,15 +155,15 @@ def test_kill_then_resume_equals_uninterrupted_logs(runs: dict[str, Path], tmp_p
 
 @pytest.mark.slow
 def test_fork_copies_logs_up_to_its_checkpoint(runs: dict[str, Path], tmp_path: Path) -> None:
-    """A fork from step 500 of the finished run: its logs up to 500 are copied, the rest redone -- equal to the
+    """A fork from step 250 of the finished run: its logs up to 250 are copied, the rest redone -- equal to the
     original, best model included (recovered from checkpoints/ when a later one replaced best_model.zip)."""
     src = runs["eval"]
     fork = tmp_path / "fork"
-    proc = ok(run_py(f"resume={src}/checkpoints/step_500.zip", f"hydra.run.dir={fork}", "progress=false"))
+    proc = ok(run_py(f"resume={src}/checkpoints/step_250.zip", f"hydra.run.dir={fork}", "progress=false"))
     assert "could not be recovered" not in proc.stdout + proc.stderr
     assert_same_final(fork, src)
     assert_same_logs(fork, src)
-    assert read_json(src / "checkpoints" / "best_model.meta.json")["best"]["step"] <= 500
+    assert read_json(src / "checkpoints" / "best_model.meta.json")["best"]["step"] <= 250
 
 
 # ------------------------------------------------------------------- the files' rules, without training

@@ -122,22 +122,22 @@ def test_resume_dir_uses_the_runs_own_config_and_extends_in_place(tmp_path: Path
     outputs/DATE/TIME there."""
     run_dir, cwd = tmp_path / "run", tmp_path / "cwd"
     cwd.mkdir()
-    proc = _faulty("SIGTERM@100:step", *HER, "total_steps=400", "checkpoint_freq=0", f"hydra.run.dir={run_dir}")
+    proc = _faulty("SIGTERM@100:step", *HER, "total_steps=300", "checkpoint_freq=0", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 3, proc.stderr[-2000:]
     refused = run_py(f"resume={run_dir}", "algo.gamma=0.5", "algo.batch_size=16", "progress=false", cwd=cwd)
     assert refused.returncode == 2 and "algo.gamma" in refused.stderr and "algo.batch_size" in refused.stderr
     again = _faulty("SIGTERM@200:step", f"resume={run_dir}", "progress=false", cwd=cwd)
     assert again.returncode == 3, again.stderr[-2000:]
     meta = read_json(RunDir(run_dir).latest_checkpoint().meta)
-    assert meta["target_steps"] == 400 and meta["config"]["algo"]["batch_size"] == 32
+    assert meta["target_steps"] == 300 and meta["config"]["algo"]["batch_size"] == 32
     assert meta["config"]["checkpoint_freq"] == 0
-    ok(run_py(f"resume={run_dir}", "total_steps=600", "progress=false", cwd=cwd))
+    ok(run_py(f"resume={run_dir}", "total_steps=400", "progress=false", cwd=cwd))
     meta = read_json(run_dir / "model.meta.json")
-    assert meta["total_steps"] == 600 and meta["target_steps"] == 600 and meta["forked_from"] is None
+    assert meta["total_steps"] == 400 and meta["target_steps"] == 400 and meta["forked_from"] is None
     assert meta["resumed_from"].endswith("step_200.zip")
     assert not list(cwd.rglob("*.log"))
     text = (run_dir / "run.log").read_text()
-    assert "from step 100" in text and "from step 200" in text and "600 steps at" in text, text[-2000:]
+    assert "from step 100" in text and "from step 200" in text and "400 steps at" in text, text[-2000:]
 
 
 def test_resume_after_a_stop_during_evaluation_evaluates(tmp_path: Path) -> None:
@@ -150,20 +150,20 @@ def test_resume_after_a_stop_during_evaluation_evaluates(tmp_path: Path) -> None
 
 def test_two_processes_one_run_directory(tmp_path: Path) -> None:
     """The second process reports who holds the directory and skips; the first finishes undisturbed."""
-    first = start_py(*HER, "total_steps=1600", f"hydra.run.dir={tmp_path}")
+    first = start_py(*HER, "total_steps=800", f"hydra.run.dir={tmp_path}")
     try:
         lock = tmp_path / ".rlexp.lock"
         t0 = time.time()
         while not (lock.exists() and lock.read_text().strip()):
             assert first.poll() is None and time.time() - t0 < 120
             time.sleep(0.1)
-        second = run_py(*HER, "total_steps=1600", f"hydra.run.dir={tmp_path}")
+        second = run_py(*HER, "total_steps=800", f"hydra.run.dir={tmp_path}")
         assert second.returncode == 4, second.stderr[-2000:]
         assert f"running in pid {first.pid} on host" in second.stderr + second.stdout
     finally:
         out = first.communicate(timeout=600)[0]
     assert first.returncode == 0, out[-2000:]
-    assert read_json(tmp_path / "model.meta.json")["total_steps"] == 1600
+    assert read_json(tmp_path / "model.meta.json")["total_steps"] == 800
 
 
 @pytest.mark.parametrize(("resume", "message"), [
@@ -253,7 +253,7 @@ def test_full_disk_skips_the_checkpoint_and_keeps_training(tmp_path: Path) -> No
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         run = mnt / "run"
-        proc = start_py(*HER, "total_steps=1600", "checkpoint_freq=400", "tensorboard=false", f"hydra.run.dir={run}")
+        proc = start_py(*HER, "total_steps=1000", "checkpoint_freq=400", "tensorboard=false", f"hydra.run.dir={run}")
         filler = mnt / "filler"
         t0 = time.time()
         while not RunDir(run).checkpoints():

@@ -31,7 +31,7 @@ def test_final_distance_without_goal_keys() -> None:
 
 @pytest.mark.slow
 def test_video_of_a_pixel_policy(tmp_path: Path) -> None:
-    ok(run_py("+experiment=ch09_step1_manipulation", "total_steps=100", "n_envs=1", "algo.learning_starts=50",
+    ok(run_py("+experiment=ch09_step1_manipulation", "total_steps=60", "n_envs=1", "algo.learning_starts=50",
               "algo.batch_size=8", "algo.buffer_size=500", "eval.n_episodes=1", "checkpoint_freq=0",
               "diagnostics.freq=0", "progress=false", f"hydra.run.dir={tmp_path}", timeout=300))
     out = tmp_path / "v.mp4"

@@ -47,9 +47,10 @@ CHANGES = {
     "ch09_step2_critic_encoder": {"routing", "algo.buffer_size", "buffer.n_sampled_goal", "total_steps"},
     "ch09_step4_drq": {"buffer.drq_pad"},
 }
-# Tiny real runs: ~150 env steps on 2 envs, 25 gradient steps of batch 8, one eval episode.
+# Tiny real runs: 120 env steps on 2 envs, 10 gradient steps of batch 8 (HER samples once the first episodes end,
+# at 100), one eval episode.
 TINY = [
-    "total_steps=150",
+    "total_steps=120",
     "n_envs=2",
     "algo.learning_starts=100",
     "algo.batch_size=8",
