@@ -7,7 +7,7 @@ Requeue and cancel through `hydra/launcher=submitit_slurm` (our launcher under t
 job of two tiny runs (2048 and 200000 steps, so neither ends before its signal): task 0 gets the time-limit
 signal (USR2) mid-training and must be requeued by SLURM, resume from its checkpoint and complete; task 1 is
 `scancel`ed mid-training and must stay cancelled (checkpoint written, no requeue). `sacct` must show both
-tasks ran through SLURM. A sweep larger than the cluster's MaxArraySize (4 on the local cluster): 6 tiny runs as
+tasks ran through SLURM. A sweep larger than the cluster's MaxArraySize (3 on the local cluster): 4 tiny runs as
 2 arrays that share `array_parallelism`, followed by `status`, then skipped by the same command again. An Optuna
 search whose trials run as SLURM arrays sharing one journal-file study.
 """
@@ -280,51 +280,51 @@ def _completed(conf: str, arrays: list[str], n: int) -> bool:
 
 
 def test_slurm_sweep_larger_than_max_array_size(slurm_conf: str, tmp_path: Path) -> None:
-    """A 6-job sweep on a cluster whose MaxArraySize is 4 (tools/slurm_local.sh), which refuses it as one array:
-    submitted as 2 arrays of 3 with wait=false, array_parallelism=2 across them (one lane: each array waits for
-    the one before); `status` follows all 6 from the start, all finish, and the same command again skips them."""
+    """A 4-job sweep on a cluster whose MaxArraySize is 3 (tools/slurm_local.sh), which refuses it as one array:
+    submitted as 2 arrays of 2 with wait=false, array_parallelism=2 across them (one lane: each array waits for
+    the one before); `status` follows all 4 from the start, all finish, and the same command again skips them."""
     from hydra_plugins.rlexp_launchers.arrays import parse_max_array_size
 
     limit = parse_max_array_size(slurm(slurm_conf, "scontrol", "show", "config"))
     # A cluster brought up by an older copy of slurm_local.sh keeps SLURM's default: then the launcher is told.
-    told = [] if limit == 4 else ["hydra.launcher.max_array_size=4"]
-    if limit is not None and limit <= 5:  # what a single array of the sweep meets (submitit #1624)
-        one = subprocess.run(["sbatch", "--hold", "--array=0-5", "-p", "debug", "--wrap", "true"],
+    told = [] if limit == 3 else ["hydra.launcher.max_array_size=3"]
+    if limit is not None and limit <= 3:  # what a single array of the sweep meets (submitit #1624)
+        one = subprocess.run(["sbatch", "--hold", "--array=0-3", "-p", "debug", "--wrap", "true"],
                              capture_output=True, text=True, timeout=60, env={**os.environ, "SLURM_CONF": slurm_conf})
         assert one.returncode != 0 and "array" in one.stderr.lower(), (one.stdout, one.stderr)
     sweep = tmp_path / "big"
     tiny = [o for o in PPO_TINY if not o.startswith(("checkpoint_freq=", "eval.n_episodes="))]
     cmd = [*tiny, "total_steps=128", "checkpoint_freq=0", "eval.n_episodes=1", "tensorboard=false", "threads=1",
-           "seed=range(0,6)", "hydra/launcher=slurm", *SLURM_FLAGS, "hydra.launcher.array_parallelism=2", *told,
+           "seed=range(0,4)", "hydra/launcher=slurm", *SLURM_FLAGS, "hydra.launcher.array_parallelism=2", *told,
            f"hydra.sweep.dir={sweep}"]
     env = {"SLURM_CONF": slurm_conf}
     first = run_py(*cmd, "hydra.launcher.wait=false", multirun=True, env=env, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "submitted 6 jobs as 2 SLURM arrays " in first.stdout, first.stdout
+    assert "submitted 4 jobs as 2 SLURM arrays " in first.stdout, first.stdout
     arrays = first.stdout.split("2 SLURM arrays ", 1)[1].split(" (", 1)[0].split(", ")
     try:
         shown = ok(rlexp_cli("status", str(sweep))).stdout
-        assert f"6 jobs, 2 SLURM arrays {', '.join(arrays)} -- " in shown, shown
-        early = sweep_status(sweep)[0]  # the later array waits for the first one: 3 jobs pending in SLURM
-        assert [j.state for j in early[3:]] == ["pending"] * 3, [(j.num, j.state, j.detail) for j in early]
+        assert f"4 jobs, 2 SLURM arrays {', '.join(arrays)} -- " in shown, shown
+        early = sweep_status(sweep)[0]  # the later array waits for the first one: 2 jobs pending in SLURM
+        assert [j.state for j in early[2:]] == ["pending"] * 2, [(j.num, j.state, j.detail) for j in early]
 
         def ended() -> bool:
             return all(j.state in ("done", "failed", "refused") for j in sweep_status(sweep)[0])
 
-        wait_for(every(3, ended), 900, None, "the 6 jobs of the 2 arrays to end")
+        wait_for(every(3, ended), 900, None, "the 4 jobs of the 2 arrays to end")
         finished = True  # every job wrote its eval.json; SLURM may still be completing the last ones: leave them
     finally:
         if "finished" not in locals():  # none left running
             subprocess.run(["scancel", *arrays], capture_output=True, timeout=60, env={**os.environ, **env})
     states = sweep_status(sweep)[0]
-    assert [j.state for j in states] == ["done"] * 6, [(j.num, j.state, j.detail) for j in states]
+    assert [j.state for j in states] == ["done"] * 4, [(j.num, j.state, j.detail) for j in states]
     try:
-        wait_for(every(2, lambda: _completed(slurm_conf, arrays, 6)), 120, None, "sacct: 6 tasks completed")
+        wait_for(every(2, lambda: _completed(slurm_conf, arrays, 4)), 120, None, "sacct: 4 tasks completed")
     except AssertionError:
         rows = slurm(slurm_conf, "sacct", "-X", "-P", "-j", ",".join(arrays), "-o", "JobID,State")
-        raise AssertionError(f"sacct does not report the 6 tasks completed:\n{rows}") from None
+        raise AssertionError(f"sacct does not report the 4 tasks completed:\n{rows}") from None
     tasks = {a: sacct_times(slurm_conf, a) for a in arrays}
-    assert [len(t) for t in tasks.values()] == [3, 3], tasks  # within MaxArraySize, and every job ran in SLURM
+    assert [len(t) for t in tasks.values()] == [2, 2], tasks  # within MaxArraySize, and every job ran in SLURM
     for before, after in itertools.pairwise(arrays):  # one lane: an array starts once the one before has ended
         assert min(t[1] for t in tasks[after]) >= max(t[2] for t in tasks[before]), tasks
     spans = [t[1:] for ts in tasks.values() for t in ts]
@@ -332,9 +332,9 @@ def test_slurm_sweep_larger_than_max_array_size(slurm_conf: str, tmp_path: Path)
     again = run_py(*cmd, multirun=True, env=env, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     lines = again.stdout.splitlines()
-    assert sum(bool(re.match(r"\[\d+/6\]  #\d+  skipped ", ln)) for ln in lines) == 6, again.stdout[-3000:]
-    assert any(re.fullmatch(r"  skipped +6  .*", ln) for ln in lines), again.stdout[-3000:]  # the closing table
-    assert [j.state for j in sweep_status(sweep)[0]] == ["done"] * 6
+    assert sum(bool(re.match(r"\[\d+/4\]  #\d+  skipped ", ln)) for ln in lines) == 4, again.stdout[-3000:]
+    assert any(re.fullmatch(r"  skipped +4  .*", ln) for ln in lines), again.stdout[-3000:]  # the closing table
+    assert [j.state for j in sweep_status(sweep)[0]] == ["done"] * 4
 
 
 @pytest.mark.usefixtures("slurm_conf", "_suite_environment")

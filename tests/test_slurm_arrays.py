@@ -1,5 +1,5 @@
 """How the SLURM launcher splits a sweep into arrays within MaxArraySize (hydra_plugins/rlexp_launchers/arrays.py),
-without a cluster (milliseconds). The real submission of a 6-job sweep on a cluster with MaxArraySize 4 is in
+without a cluster (milliseconds). The real submission of a 4-job sweep on a cluster with MaxArraySize 3 is in
 test_slurm.py."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 # slurm_local.sh - a real single-node SLURM cluster on localhost (Debian 12, as root).
 # Project copy of the tested recipe in ../shared/slurm/ (slurm_local.sh + slurm_notes.md), written for rlexp;
 # used by tests/test_slurm.py and .ci/run. Changes here: this note and MaxArraySize (SLURM_LOCAL_MAX_ARRAY_SIZE,
-# default 4 instead of SLURM's 1001, so the tests meet a sweep larger than one array may be).
+# default 3 instead of SLURM's 1001, so the tests meet a sweep larger than one array may be).
 #
 #   bash slurm_local.sh install   # apt packages only (idempotent)
 #   bash slurm_local.sh up        # install if needed, write configs, start daemons, wait for node idle
@@ -28,7 +28,7 @@
 #   SLURM_LOCAL_CPUS=$(nproc)          CPUs advertised (may exceed nproc to run more jobs at once)
 #   SLURM_LOCAL_MEM_MARGIN_MB=1024     RealMemory = MemTotal - margin
 #   SLURM_LOCAL_CLUSTER=localcluster   SLURM_LOCAL_PARTITION=debug
-#   SLURM_LOCAL_MAX_ARRAY_SIZE=4       MaxArraySize: array indices 0..N-1 (SLURM's default: 1001)
+#   SLURM_LOCAL_MAX_ARRAY_SIZE=3       MaxArraySize: array indices 0..N-1 (SLURM's default: 1001)
 #   SLURM_LOCAL_CTLD_PORT=6817 SLURM_LOCAL_SLURMD_PORT=6818 SLURM_LOCAL_DBD_PORT=6819
 #   SLURM_LOCAL_MYSQL_PORT=3307        (MariaDB binds 127.0.0.1 only)
 #   SLURM_LOCAL_CGROUP=0               1: proctrack/cgroup + task/cgroup (memory/cores enforced; works on
@@ -53,7 +53,7 @@ MYSQL_PORT=${SLURM_LOCAL_MYSQL_PORT:-3307}
 LINK_ETC=${SLURM_LOCAL_LINK_ETC:-1}
 CGROUP=${SLURM_LOCAL_CGROUP:-0}
 VENV=${SLURM_LOCAL_VENV:-/tmp/slurmtest-venv}
-MAX_ARRAY=${SLURM_LOCAL_MAX_ARRAY_SIZE:-4}
+MAX_ARRAY=${SLURM_LOCAL_MAX_ARRAY_SIZE:-3}
 DB_PASS=slurm-local-pw
 
 H=$(hostname -s)
