@@ -240,12 +240,12 @@ def test_status_while_the_sweep_writes_never_fails_and_writes_nothing(tmp_path: 
     """`status` read-only and safe at any moment: looping over a sweep directory that a second process keeps
     rewriting with the real writers (job folders appearing and vanishing, units committed and moved aside,
     histories rewritten), it never raises and never writes, opens for writing, renames, removes or touches
-    anything under the sweep directory (Python audit hooks). ~8 s."""
+    anything under the sweep directory (Python audit hooks). ~4 s."""
     sweep, stop = tmp_path / "sweep", tmp_path / "stop"
     (tmp_path / "writer.py").write_text(WRITER)
     (tmp_path / "reader.py").write_text(READER)
     env = {**_env(), "PYTHONPATH": str(ROOT), "RLEXP_LEASE_HEARTBEAT": "0.05"}
-    writer = subprocess.Popen([sys.executable, str(tmp_path / "writer.py"), str(sweep), "8"], env=env,
+    writer = subprocess.Popen([sys.executable, str(tmp_path / "writer.py"), str(sweep), "4"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not (sweep / ".rlexp" / "jobs.json").exists() and writer.poll() is None and time.time() < deadline:
