@@ -52,8 +52,18 @@ PPO_TINY = [
 ]
 
 
+# Variables read while the libraries are imported: a command whose value differs from the zygote's gets a
+# fresh interpreter. Everything else (RLEXP_*, HYDRA_FULL_ERROR, ...) is read at run time.
+_IMPORT_TIME = ("OMP_", "MKL_", "OPENBLAS_", "MUJOCO_", "PYOPENGL_", "PYTHON", "TORCH", "LD_", "CUDA", "EGL")
+# Their values when pytest started. Code a test runs in this process changes some (MuJoCo's renderer sets
+# PYOPENGL_PLATFORM, importing cv2 sets LD_LIBRARY_PATH): the commands tests start keep these, or every later
+# command of that worker would start a fresh interpreter.
+_STARTED_WITH = {k: v for k, v in os.environ.items() if k.startswith(_IMPORT_TIME)}
+
+
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
+    """The environment of a command a test starts: this process's, with the import-time variables it started with."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_IMPORT_TIME)} | _STARTED_WITH
     env.setdefault("MUJOCO_GL", "egl")
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -105,9 +115,6 @@ def _finish(proc: subprocess.Popen[str] | Forked, timeout: float) -> subprocess.
 
 
 # ------------------------------------------------------------------ commands through the zygote (tests/zygote.py)
-# Variables read while the libraries are imported: a command whose value differs from the zygote's gets a
-# fresh interpreter. Everything else (RLEXP_*, HYDRA_FULL_ERROR, ...) is read at run time.
-_IMPORT_TIME = ("OMP_", "MKL_", "OPENBLAS_", "MUJOCO_", "PYOPENGL_", "PYTHON", "TORCH", "LD_", "CUDA", "EGL")
 _zygote: dict[str, Any] = {}
 
 

@@ -44,6 +44,13 @@ def preload() -> None:
     import rlexp.evaluate  # noqa: F401
     import rlexp.training.train  # noqa: F401
 
+    try:  # searches (hparams_search=..., hydra/sweeper=optuna); optuna is the `hpo` extra
+        import optuna  # noqa: F401
+
+        import hydra_plugins.rlexp_optuna  # noqa: F401
+    except ImportError:
+        pass
+
     layer = torch.nn.Linear(2, 1)
     opt = torch.optim.Adam(layer.parameters())
     layer(torch.zeros(1, 2)).sum().backward()
