@@ -164,11 +164,13 @@ def make_pruner(config: Mapping[str, Any] | None) -> Any:
 
 
 class StudyLock(RunLock):
-    """One search command per study file (`<file>.lock` and the lease `<file>.lease/`, as for run directories):
-    trials the study holds as running while nobody holds the lock were left by a command that stopped."""
+    """One search command per study file (`<file>.rlexp.lock` and the lease `<file>.lease/`, as for run
+    directories): trials the study holds as running while nobody holds the lock were left by a command that
+    stopped. Not `<file>.lock`: that is the journal file's own lock (Optuna's symlink lock), which waits for a
+    present one, then removes it as stale."""
 
     def __init__(self, file: Path) -> None:
-        super().__init__(file.with_name(file.name + ".lock"), file.with_name(file.name + ".lease"))
+        super().__init__(file.with_name(file.name + ".rlexp.lock"), file.with_name(file.name + ".lease"))
 
 
 def _finished_error() -> type[Exception]:

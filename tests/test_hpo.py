@@ -93,6 +93,31 @@ def test_storage_spec(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_one_search_command_per_study_file_beside_the_storages_own_lock(tmp_path: Path, kind: str) -> None:
+    """While a search holds its study file, the storage works as usual (the journal file takes its own lock and
+    lets it go) and a second search command is refused. A study lock at Optuna's own lock path made each journal
+    write wait 30 s for it, then remove it as stale, and a second command was no longer kept out."""
+    import optuna
+
+    spec = hpo.storage_spec(kind, tmp_path)
+    file = hpo.study_file(spec)
+    assert file is not None
+    file.parent.mkdir(parents=True, exist_ok=True)
+    held = hpo.StudyLock(file)
+    assert held.acquire()
+    try:
+        study = optuna.create_study(study_name="s", storage=hpo.open_storage(spec))
+        study.tell(study.ask(), 1.0)
+        assert held.path.exists()
+        assert not hpo.StudyLock(file).acquire(), "a second search command on the same study file"
+    finally:
+        held.release()
+    again = hpo.StudyLock(file)
+    assert again.acquire()
+    again.release()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_trial_link_reports_prunes_and_tells(tmp_path: Path, kind: str) -> None:
     """A trial's job, given only the storage, the study name and its number: it reports each evaluation, the
     study's pruner (named in the study, as the sweeper stores it) stops a trial below the median, and it tells

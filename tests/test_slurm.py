@@ -365,6 +365,7 @@ def test_optuna_study_as_slurm_arrays_with_journal_storage(slurm_conf: str, tmp_
                   "hydra/launcher=slurm", *SLURM_FLAGS, f"hydra.sweep.dir={sweep}",
                   multirun=True, env={"SLURM_CONF": slurm_conf})
     ok(proc)
+    assert "to acquire the lock file" not in proc.stderr, proc.stderr[-3000:]  # nothing waits on the journal's lock
     assert (sweep / "optuna.journal").is_file() and not (sweep / "optuna.db").exists()
     trials = optuna.load_study(study_name="her_push_optuna",
                                storage=hpo.open_storage(f"journal:{sweep / 'optuna.journal'}")).trials
