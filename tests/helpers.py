@@ -89,19 +89,20 @@ def rlexp_cli(*args: str, timeout: float = 600, fresh: bool = False) -> subproce
 
 def start_py(*overrides: str, multirun: bool = False, cwd: Path = ROOT, env: dict[str, str | None] | None = None,
              fresh: bool = False, stdout: int = subprocess.PIPE, stderr: int = subprocess.STDOUT,
-             start_new_session: bool = False, shim: Path | None = None,
-             hostname: str | None = None) -> subprocess.Popen[str] | Forked:
+             start_new_session: bool = False, shim: Path | None = None, hostname: str | None = None,
+             fork: bool = False) -> subprocess.Popen[str] | Forked:
     """Start `python run.py OVERRIDES` without waiting: a Popen (text mode) or the same interface for a command
     forked from the zygote (`fresh`: as in run_py). stdout/stderr: PIPE, STDOUT (stderr only) or a file descriptor.
     `env` adds to the test environment; a None value removes that variable. `shim`: run `python SHIM run.py
     OVERRIDES` instead (a script that patches something, then runs its first argument with runpy). `hostname`: in
-    its own UTS namespace with that hostname, as `unshare --uts` (needs root)."""
+    its own UTS namespace with that hostname, as `unshare --uts` (needs root). `fork`: from the zygote although
+    `env` changes a variable read at import time: for a launching process whose jobs (fresh interpreters) read it."""
     args = [*(["-m"] if multirun else []), *overrides]
     target = str(ROOT / "run.py")
     if shim is not None:
         target, args = str(shim), [target, *args]
     full = {k: v for k, v in {**_env(), **(env or {})}.items() if v is not None}
-    return _start("script", target, args, cwd, full, fresh, stdout, stderr, start_new_session, hostname)
+    return _start("script", target, args, cwd, full, fresh, stdout, stderr, start_new_session, hostname, fork)
 
 
 def _finish(proc: subprocess.Popen[str] | Forked, timeout: float) -> subprocess.CompletedProcess:
@@ -119,11 +120,12 @@ _zygote: dict[str, Any] = {}
 
 
 def _start(kind: str, target: str, args: list[str], cwd: Path, env: dict[str, str], fresh: bool, stdout: int,
-           stderr: int, start_new_session: bool, hostname: str | None = None) -> subprocess.Popen[str] | Forked:
+           stderr: int, start_new_session: bool, hostname: str | None = None,
+           fork: bool = False) -> subprocess.Popen[str] | Forked:
     cmd = [sys.executable, *(["-m", target] if kind == "module" else [target]), *args]
     base = None if fresh else _start_zygote()
-    if base is None or any(k.startswith(_IMPORT_TIME) for k in set(env) ^ set(base["env"])) or any(
-            env[k] != base["env"][k] for k in env if k in base["env"] and k.startswith(_IMPORT_TIME)):
+    if base is None or not fork and (any(k.startswith(_IMPORT_TIME) for k in set(env) ^ set(base["env"])) or any(
+            env[k] != base["env"][k] for k in env if k in base["env"] and k.startswith(_IMPORT_TIME))):
         if hostname is not None:
             cmd = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname, *cmd]
         return subprocess.Popen(cmd, cwd=cwd, env=env, text=True, stdout=stdout, stderr=stderr,

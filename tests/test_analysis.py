@@ -1,4 +1,4 @@
-"""`report`, `diff`, `plot`: on a real tiny sweep (local submitit launcher, 2 configs x 2 seeds) with numbers
+"""`report`, `diff`, `plot`: on a real tiny sweep (2 configs x 2 seeds) with numbers
 recomputed by hand from its eval.json files, and on the book's published 24-config table (book ch5)."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ GAMMAS = (0.9, 0.99)
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """algo.gamma x seed = 4 tiny PPO runs through hydra/launcher=local, at most 2 at once."""
+    """algo.gamma x seed = 4 tiny PPO runs (the default launcher: one after another in the command's process)."""
     out = tmp_path_factory.mktemp("analysis") / "sweep"
     ok(
         run_py(
@@ -34,8 +33,6 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "total_steps=768",
             "algo.gamma=0.9,0.99",
             "seed=0,1",
-            "hydra/launcher=local",
-            "hydra.launcher.max_parallel=2",
             f"hydra.sweep.dir={out}",
             multirun=True,
         )
@@ -54,23 +51,10 @@ def run_dirs(sweep: Path) -> dict[tuple[float, int], Path]:
 
 
 @pytest.mark.slow
-def test_local_launcher_ran_every_job_at_most_two_at_once(sweep: Path) -> None:
+def test_the_sweep_ran_every_job(sweep: Path) -> None:
     dirs = run_dirs(sweep)
     assert sorted(dirs) == [(g, s) for g in GAMMAS for s in (0, 1)]
     assert all((d / "eval.json").exists() and (d / "tb").is_dir() for d in dirs.values())
-    stamp = re.compile(
-        r"submitit INFO \((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+)\) - (Starting with|Exiting after)"
-    )
-    events = []
-    for log in (sweep / ".submitit").rglob("*_log.out"):
-        for when, what in stamp.findall(log.read_text()):
-            events.append((datetime.strptime(when, "%Y-%m-%d %H:%M:%S,%f"), what.startswith("Exiting")))
-    assert len(events) == 8, events  # 4 starts, 4 ends
-    running = peak = 0
-    for _, is_end in sorted(events):
-        running += -1 if is_end else 1
-        peak = max(peak, running)
-    assert peak == 2, "max_parallel=2 should run two jobs at once, never more"
 
 
 @pytest.mark.slow

@@ -14,10 +14,12 @@ honoured by Hydra's stock submitit launcher, not tested by Hydra 1.3.8's suites)
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,30 @@ class TestSequentialLauncherIntegration(_IntegrationSubset):
                          [({}, [*FLAGS, "hydra/launcher=local", "hydra.launcher.timeout_min=1"])])
 class TestLocalLauncherIntegration(_IntegrationSubset):
     test_to_absolute_path_multirun = None  # two more submitit sweeps; covered by `sequential`
+
+
+def test_local_launcher_runs_at_most_max_parallel_jobs_at_once(tmp_path: Path) -> None:
+    """`hydra/launcher=local hydra.launcher.max_parallel=2`: three jobs that each take a second, never more than two
+    running at once and two at some moment (submitit's own start and exit lines in each job's log)."""
+    app = tmp_path / "app.py"
+    app.write_text("import time\nimport hydra\n\n@hydra.main(version_base=None, config_path=None)\n"
+                   "def main(cfg):\n    time.sleep(1.0)\n    return 1\n\nif __name__ == '__main__':\n    main()\n")
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, str(app), "-m", "hydra/launcher=local", "hydra.launcher.max_parallel=2",
+                           "+x=1,2,3", f"hydra.sweep.dir={sweep}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stamp = re.compile(r"submitit INFO \((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+)\) - (Starting with|Exiting after)")
+    events = []
+    for log in (sweep / ".submitit").rglob("*_log.out"):
+        for when, what in stamp.findall(log.read_text()):
+            events.append((datetime.strptime(when, "%Y-%m-%d %H:%M:%S,%f"), what.startswith("Exiting")))
+    assert len(events) == 6, events  # 3 starts, 3 ends
+    running = peak = 0
+    for _, is_end in sorted(events):
+        running += -1 if is_end else 1
+        peak = max(peak, running)
+    assert peak == 2, "max_parallel=2 should run two jobs at once, never more"
 
 
 def test_sweep_mode_sets_sweep_dir_permissions(tmp_path: Path) -> None:

@@ -168,8 +168,7 @@ def test_local_launcher_requeues_after_signal_and_resumes(tmp_path: Path) -> Non
     sweep = tmp_path / "local_sweep"
     her = [*HER_TINY, "total_steps=1000", "seed=3"]
     args = [*her, "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}"]
-    env = {"OMP_NUM_THREADS": None}
-    proc = start_py(*args, multirun=True, env=env)
+    proc = start_py(*args, multirun=True, env={"OMP_NUM_THREADS": None}, fork=True)  # read by the job, not here
     try:
 
         def checkpointed() -> bool:
