@@ -171,6 +171,35 @@ class StudyLock(RunLock):
 
     def __init__(self, file: Path) -> None:
         super().__init__(file.with_name(file.name + ".rlexp.lock"), file.with_name(file.name + ".lease"))
+        self._legacy = file.with_name(file.name + ".lock")
+
+    def acquire(self, shared: bool = False) -> bool:
+        got = super().acquire(shared)
+        if got and not shared:
+            _drop_legacy_lock(self._legacy)
+        return got
+
+
+def _drop_legacy_lock(path: Path) -> None:
+    """Remove a study lock file that earlier rlexp versions left at `<file>.lock` (a plain file; Optuna's journal
+    lock at that path is a symlink, left alone): a journal's next write would wait 30 s for it. Only when no
+    process holds it."""
+    import fcntl
+    import os
+
+    if path.is_symlink() or not path.is_file():
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.unlink()
+    except OSError:  # held by an older rlexp's search, or gone already
+        pass
+    finally:
+        os.close(fd)
 
 
 def _finished_error() -> type[Exception]:

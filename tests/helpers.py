@@ -110,7 +110,10 @@ def _finish(proc: subprocess.Popen[str] | Forked, timeout: float) -> subprocess.
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, err = proc.communicate()
+        try:  # a grandchild (an overlap worker, a launcher's job) may hold the pipes open: do not wait for it
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            out = err = None
         raise subprocess.TimeoutExpired(proc.args, timeout, out, err) from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
@@ -135,10 +138,15 @@ def _start(kind: str, target: str, args: list[str], cwd: Path, env: dict[str, st
     return Forked(cmd, base["path"], request, stdout, stderr)
 
 
-class Forked:
-    """A command forked from the zygote, with the part of `subprocess.Popen`'s interface tests use (text mode).
+ZYGOTE_LOST = 255  # a forked command's exit code when the zygote died before reporting it
 
-    The child is the zygote's, not ours: its exit code comes over the request's socket, read by a thread."""
+
+class Forked:
+    """A command forked from the zygote, with the part of `subprocess.Popen`'s interface tests use (text mode,
+    UTF-8 with replacement characters, stdin /dev/null, no `with` block).
+
+    The child is the zygote's, not ours: its exit code comes over the request's socket, read by a thread. The pid
+    arrives once the child has set itself up (its own session, its hostname), so a signal can follow at once."""
 
     def __init__(self, args: list[str], path: str, request: dict, stdout: int, stderr: int) -> None:
         self.args, self.returncode = args, None
@@ -173,7 +181,8 @@ class Forked:
     def _await_exit(self) -> None:
         try:
             reply = self._conn.recv(64).decode()
-            self.returncode = int(reply.split()[1])
+            # No reply: the zygote itself is gone (its log: the `log` file beside its socket).
+            self.returncode = int(reply.split()[1]) if reply.startswith("exit ") else ZYGOTE_LOST
         finally:
             self._conn.close()
             self._done.set()
@@ -209,7 +218,10 @@ class Forked:
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
-            os.kill(self.pid, sig)
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:  # ended, its exit code not here yet (Popen ignores this too)
+                pass
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)

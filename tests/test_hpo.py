@@ -95,16 +95,19 @@ def test_storage_spec(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_one_search_command_per_study_file_beside_the_storages_own_lock(tmp_path: Path, kind: str) -> None:
     """While a search holds its study file, the storage works as usual (the journal file takes its own lock and
-    lets it go) and a second search command is refused. A study lock at Optuna's own lock path made each journal
-    write wait 30 s for it, then remove it as stale, and a second command was no longer kept out."""
+    lets it go) and a second search command is refused. A study lock at Optuna's own lock path made the first
+    journal write wait 30 s for it, then remove it as stale: the lock file was gone (the lease alone still held)."""
     import optuna
 
     spec = hpo.storage_spec(kind, tmp_path)
     file = hpo.study_file(spec)
     assert file is not None
     file.parent.mkdir(parents=True, exist_ok=True)
+    legacy = file.with_name(file.name + ".lock")
+    legacy.write_text("pid 1 on host old since then\n")  # left by an earlier rlexp at Optuna's journal-lock path
     held = hpo.StudyLock(file)
     assert held.acquire()
+    assert not legacy.exists(), "an earlier version's lock file, held by nobody, is removed"
     try:
         study = optuna.create_study(study_name="s", storage=hpo.open_storage(spec))
         study.tell(study.ask(), 1.0)

@@ -111,11 +111,26 @@ class TestLocalLauncherIntegration(_IntegrationSubset):
 
 
 def test_local_launcher_runs_at_most_max_parallel_jobs_at_once(tmp_path: Path) -> None:
-    """`hydra/launcher=local hydra.launcher.max_parallel=2`: three jobs that each take a second, never more than two
-    running at once and two at some moment (submitit's own start and exit lines in each job's log)."""
+    """`hydra/launcher=local hydra.launcher.max_parallel=2`: three jobs, never more than two running at once and two
+    at some moment (submitit's own start and exit lines in each job's log). Each job waits until two have started,
+    so the first two overlap however slowly their interpreters start."""
     app = tmp_path / "app.py"
-    app.write_text("import time\nimport hydra\n\n@hydra.main(version_base=None, config_path=None)\n"
-                   "def main(cfg):\n    time.sleep(1.0)\n    return 1\n\nif __name__ == '__main__':\n    main()\n")
+    app.write_text(f"""import pathlib, time
+import hydra
+
+@hydra.main(version_base=None, config_path=None)
+def main(cfg):
+    marks = pathlib.Path({str(tmp_path)!r})
+    (marks / f"started_{{cfg.x}}").touch()
+    end = time.time() + 60
+    while len(list(marks.glob("started_*"))) < 2 and time.time() < end:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    return 1
+
+if __name__ == "__main__":
+    main()
+""")
     sweep = tmp_path / "sweep"
     proc = subprocess.run([sys.executable, str(app), "-m", "hydra/launcher=local", "hydra.launcher.max_parallel=2",
                            "+x=1,2,3", f"hydra.sweep.dir={sweep}"],
@@ -128,7 +143,7 @@ def test_local_launcher_runs_at_most_max_parallel_jobs_at_once(tmp_path: Path) -
             events.append((datetime.strptime(when, "%Y-%m-%d %H:%M:%S,%f"), what.startswith("Exiting")))
     assert len(events) == 6, events  # 3 starts, 3 ends
     running = peak = 0
-    for _, is_end in sorted(events):
+    for _, is_end in sorted(events, key=lambda e: (e[0], not e[1])):  # on a tie, an exit before a start
         running += -1 if is_end else 1
         peak = max(peak, running)
     assert peak == 2, "max_parallel=2 should run two jobs at once, never more"

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.slow
 QUICK = ["+experiment=ch05_her_reach", "n_envs=2", "algo.learning_starts=100000", "algo.buffer_size=2000",
          "+algo.policy_kwargs.net_arch=[32,32]", "checkpoint_freq=200", "progress=false", "eval.n_episodes=2",
          "diagnostics.freq=0"]
-SHIM = """import errno, fcntl, os, runpy, sys
+SHIM = """import errno, fcntl, os, runpy, socket, sys
+print("shim on host", socket.gethostname(), file=sys.stderr)
 mode = os.environ.get("RLEXP_TEST_FLOCK")
 if mode == "enosys":  # a file system without flock (Lustre mounted without -o flock)
     def flock(fd, op):
@@ -94,6 +95,7 @@ def test_a_second_node_is_refused_by_the_lease(tmp_path: Path, flock: str) -> No
         second = run_py(*args, shim=shim(tmp_path, flock), hostname="nodeB", env={"RLEXP_TEST_FLOCK": flock})
         out = second.stdout + second.stderr
         assert second.returncode == 4, out[-3000:]
+        assert "shim on host nodeB" in second.stderr, "the second trainer runs under the other node's hostname"
         host = os.uname().nodename
         assert f"is in use: running in pid {first.pid} on host {host} since" in out, out[-2000:]
         assert "last heartbeat" in out and " s ago" in out, out[-2000:]

@@ -23,7 +23,11 @@ def test_without_a_tty_progress_is_plain_lines_over_the_steps_trained(tmp_path: 
     with out.open("wb") as f:
         proc = start_py(*PPO, "progress_percent=25", "progress_minutes=0", f"hydra.run.dir={run_dir}",
                         stdout=f.fileno())
-        proc.wait(timeout=600)
+        try:
+            proc.wait(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     data = out.read_bytes()
     assert proc.returncode == 0, data[-3000:].decode(errors="replace")
     assert b"\x1b" not in data and b"\x1b" not in (run_dir / "run.log").read_bytes(), "no escape codes in files"

@@ -57,8 +57,9 @@ def preload() -> None:
     opt.step()
 
 
-def _child(request: dict, fds: list[int], inherited: list[int]) -> None:
-    """In the forked child: become the command, then exit the way the interpreter would."""
+def _child(request: dict, fds: list[int], inherited: list[int], ready: int) -> None:
+    """In the forked child: become the command, then exit the way the interpreter would. `ready`: closed once the
+    child is set up (session, hostname, signal handlers), which is when the zygote reports its pid."""
     for fd in inherited:
         try:
             os.close(fd)
@@ -76,6 +77,7 @@ def _child(request: dict, fds: list[int], inherited: list[int]) -> None:
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.close(ready)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(fds[0], 1)
@@ -152,10 +154,14 @@ def serve(path: str) -> None:
             except (OSError, ValueError):
                 conn.close()
                 continue
+            ready_r, ready_w = os.pipe()
             pid = os.fork()
             if pid == 0:
-                _child(request, fds, [listener.fileno(), wake_r, wake_w, conn.fileno(),
-                                      *(c.fileno() for c in children.values())])
+                _child(request, fds, [listener.fileno(), wake_r, wake_w, conn.fileno(), ready_r,
+                                      *(c.fileno() for c in children.values())], ready_w)
+            os.close(ready_w)
+            os.read(ready_r, 1)  # EOF once the child is set up (or gone)
+            os.close(ready_r)
             for fd in fds:
                 os.close(fd)
             try:
