@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +56,16 @@ PPO_TINY = [
 # Variables read while the libraries are imported: a command whose value differs from the zygote's gets a
 # fresh interpreter. Everything else (RLEXP_*, HYDRA_FULL_ERROR, ...) is read at run time.
 _IMPORT_TIME = ("OMP_", "MKL_", "OPENBLAS_", "MUJOCO_", "PYOPENGL_", "PYTHON", "TORCH", "LD_", "CUDA", "EGL")
+
+
+def _import_time(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith(_IMPORT_TIME)}
+
+
 # Their values when pytest started. Code a test runs in this process changes some (MuJoCo's renderer sets
 # PYOPENGL_PLATFORM, importing cv2 sets LD_LIBRARY_PATH): the commands tests start keep these, or every later
 # command of that worker would start a fresh interpreter.
-_STARTED_WITH = {k: v for k, v in os.environ.items() if k.startswith(_IMPORT_TIME)}
+_STARTED_WITH = _import_time(os.environ)
 
 
 def _env() -> dict[str, str]:
@@ -127,8 +134,7 @@ def _start(kind: str, target: str, args: list[str], cwd: Path, env: dict[str, st
            fork: bool = False) -> subprocess.Popen[str] | Forked:
     cmd = [sys.executable, *(["-m", target] if kind == "module" else [target]), *args]
     base = None if fresh else _start_zygote()
-    if base is None or not fork and (any(k.startswith(_IMPORT_TIME) for k in set(env) ^ set(base["env"])) or any(
-            env[k] != base["env"][k] for k in env if k in base["env"] and k.startswith(_IMPORT_TIME))):
+    if base is None or not fork and _import_time(env) != _import_time(base["env"]):
         if hostname is not None:
             cmd = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname, *cmd]
         return subprocess.Popen(cmd, cwd=cwd, env=env, text=True, stdout=stdout, stderr=stderr,
@@ -177,6 +183,8 @@ class Forked:
                 os.close(fd)
         self._done = threading.Event()
         threading.Thread(target=self._await_exit, daemon=True).start()
+        self._chunks: dict[str, str] = {}
+        self._readers: list[threading.Thread] | None = None  # communicate()'s, started at its first call
 
     def _await_exit(self) -> None:
         try:
@@ -197,8 +205,7 @@ class Forked:
 
     def communicate(self, timeout: float | None = None) -> tuple[str | None, str | None]:
         """Read stdout/stderr to their end and wait for the exit, as Popen.communicate does."""
-        if not hasattr(self, "_readers"):
-            self._chunks: dict[str, str] = {}
+        if self._readers is None:
             self._readers = [threading.Thread(target=self._drain, args=(name,), daemon=True)
                              for name in ("stdout", "stderr") if getattr(self, name) is not None]
             for t in self._readers:
