@@ -119,7 +119,9 @@ from rlexp.sweepdir import JobEvent, PlannedJob, SweepDir
 from rlexp.training import tblog
 from rlexp.training.logs import keep_progress
 
-root, until = Path(sys.argv[1]), time.time() + float(sys.argv[2])
+# it stops once it has made at least `min_ops` changes and the reader has looped 10 times over them (or at the cap)
+root, min_ops, looped = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+cap = time.time() + 90
 sweep, rng, n = SweepDir(root), random.Random(0), 12
 (root / "multirun.yaml").parent.mkdir(parents=True, exist_ok=True)
 (root / "multirun.yaml").write_text("hydra: {}\n")
@@ -127,7 +129,7 @@ jobs = [PlannedJob(num=i, subdir=f"seed={i}", overrides=[f"seed={i}"], job_id=st
 sweep.write_plan(jobs, launcher="RlexpLocalLauncher")
 holders, steps, ops = {}, {}, 0
 OPS = (0, 0, 1, 2, 3, 3, 3, 3, 4, 5, 6, 7, 8, 8, 9, 10)  # histories rewritten and folders removed most often
-while time.time() < until:
+while (ops < min_ops or not looped.exists()) and time.time() < cap:
     num = rng.randrange(n)
     run, op, sub = RunDir(root / f"seed={num}"), rng.choice(OPS), f"seed={num}"
     step = steps[num] = steps.get(num, 0) + 64
@@ -204,7 +206,7 @@ print(ops)
 READER = r'''
 import json, os, sys
 from pathlib import Path
-root, stop = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
+root, stop, looped = Path(sys.argv[1]).resolve(), Path(sys.argv[2]), Path(sys.argv[3])
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 CHANGES = {"os.rename", "os.remove", "os.rmdir", "os.mkdir", "os.utime", "os.chmod", "os.chown", "os.truncate",
            "os.link", "os.symlink", "shutil.rmtree", "shutil.copyfile", "shutil.move"}
@@ -232,6 +234,8 @@ while not stop.exists() or loops < 3:
     render(root, states, info)
     seen |= {j.state for j in states}
     loops += 1
+    if loops == 10:
+        looped.touch()  # outside the sweep directory: tells the writer it may stop
 print(json.dumps({"loops": loops, "writes": writes[:10], "seen": sorted(seen)}))
 '''
 
@@ -240,18 +244,19 @@ def test_status_while_the_sweep_writes_never_fails_and_writes_nothing(tmp_path: 
     """`status` read-only and safe at any moment: looping over a sweep directory that a second process keeps
     rewriting with the real writers (job folders appearing and vanishing, units committed and moved aside,
     histories rewritten), it never raises and never writes, opens for writing, renames, removes or touches
-    anything under the sweep directory (Python audit hooks). ~4 s."""
-    sweep, stop = tmp_path / "sweep", tmp_path / "stop"
+    anything under the sweep directory (Python audit hooks). The writer makes at least 1,000 changes and goes on
+    until the reader has looped 10 times, however slow the host. ~4 s."""
+    sweep, stop, looped = tmp_path / "sweep", tmp_path / "stop", tmp_path / "looped"
     (tmp_path / "writer.py").write_text(WRITER)
     (tmp_path / "reader.py").write_text(READER)
     env = {**_env(), "PYTHONPATH": str(ROOT), "RLEXP_LEASE_HEARTBEAT": "0.05"}
-    writer = subprocess.Popen([sys.executable, str(tmp_path / "writer.py"), str(sweep), "4"], env=env,
+    writer = subprocess.Popen([sys.executable, str(tmp_path / "writer.py"), str(sweep), "1000", str(looped)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not (sweep / ".rlexp" / "jobs.json").exists() and writer.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    reader = subprocess.Popen([sys.executable, str(tmp_path / "reader.py"), str(sweep), str(stop)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reader = subprocess.Popen([sys.executable, str(tmp_path / "reader.py"), str(sweep), str(stop), str(looped)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wout, werr = writer.communicate(timeout=120)
     stop.touch()
     rout, rerr = reader.communicate(timeout=120)
