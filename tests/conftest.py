@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from helpers import FAST, ok, run_py
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sb3_logs_in_basetemp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SB3's `learn()` without a logger of the caller's makes an empty folder under /tmp at each call; tests that call
+    it in this process (plain SB3 next to rlexp) make theirs under pytest's base temp instead (SB3_LOGDIR)."""
+    os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3_logs"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

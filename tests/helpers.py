@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -247,6 +248,7 @@ def _start_zygote() -> dict[str, Any] | None:
         proc = subprocess.Popen([sys.executable, "-u", str(ROOT / "tests" / "zygote.py"), str(folder / "sock")],
                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=open(folder / "log", "wb"))
         assert proc.stdout.readline() == b"ready\n", (folder / "log").read_text()[-3000:]
+        atexit.register(shutil.rmtree, folder, True)  # its socket and log: after the kill below (atexit is LIFO)
         atexit.register(proc.kill)
         _zygote.update(path=str(folder / "sock"), env=env, proc=proc)
     return _zygote
