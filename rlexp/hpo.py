@@ -20,7 +20,9 @@ The search itself (asking Optuna for trials, launching them, re-launching stale 
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -184,9 +186,6 @@ def _drop_legacy_lock(path: Path) -> None:
     """Remove a study lock file that earlier rlexp versions left at `<file>.lock` (a plain file; Optuna's journal
     lock at that path is a symlink, left alone): a journal's next write would wait 30 s for it. Only when no
     process holds it."""
-    import fcntl
-    import os
-
     if path.is_symlink() or not path.is_file():
         return
     try:

@@ -157,7 +157,6 @@ class Forked:
 
     def __init__(self, args: list[str], path: str, request: dict, stdout: int, stderr: int) -> None:
         self.args, self.returncode = args, None
-        self.stdout = self.stderr = None
         ours: list[int] = []  # write ends we made: closed here once the child has its copies
 
         def end(spec: int) -> tuple[int | None, int]:  # (our read end or None, the child's write end)
