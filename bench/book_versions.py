@@ -3,7 +3,7 @@ version sets.
 
     python bench/book_versions.py setup era                    # venv bench/out/venvs/era with the set's pins
     python bench/book_versions.py run era --seed 0 --steps 1500000   # -> bench/out/versions_era_s0
-    python bench/book_versions.py table [--write docs/results.md]    # every versions_* run, dir or record
+    python bench/book_versions.py table [--write docs/measurements.md]    # every versions_* run, dir or record
 
 The book's repository asks only for minimums (stable-baselines3>=2.4.0, gymnasium>=1.0.0,
 gymnasium-robotics>=1.3.0, mujoco>=3.0.0) on top of the NVIDIA PyTorch 25.12 image (book ch1), so the
@@ -247,7 +247,7 @@ def main() -> int:
             record(name)
     text = table()
     if args.write:
-        cmd = "python bench/book_versions.py table --write docs/results.md"
+        cmd = "python bench/book_versions.py table --write docs/measurements.md"
         write_section(args.write, "push-versions", "Push's take-off under other library versions",
                       f"`{cmd}`\n\n" + text)
     print(text)

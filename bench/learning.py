@@ -1,7 +1,8 @@
 """Reproduce the book's headline learning runs on this machine and tabulate them into docs/results.md.
 
     python bench/learning.py run ppo_reach      # one run (see RUNS), artifacts under bench/out/NAME
-    python bench/learning.py table [--fast] [--write docs/results.md]   # Markdown table of the finished runs
+    python bench/learning.py table [--write docs/results.md]   # Markdown table of the finished runs
+    python bench/learning.py table --fast [--write docs/measurements.md]   # the fast-path and overlap runs
     python bench/learning.py solve [--write docs/results.md]   # time to solve Push (push_* runs and records)
     python bench/learning.py plot push_overlap_s0 --out docs/img/push_overlap_curve.png   # success over steps
 
@@ -39,8 +40,8 @@ RECORD_FILES = ("model.meta.json", "eval.json", "evaluations.csv", ".hydra/overr
 Run = tuple[str, int, str, str, int, tuple[str, ...]]
 # The first five ran with SB3's own classes, before the fast path existed, and have their own section of
 # docs/results.md (learning-bench); the rest ran with fast=true, with and without overlap=true
-# (learning-fast). One torch thread per run: two runs share the 2 cores (a 2-thread PPO update beside another
-# run ran at 1/8 speed).
+# (learning-fast, in docs/measurements.md). One torch thread per run: two runs share the 2 cores (a 2-thread
+# PPO update beside another run ran at 1/8 speed).
 ONE = ("threads=1",)
 EVAL = ("eval.freq=100000",)  # periodic eval on the 100 book episodes: when a run first reaches 90%
 OVERLAP = ("overlap=true", "threads=1")
@@ -258,7 +259,7 @@ LEARNING = {
     True: (
         "learning-fast",
         "Learning checks on the fast path and with overlap=true",
-        "`python bench/learning.py table --fast --write docs/results.md` builds this table from each run's "
+        "`python bench/learning.py table --fast --write docs/measurements.md` builds this table from each run's "
         "directory (bench/out/NAME) or record (bench/records/NAME); `python bench/learning.py run NAME` trains a "
         "run. These runs are on the fast path, with and without `overlap=true`: add `fast=true` to a command to "
         "repeat it (the commands leave it out; it was the default then). Other jobs shared the 2 cores unless a "

@@ -1,7 +1,7 @@
 """Pixel Push costs on this machine: env throughput, replay memory per transition, step-2 training speed.
 
     python bench/pixels.py                          # defaults, prints a Markdown table
-    python bench/pixels.py --env-steps 200 --train-steps 30 --batch-size 32 --write docs/results.md
+    python bench/pixels.py --env-steps 200 --train-steps 30 --batch-size 32 --write docs/measurements.md
 
 --write replaces the section between the pixel-bench markers in that Markdown file (appends it if absent).
 Not part of the test suite. Counts are small by default; raise them for steadier numbers.

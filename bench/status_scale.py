@@ -1,6 +1,6 @@
 """`python -m rlexp status` and `report` on sweep directories of thousands of runs: wall time and peak memory.
 
-    python bench/status_scale.py --runs 1000 10000 --write docs/results.md
+    python bench/status_scale.py --runs 1000 10000 --write docs/measurements.md
 
 A synthetic sweep made from a real one: first a 2-job sweep of tiny PPO Reach runs through the local launcher
 (`bench/out/status_scale/template`, made once; 100 eval episodes, checkpoints, TensorBoard, monitor files, the

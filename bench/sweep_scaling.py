@@ -1,6 +1,6 @@
 """Wall time of an 8-job mini-grid through the `local` submitit launcher with 1 vs 2 parallel workers.
 
-    python bench/sweep_scaling.py [--workers 1 2] [--steps 2048] [--json out.json] [--write docs/results.md]
+    python bench/sweep_scaling.py [--workers 1 2] [--steps 2048] [--json out.json] [--write docs/measurements.md]
 
 Each setting runs the same grid (PPO dense Reach, algo.gamma x seed = 2 x 4 jobs) into a fresh sweep
 directory, so nothing is skipped. Prints a Markdown table. Run it on an otherwise idle machine: the

@@ -1,7 +1,7 @@
 """torch threads side by side: threads=1, 2 and all cores, on a state and a pixel experiment.
 
     python bench/threads.py                                      # 2 rounds, SAC+HER Push 4,000 steps, pixel step 2 600
-    python bench/threads.py --rounds 3 --write docs/results.md   # section threads-bench
+    python bench/threads.py --rounds 3 --write docs/measurements.md   # section threads-bench
     python bench/threads.py --rounds 1 --state-steps 400 --pixel-steps 240  # a smoke run (numbers meaningless)
 
 Each run is a plain `python run.py +experiment=NAME threads=N ...` subprocess on CPU: `ch05_her_push` (8 envs,

@@ -2,10 +2,10 @@
 `fast=true`), with and without `overlap=true`, side by side.
 
     python bench/throughput.py --repeats 3 --steps 12000 --write docs/results.md
-    python bench/throughput.py --device cuda --write docs/results.md       # on a GPU machine
+    python bench/throughput.py --device cuda --write docs/measurements.md  # on a GPU machine
     python bench/throughput.py --candidates --repeats 2 --steps 6000       # each fast-path piece on its own
     python bench/throughput.py --concurrent 6 --seconds 60 --write docs/results.md  # plain and rlexp at once
-    python bench/throughput.py --pieces 3 --seconds 45 --write docs/results.md      # each piece's worth, A/B
+    python bench/throughput.py --pieces 3 --seconds 45 --write docs/measurements.md  # each piece's worth, A/B
 
 Every measurement is its own process (one torch thread), run one after another and interleaved across
 repeats, so all modes see the same machine load. Each trains the same recipe (bench/plain_sb3.py: 8 envs,
@@ -272,7 +272,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12_000, help="timed env steps per measurement (after warm-up)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (the learner's device; envs are on the CPU)")
     ap.add_argument("--candidates", action="store_true", help="also measure each fast-path piece alone")
-    ap.add_argument("--write", type=Path, help="put the table into this Markdown file (docs/results.md)")
+    ap.add_argument("--write", type=Path, help="put the table into this Markdown file "
+                    "(docs/results.md; --pieces and cuda: docs/measurements.md)")
     ap.add_argument("--concurrent", type=int, default=0, metavar="N",
                     help="instead: N pairs of plain SB3 and fast=true run at the same time, one per core")
     ap.add_argument("--seconds", type=float, default=0.0, help="with --concurrent: timed wall seconds per run (60)")
@@ -310,8 +311,9 @@ def main() -> None:
 
             body = (f"For each piece of the fast path: `fast=true` and the same path without that piece run "
                     f"at the same time, one pinned to each core (swapped every pair), each timed over "
-                    f"{args.seconds:g} s of wall clock after {LEARNING_STARTS + 1000:,} untimed steps of the recipe "
-                    f"above; one torch thread each. A piece stays only if it buys at least 3% (1.03x). Machine: "
+                    f"{args.seconds:g} s of wall clock after {LEARNING_STARTS + 1000:,} untimed steps of the SAC+HER "
+                    f"FetchPush-v4 recipe (ch05_her_push's hyperparameters, 8 envs, batch 256); one torch thread "
+                    f"each. A piece stays only if it buys at least 3% (1.03x). Machine: "
                     f"{machine(args.device)}; load average {load:.1f} at start. torch {torch.__version__}, "
                     f"{time.strftime('%Y-%m-%d', time.gmtime())}.\n\n`python bench/throughput.py --pieces "
                     f"{args.pieces} --seconds {args.seconds:g}`\n\n" + "\n".join(rows) + "\n")

@@ -1,7 +1,7 @@
 """Where one SAC gradient step's time goes on this CPU: SB3's `train()` and rlexp's FastSAC, with and without its
 direct network calls.
 
-    python bench/update_step.py --rounds 8 --steps 50 --write docs/results.md
+    python bench/update_step.py --rounds 8 --steps 50 --write docs/measurements.md
 
 One process, one torch thread, the book's ch05_her_push networks and update (256x256 actor and twin critics
 on FetchPush-v4's dict observations, batch 256, gamma 0.95, fixed entropy coefficient 0.05). Every model

@@ -135,25 +135,30 @@ def test_carried_rows_must_fit_the_new_columns(tmp_path: Path) -> None:
 
 
 def test_results_doc_is_what_its_scripts_rebuild_from_the_records(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
-    """docs/results.md's learning, solve and version sections equal what `--write` makes of them from
-    bench/records alone (no run directories), and hold no provenance diary."""
+    """docs/results.md's learning and solve sections and docs/measurements.md's fast-path learning and version
+    sections equal what `--write` makes of them from bench/records alone (no run directories), and hold no
+    provenance diary."""
     import book_versions as bv
 
     monkeypatch.setattr(learning, "OUT", tmp_path / "out")
     monkeypatch.setattr(bv, "OUT", tmp_path / "out")
-    doc = tmp_path / "results.md"
+    doc, detail = tmp_path / "results.md", tmp_path / "measurements.md"
     shutil.copy(ROOT / "docs" / "results.md", doc)
-    before = doc.read_text()
+    shutil.copy(ROOT / "docs" / "measurements.md", detail)
+    before, detail_before = doc.read_text(), detail.read_text()
     for fast in (False, True):
         names = [n for n in learning.RUNS if (n in learning.BEFORE_FAST) != fast]
         key, title, header = learning.LEARNING[fast]
-        learning.publish(doc, key, title, learning.table(names, header), names)
+        learning.publish(detail if fast else doc, key, title, learning.table(names, header), names)
     learning.publish(doc, "push-solve", "Time to solve FetchPush-v4", learning.solve_table(), [])
-    write_section(doc, "push-versions", "Push's take-off under other library versions",
-                  "`python bench/book_versions.py table --write docs/results.md`\n\n" + bv.table())
+    write_section(detail, "push-versions", "Push's take-off under other library versions",
+                  "`python bench/book_versions.py table --write docs/measurements.md`\n\n" + bv.table())
     assert doc.read_text() == before
-    for key in ("learning-bench", "learning-fast", "push-solve", "push-versions"):
+    assert detail.read_text() == detail_before
+    for key in ("learning-bench", "push-solve"):
         assert not DIARY.search(_section(before, key)), key
+    for key in ("learning-fast", "push-versions"):
+        assert not DIARY.search(_section(detail_before, key)), key
     solve = _section(before, "push-solve")
     assert "| push_tqc_s0_intel | `python run.py +experiment=ch05_her_push_tqc " in solve
     assert "| Intel Xeon, 2 cores | tqc | 0 | 1,402,232 |" in solve  # its record's machine, not this one's
